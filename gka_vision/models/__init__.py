@@ -1,0 +1,1 @@
+# Each import registers one model family with timm.

@@ -1,0 +1,36 @@
+"""Multiply-accumulate counts of the GKA core (fvcore counts one MAC as one "flop").
+
+fvcore cannot look inside the op, so while tracing gka_scan runs as the opaque node
+`prim::PythonOp.GKAScanFunction` and `gka_scan_flop_jit` below is its handle.
+"""
+from typing import Any, List
+
+
+def gka_scan_macs(batch, seq_len, heads, head_dim, num_iter=30, chunk_size=64, directions=1):
+    """MACs of the chunked GKA forward (GKA.md section 3), per the algorithm the kernels run.
+
+    Per token and head, with C = min(chunk, T), D = head dim:
+      key-covariance and value chunk states  2 D^2
+      Frobenius norms (K H_p, K K^T)         D^2 + C D
+      each Chebyshev iteration, and the one application of A for the implicit backward:
+                                             D^2 (H_p x) + 2 C D (intra-chunk x K^T, then K)
+      read-out (q' S_p, q' K^T, then V)      D^2 + 2 C D
+    """
+    C = min(chunk_size, seq_len)
+    D = head_dim
+    per_token = 2 * D * D + (D * D + C * D) + num_iter * (D * D + 2 * C * D) + (D * D + 2 * C * D)
+    return directions * batch * heads * seq_len * per_token
+
+
+def gka_scan_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
+    """fvcore handle for `prim::PythonOp.GKAScanFunction` (inputs: q, k, v, alpha, g[, g_rev])."""
+    from fvcore.nn.jit_handles import get_shape
+
+    batch, seq_len, heads, head_dim = get_shape(inputs[0])
+    directions = 2 if len(inputs) == 6 else 1
+    scalars = [s for s in outputs[0].node().scalar_args() if s is not None]
+    num_iter = int(scalars[1])  # (ridge_ratio, num_iter, [scale,] reverse, backend)
+    return gka_scan_macs(batch, seq_len, heads, head_dim, num_iter, directions=directions)
+
+
+FVCORE_HANDLES = {"prim::PythonOp.GKAScanFunction": gka_scan_flop_jit}
