@@ -1,0 +1,45 @@
+"""GKAVision, the GKA paper's ImageNet model: MambaVision's macro-architecture with the GKA mixer.
+
+Same stem, conv stages, windows, attention blocks and timm API as mambavision.py (the class below only
+changes the default mixer); the first half of the blocks of stages 2-3 use BidirectionalGKAMixer with
+the stage's head count, so head dims are 40 (tiny), 48 (small) and 64 (base). Widths and depths are
+MambaVision-T/S/B's. Reported (ImageNet-1K, 224px): GKAVision-T 81.27 top-1 (GKA paper, arXiv 2511.21016).
+"""
+from timm.models import generate_default_cfgs, register_model
+
+from .mambavision import MambaVision, _cfg, create_hybrid
+
+__all__ = ['GKAVision']
+
+
+class GKAVision(MambaVision):
+    """MambaVision layout with ``mixer='gka'`` by default; see MambaVision for the arguments."""
+
+    def __init__(self, *args, mixer: str = 'gka', **kwargs):
+        super().__init__(*args, mixer=mixer, **kwargs)
+
+
+default_cfgs = generate_default_cfgs({
+    'gkavision_tiny': _cfg(paper_ids='arXiv:2511.21016', license='apache-2.0'),
+    'gkavision_small': _cfg(paper_ids='arXiv:2511.21016', license='apache-2.0'),
+    'gkavision_base': _cfg(paper_ids='arXiv:2511.21016', license='apache-2.0'),
+})
+
+
+@register_model
+def gkavision_tiny(pretrained: bool = False, **kwargs) -> GKAVision:
+    model_args = dict(dim=80, in_dim=32, depths=(1, 3, 8, 4), num_heads=(2, 4, 8, 16), window_size=(8, 8, 14, 7))
+    return create_hybrid(GKAVision, 'gkavision_tiny', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def gkavision_small(pretrained: bool = False, **kwargs) -> GKAVision:
+    model_args = dict(dim=96, in_dim=64, depths=(3, 3, 7, 5), num_heads=(2, 4, 8, 16), window_size=(8, 8, 14, 7))
+    return create_hybrid(GKAVision, 'gkavision_small', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def gkavision_base(pretrained: bool = False, **kwargs) -> GKAVision:
+    model_args = dict(dim=128, in_dim=64, depths=(3, 3, 10, 5), num_heads=(2, 4, 8, 16), window_size=(8, 8, 14, 7),
+                      layer_scale=1e-5)
+    return create_hybrid(GKAVision, 'gkavision_base', pretrained=pretrained, **dict(model_args, **kwargs))

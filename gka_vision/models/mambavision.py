@@ -1,0 +1,417 @@
+"""MambaVision's hierarchical hybrid macro-architecture, parametrised by its token mixer, as timm models.
+
+    image -> stem: 2 x (conv3x3 stride 2 + BN + ReLU)                      stride 4, in_dim -> dim
+          -> stage 0: conv residual blocks                                 dim,   stride 4
+          -> stage 1: conv3x3 s2 downsample + conv residual blocks         2 dim, stride 8
+          -> stage 2: downsample + windowed [mixer blocks, then attention blocks]   4 dim, stride 16
+          -> stage 3: downsample + windowed [mixer blocks, then attention blocks]   8 dim, stride 32
+          -> BatchNorm -> global average pool -> linear head
+
+In stages 2-3 the map is cut into windows (14x14 and 7x7 for MambaVision-T, i.e. the whole map at 224);
+every block of the stage works inside the windows, raster order within a window. The first half of the
+blocks use the token mixer, the second half multi-head self-attention (odd depth: one more mixer block).
+Each of those blocks is x + drop_path(mixer(LN(x))); x + drop_path(MLP(LN(x))).
+
+``mixer='mamba'`` gives MambaVision (MambaVisionMixer: Mamba-1 selective scan, registered here as
+``mambavision_tiny``); ``mixer='gka'`` gives GKAVision, the GKA paper's ImageNet model
+(BidirectionalGKAMixer; registered in gkavision.py). Both share every other line of this file.
+Written from the MambaVision paper's description (arXiv 2407.08083), not from its code. Differences:
+a window larger than the map shrinks to the map (MambaVision pads it); downsampling sits at the start
+of stages 1-3 instead of the end of stages 0-2 (same layers, cleaner feature taps).
+"""
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import Attention, DropPath, LayerScale, Mlp, trunc_normal_
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+
+from ..layers import BidirectionalGKAMixer
+from ..layers.mamba_mixer import MambaVisionMixer
+
+__all__ = ['MambaVision', 'ConvBlock', 'MixerBlock', 'HybridStage']
+
+MIXERS = ('mamba', 'gka')
+
+
+class ConvBlock(nn.Module):
+    """x + drop_path(BN(conv3x3(GELU(BN(conv3x3(x)))))), NCHW."""
+
+    def __init__(self, dim: int, drop_path: float = 0., layer_scale: Optional[float] = None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(dim, dim, 3, padding=1)
+        self.norm1 = nn.BatchNorm2d(dim, eps=1e-5)
+        self.act = nn.GELU(approximate='tanh')
+        self.conv2 = nn.Conv2d(dim, dim, 3, padding=1)
+        self.norm2 = nn.BatchNorm2d(dim, eps=1e-5)
+        self.gamma = nn.Parameter(layer_scale * torch.ones(dim)) if layer_scale else None
+        self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm2(self.conv2(self.act(self.norm1(self.conv1(x)))))
+        if self.gamma is not None:
+            y = y * self.gamma.view(1, -1, 1, 1)
+        return x + self.drop_path(y)
+
+
+class _WindowAttention(nn.Module):
+    """timm's multi-head self-attention with the mixer call signature (x, hw)."""
+
+    def __init__(self, dim: int, num_heads: int, proj_drop: float = 0.):
+        super().__init__()
+        self.attn = Attention(dim, num_heads=num_heads, qkv_bias=True, proj_drop=proj_drop)
+
+    def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+        return self.attn(x)
+
+
+def make_mixer(kind: str, dim: int, num_heads: int, proj_drop: float = 0., backend: str = 'auto',
+               d_state: int = 8, d_conv: int = 3, expand: int = 1, ridge_ratio: float = 0.02,
+               num_iter: int = 30) -> nn.Module:
+    """Token mixer of one block: 'mamba' (MambaVisionMixer), 'gka' (BidirectionalGKAMixer) or 'attn'."""
+    if kind == 'mamba':
+        return MambaVisionMixer(dim, d_state=d_state, d_conv=d_conv, expand=expand, backend=backend,
+                                proj_drop=proj_drop)
+    if kind == 'gka':
+        return BidirectionalGKAMixer(dim, num_heads, ridge_ratio=ridge_ratio, num_iter=num_iter, backend=backend,
+                                     proj_drop=proj_drop)
+    if kind == 'attn':
+        return _WindowAttention(dim, num_heads, proj_drop=proj_drop)
+    raise ValueError(f"unknown mixer {kind!r}; choose one of {MIXERS + ('attn',)}")
+
+
+class MixerBlock(nn.Module):
+    """Pre-norm token-mixer + MLP block on window tokens [B*, N, C] of a (h, w) window."""
+
+    def __init__(self, dim: int, num_heads: int, mixer: str, mlp_ratio: float = 4., drop_path: float = 0.,
+                 proj_drop: float = 0., layer_scale: Optional[float] = None, **mixer_kwargs):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-5)
+        self.mixer = make_mixer(mixer, dim, num_heads, proj_drop=proj_drop, **mixer_kwargs)
+        self.ls1 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=1e-5)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop)
+        self.ls2 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+
+    def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+        x = x + self.drop_path1(self.ls1(self.mixer(self.norm1(x), hw)))
+        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+
+
+def window_partition(x: torch.Tensor, wh: int, ww: int) -> torch.Tensor:
+    """[B, C, H, W] (H, W multiples of wh, ww) -> [B * nW, wh * ww, C], raster order inside a window."""
+    B, C, H, W = x.shape
+    x = x.view(B, C, H // wh, wh, W // ww, ww).permute(0, 2, 4, 3, 5, 1)
+    return x.reshape(-1, wh * ww, C)
+
+
+def window_reverse(x: torch.Tensor, wh: int, ww: int, H: int, W: int) -> torch.Tensor:
+    """Inverse of window_partition: [B * nW, wh * ww, C] -> [B, C, H, W]."""
+    C = x.shape[-1]
+    x = x.view(-1, H // wh, W // ww, wh, ww, C).permute(0, 5, 1, 3, 2, 4)
+    return x.reshape(-1, C, H, W)
+
+
+class HybridStage(nn.Module):
+    """Optional stride-2 downsample, then conv blocks, or windowed mixer blocks followed by attention blocks."""
+
+    def __init__(self, in_dim: int, dim: int, depth: int, conv: bool, num_heads: int, window_size: int,
+                 mixer: str, mlp_ratio: float = 4., drop_path: Sequence[float] = (), proj_drop: float = 0.,
+                 layer_scale: Optional[float] = None, layer_scale_conv: Optional[float] = None,
+                 **mixer_kwargs):
+        super().__init__()
+        self.downsample = nn.Conv2d(in_dim, dim, 3, stride=2, padding=1, bias=False) if in_dim != dim \
+            else nn.Identity()
+        self.conv = conv
+        self.window_size = window_size
+        self.grad_checkpointing = False
+        dp = list(drop_path) or [0.] * depth
+        if conv:
+            self.blocks = nn.Sequential(*[ConvBlock(dim, dp[i], layer_scale_conv) for i in range(depth)])
+        else:
+            n_mixer = depth - depth // 2  # odd depth: one more mixer block than attention blocks
+            self.blocks = nn.ModuleList([
+                MixerBlock(dim, num_heads, mixer if i < n_mixer else 'attn', mlp_ratio=mlp_ratio,
+                           drop_path=dp[i], proj_drop=proj_drop, layer_scale=layer_scale, **mixer_kwargs)
+                for i in range(depth)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        if self.conv:
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                return checkpoint_seq(self.blocks, x)
+            return self.blocks(x)
+        B, C, H, W = x.shape
+        wh, ww = min(self.window_size, H), min(self.window_size, W)
+        pad_b, pad_r = (-H) % wh, (-W) % ww
+        if pad_b or pad_r:
+            x = F.pad(x, (0, pad_r, 0, pad_b))
+        Hp, Wp = H + pad_b, W + pad_r
+        t = window_partition(x, wh, ww)
+        for blk in self.blocks:
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                t = torch.utils.checkpoint.checkpoint(blk, t, (wh, ww), use_reentrant=False)
+            else:
+                t = blk(t, (wh, ww))
+        x = window_reverse(t, wh, ww, Hp, Wp)
+        return x[:, :, :H, :W].contiguous() if (pad_b or pad_r) else x
+
+
+class MambaVision(nn.Module):
+    """Hierarchical hybrid backbone of MambaVision, with a choice of token mixer (see the module docstring).
+
+    Args:
+        in_chans, num_classes: input channels, classifier width (0: no classifier).
+        global_pool: 'avg' or '' (forward returns the NCHW map).
+        dim: width of stage 0 (doubles at each stage); in_dim: width after the first stem conv.
+        depths, num_heads, window_size: per stage (heads and windows are used by stages 2-3 only).
+        mixer: 'mamba' (MambaVisionMixer) or 'gka' (BidirectionalGKAMixer) for the first half of stages 2-3.
+        mlp_ratio, drop_rate (before the head), proj_drop_rate, drop_path_rate (linear over all blocks).
+        layer_scale, layer_scale_conv: LayerScale init of mixer/attention blocks and conv blocks (None: off).
+        backend: scan backend of the mixer; d_state, d_conv, expand: Mamba mixer sizes;
+        ridge_ratio, num_iter: GKA solve options.
+    """
+
+    def __init__(
+            self,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = 'avg',
+            dim: int = 80,
+            in_dim: int = 32,
+            depths: Sequence[int] = (1, 3, 8, 4),
+            num_heads: Sequence[int] = (2, 4, 8, 16),
+            window_size: Sequence[int] = (8, 8, 14, 7),
+            mixer: str = 'mamba',
+            mlp_ratio: float = 4.,
+            drop_rate: float = 0.,
+            proj_drop_rate: float = 0.,
+            drop_path_rate: float = 0.,
+            layer_scale: Optional[float] = None,
+            layer_scale_conv: Optional[float] = None,
+            backend: str = 'auto',
+            d_state: int = 8,
+            d_conv: int = 3,
+            expand: int = 1,
+            ridge_ratio: float = 0.02,
+            num_iter: int = 30,
+    ):
+        super().__init__()
+        if global_pool not in ('', 'avg'):
+            raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
+        if mixer not in MIXERS:
+            raise ValueError(f"unknown mixer {mixer!r}; choose one of {MIXERS}")
+        if not (len(depths) == len(num_heads) == len(window_size) == 4):
+            raise ValueError(f'depths, num_heads and window_size need 4 entries each, got {depths}, '
+                             f'{num_heads}, {window_size}')
+        self.num_classes = num_classes
+        self.global_pool = global_pool
+        self.in_chans = in_chans
+        self.mixer = mixer
+        self.output_fmt = 'NCHW'
+        widths = [dim * 2 ** i for i in range(4)]
+        self.num_features = self.head_hidden_size = widths[-1]
+
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_chans, in_dim, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(in_dim, eps=1e-4),
+            nn.ReLU(),
+            nn.Conv2d(in_dim, dim, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(dim, eps=1e-4),
+            nn.ReLU(),
+        )
+        mixer_kwargs = dict(backend=backend, d_state=d_state, d_conv=d_conv, expand=expand,
+                            ridge_ratio=ridge_ratio, num_iter=num_iter)
+        dpr = [drop_path_rate * i / max(sum(depths) - 1, 1) for i in range(sum(depths))]  # linear rule
+        stages, self.feature_info, prev = [], [], dim
+        for i in range(4):
+            stages.append(HybridStage(
+                prev, widths[i], depths[i], conv=i < 2, num_heads=num_heads[i], window_size=window_size[i],
+                mixer=mixer, mlp_ratio=mlp_ratio, drop_path=dpr[sum(depths[:i]):sum(depths[:i + 1])],
+                proj_drop=proj_drop_rate, layer_scale=layer_scale, layer_scale_conv=layer_scale_conv,
+                **mixer_kwargs))
+            self.feature_info.append(dict(num_chs=widths[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
+            prev = widths[i]
+        self.stages = nn.Sequential(*stages)
+        self.norm = nn.BatchNorm2d(self.num_features)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.init_weights()
+
+    def init_weights(self):
+        for m in self.modules():
+            # dt_proj keeps Mamba's step-size init (its bias is flagged _no_reinit)
+            if isinstance(m, nn.Linear) and not getattr(m.bias, '_no_reinit', False):
+                trunc_normal_(m.weight, std=.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set:
+        """Full names of parameters that must not be weight-decayed (scan gates, A_log, D)."""
+        skip = set()
+        for name, module in self.named_modules():
+            if module is not self and hasattr(module, 'no_weight_decay'):
+                skip.update(f'{name}.{n}' for n in module.no_weight_decay())
+        return skip
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        return dict(
+            stem=r'^stem',
+            blocks=r'^stages\.(\d+)' if coarse else [
+                (r'^stages\.(\d+)\.downsample', (0,)),
+                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
+                (r'^norm', (99999,)),
+            ])
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True):
+        for s in self.stages:
+            s.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
+        self.num_classes = num_classes
+        if global_pool is not None:
+            if global_pool not in ('', 'avg'):
+                raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
+            self.global_pool = global_pool
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def _check_input(self, x: torch.Tensor):
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f'expected an image batch of shape [B, {self.in_chans}, H, W], got {tuple(x.shape)}')
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Forward returning stage outputs (NCHW). indices: last n stages if int, all if None, else a list.
+        norm applies the final BatchNorm to the last stage's output only (the other widths differ)."""
+        if output_fmt != 'NCHW':
+            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
+        self._check_input(x)
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        last = len(self.stages) - 1
+        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
+        intermediates = []
+        x = self.stem(x)
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take_indices:
+                intermediates.append(self.norm(x) if norm and i == last else x)
+        if intermediates_only:
+            return intermediates
+        if len(stages) == len(self.stages):
+            x = self.norm(x)
+        return x, intermediates
+
+    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        self.stages = self.stages[:max_index + 1]
+        if prune_norm or max_index < len(self.feature_info) - 1:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, '')
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, C_in, H, W] -> [B, 8 dim, H/32, W/32] after the final BatchNorm."""
+        self._check_input(x)
+        return self.norm(self.stages(self.stem(x)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if self.global_pool == 'avg':
+            x = x.mean(dim=(2, 3))
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, torch.Tensor]:
+    """Unwrap training checkpoints, strip 'module.' / '_orig_mod.', keep a fresh classifier of another width,
+    and name any other shape mismatch in a ValueError."""
+    for key in ('state_dict_ema', 'model_ema', 'state_dict', 'model'):
+        if isinstance(state_dict.get(key), dict):
+            state_dict = state_dict[key]
+            break
+    model_sd = model.state_dict()
+    out = {}
+    for k, v in state_dict.items():
+        for prefix in ('module.', '_orig_mod.'):
+            if k.startswith(prefix):
+                k = k[len(prefix):]
+        if not isinstance(v, torch.Tensor):
+            continue
+        target = model_sd.get(k)
+        if k.startswith('head.') and target is None:
+            continue
+        if target is None or v.shape == target.shape:
+            out[k] = v
+        elif k in ('head.weight', 'head.bias'):
+            out[k] = target
+        elif k == 'stem.0.weight' and v.shape[0] == target.shape[0] and v.shape[2:] == target.shape[2:]:
+            out[k] = v  # input-channel count differs: timm adapts it via first_conv
+        else:
+            raise ValueError(f"checkpoint key '{k}' has shape {tuple(v.shape)}, the model expects "
+                             f"{tuple(target.shape)}")
+    return out
+
+
+def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
+    return {
+        'url': url,
+        'file': None,
+        'num_classes': 1000,
+        'input_size': (3, 224, 224),
+        'pool_size': (7, 7),
+        'crop_pct': 1.0,
+        'interpolation': 'bicubic',
+        'fixed_input_size': False,
+        'mean': IMAGENET_DEFAULT_MEAN,
+        'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'stem.0',
+        'classifier': 'head',
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({
+    'mambavision_tiny': _cfg(paper_ids='arXiv:2407.08083'),
+})
+
+
+def create_hybrid(model_cls, variant: str, pretrained: bool = False, **kwargs):
+    """build_model_with_cfg for this macro-architecture (hierarchical features: stages 0..3)."""
+    out_indices = kwargs.pop('out_indices', (0, 1, 2, 3))
+    return build_model_with_cfg(
+        model_cls, variant, pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(out_indices=out_indices, flatten_sequential=True),
+        **kwargs,
+    )
+
+
+@register_model
+def mambavision_tiny(pretrained: bool = False, **kwargs) -> MambaVision:
+    model_args = dict(dim=80, in_dim=32, depths=(1, 3, 8, 4), num_heads=(2, 4, 8, 16), window_size=(8, 8, 14, 7),
+                      mixer='mamba', d_state=8, d_conv=3, expand=1)
+    return create_hybrid(MambaVision, 'mambavision_tiny', pretrained=pretrained, **dict(model_args, **kwargs))
