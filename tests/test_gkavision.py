@@ -1,0 +1,241 @@
+"""The hierarchical hybrid family (mambavision.py, gkavision.py) through the timm API; CPU, tiny configs.
+
+mambavision_tiny and gkavision_* share one macro-architecture (MambaVision, parametrised by the mixer),
+so every API test runs on both. Full sizes are only built on the meta device. TINY keeps head dims of
+40 in stages 2-3 (not a power of two) and windows smaller than the map at 96 px (padding path).
+"""
+import pytest
+import torch
+import timm
+import timm.optim
+from safetensors.torch import save_file
+
+import gka_vision  # noqa: F401  (registers the models)
+from gka_vision.models.mambavision import HybridStage, window_partition, window_reverse
+
+torch.set_num_threads(1)
+
+MODELS = timm.list_models(module='mambavision') + timm.list_models(module='gkavision')
+TINY = dict(dim=20, in_dim=8, depths=(1, 1, 2, 2), num_heads=(2, 2, 2, 4), window_size=(8, 8, 4, 2),
+            d_state=4, num_iter=4, backend='torch')
+WIDTHS = [20, 40, 80, 160]
+
+
+def _create(name, seed=0, **kwargs):
+    torch.manual_seed(seed)
+    return timm.create_model(name, **dict(TINY, **kwargs))
+
+
+def _load(name, path, seed=0, **kwargs):
+    torch.manual_seed(seed)
+    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
+                             **dict(TINY, **kwargs))
+
+
+def _x(b=2, h=64, w=64, c=3, seed=1):
+    return torch.randn(b, c, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+def _meta(name):
+    with torch.device('meta'):
+        return timm.create_model(name)
+
+
+def test_registered():
+    assert {'mambavision_tiny', 'gkavision_tiny', 'gkavision_small', 'gkavision_base'} <= set(MODELS)
+
+
+def test_mambavision_tiny_size():
+    model = _meta('mambavision_tiny')
+    n = sum(p.numel() for p in model.parameters())
+    assert abs(n - 31.8e6) <= 0.1 * 31.8e6, f'{n / 1e6:.2f}M params, MambaVision-T has 31.8M'
+    assert [len(s.blocks) for s in model.stages] == [1, 3, 8, 4]
+    assert model.feature_info[-1]['num_chs'] == model.num_features == 640
+
+
+@pytest.mark.parametrize('name,widths,head_dim', [
+    ('gkavision_tiny', [80, 160, 320, 640], 40),
+    ('gkavision_small', [96, 192, 384, 768], 48),
+    ('gkavision_base', [128, 256, 512, 1024], 64),
+])
+def test_gkavision_sizes_use_gka_mixers(name, widths, head_dim):
+    model = _meta(name)
+    assert [f['num_chs'] for f in model.feature_info] == widths
+    mixers = [m for m in model.modules() if type(m).__name__ == 'BidirectionalGKAMixer']
+    assert mixers and all(m.head_dim == head_dim for m in mixers)
+    assert not any(type(m).__name__ == 'MambaVisionMixer' for m in model.modules())
+
+
+def test_gkavision_tiny_is_mambavision_tiny_with_another_mixer():
+    mv, gv = _meta('mambavision_tiny').state_dict(), _meta('gkavision_tiny').state_dict()
+    non_mixer = lambda sd: {k: tuple(v.shape) for k, v in sd.items() if '.mixer.' not in k}  # noqa: E731
+    assert non_mixer(mv) == non_mixer(gv)
+    assert {k.split('.mixer.')[0] for k in mv if '.mixer.' in k} == {k.split('.mixer.')[0] for k in gv if '.mixer.' in k}
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_forward_backward(name):
+    model = _create(name, num_classes=42, drop_path_rate=0.1, drop_rate=0.1).train()
+    out = model(_x())
+    assert out.shape == (2, 42) and torch.isfinite(out).all()
+    out.mean().backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_default_cfg_and_head(name):
+    model = _create(name).eval()
+    cfg = model.pretrained_cfg
+    assert cfg['input_size'] == (3, 224, 224) and cfg['pool_size'] == (7, 7)
+    sd = model.state_dict()
+    assert cfg['first_conv'] + '.weight' in sd and cfg['classifier'] + '.weight' in sd
+    assert model.output_fmt == 'NCHW'
+    x = _x(1, 224, 224)
+    with torch.no_grad():
+        feat = model.forward_features(x)
+        assert feat.shape == (1, model.num_features, *cfg['pool_size'])
+        assert model.forward_head(feat, pre_logits=True).shape == (1, model.head_hidden_size)
+        assert model(x).shape == (1, cfg['num_classes'])
+        assert model.get_classifier() is model.head
+        model.reset_classifier(0)
+        assert model.num_classes == 0 and model(x).shape == (1, model.head_hidden_size)
+        model.reset_classifier(0, '')
+        assert model(x).shape == (1, model.num_features, *cfg['pool_size'])
+        model.reset_classifier(7, 'avg')
+        assert model(x).shape == (1, 7)
+    with torch.no_grad():
+        assert _create(name, num_classes=0, global_pool='')(_x()).shape == (2, 160, 2, 2)
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_features_only(name):
+    model = _create(name, features_only=True).eval()
+    assert model.feature_info.channels() == WIDTHS
+    assert model.feature_info.reduction() == [4, 8, 16, 32]
+    with torch.no_grad():
+        feats = model(_x(2, 64, 96))
+    assert [tuple(f.shape) for f in feats] == [(2, c, 64 // r, 96 // r) for c, r in zip(WIDTHS, [4, 8, 16, 32])]
+    assert all(torch.isfinite(f).all() for f in feats)
+    model = _create(name, features_only=True, out_indices=(1, 2))
+    with torch.no_grad():
+        assert [f.shape[1] for f in model(_x())] == [40, 80]
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_forward_intermediates(name):
+    model = _create(name).eval()
+    x = _x()
+    with torch.no_grad():
+        feat = model.forward_features(x)
+        final, inter = model.forward_intermediates(x)
+        torch.testing.assert_close(final, feat)
+        assert [tuple(t.shape) for t in inter] == [(2, c, 64 // r, 64 // r) for c, r in zip(WIDTHS, [4, 8, 16, 32])]
+        last = model.forward_intermediates(x, indices=1, norm=True, intermediates_only=True)
+        torch.testing.assert_close(last[0], feat)
+        early = model.forward_intermediates(x, indices=[1], stop_early=True, intermediates_only=True)
+        torch.testing.assert_close(early[0], inter[1])
+        model.set_grad_checkpointing()
+        torch.testing.assert_close(model.forward_intermediates(x)[0], feat)
+    taken = model.prune_intermediate_layers(indices=[0, 2])
+    assert taken == [0, 2] and len(model.stages) == 3 and model.num_classes == 0
+
+
+@pytest.mark.parametrize('name', ['mambavision_tiny', 'gkavision_tiny'])
+def test_grad_checkpointing_identical(name):
+    x = _x()
+    results = []
+    for ckpt in (False, True):
+        model = _create(name).train()
+        model.set_grad_checkpointing(ckpt)
+        out = model(x)
+        out.square().mean().backward()
+        results.append((out.detach(), {n: p.grad for n, p in model.named_parameters()}))
+    (out0, g0), (out1, g1) = results
+    torch.testing.assert_close(out1, out0, rtol=0, atol=0)
+    for n in g0:
+        torch.testing.assert_close(g1[n], g0[n], rtol=1e-5, atol=1e-6, msg=n)
+
+
+def test_window_partition_roundtrip_and_order():
+    x = torch.arange(2 * 3 * 4 * 6, dtype=torch.float32).view(2, 3, 4, 6)
+    t = window_partition(x, 2, 3)
+    assert t.shape == (2 * 2 * 2, 6, 3)
+    torch.testing.assert_close(t[0, :, 0], x[0, 0, :2, :3].flatten())  # raster order inside a window
+    torch.testing.assert_close(window_reverse(t, 2, 3, 4, 6), x)
+
+
+@pytest.mark.parametrize('mixer', ['mamba', 'gka'])
+def test_windows_do_not_mix(mixer):
+    """Inside a stage every block works per window: changing one window leaves the others unchanged,
+    also when the map (6x6) is padded up to whole windows (4x4)."""
+    torch.manual_seed(0)
+    stage = HybridStage(40, 40, 2, conv=False, num_heads=1, window_size=4, mixer=mixer, backend='torch',
+                        d_state=4, num_iter=4).eval()
+    x = torch.randn(1, 40, 6, 6)
+    x2 = x.clone()
+    x2[:, :, 4:, 4:] += 1.0  # the bottom-right (padded) window
+    with torch.no_grad():
+        y, y2 = stage(x), stage(x2)
+    assert y.shape == (1, 40, 6, 6)
+    torch.testing.assert_close(y[:, :, :4], y2[:, :, :4])
+    torch.testing.assert_close(y[:, :, :, :4], y2[:, :, :, :4])
+    assert (y[:, :, 4:, 4:] - y2[:, :, 4:, 4:]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize('name', ['mambavision_tiny', 'gkavision_tiny'])
+def test_save_then_load_pretrained(name, tmp_path):
+    model = _create(name, seed=3).eval()
+    path = tmp_path / 'w.safetensors'
+    save_file(model.state_dict(), str(path))
+    ckpt = tmp_path / 'ckpt.pth'
+    torch.save({'model': {'module.' + k: v for k, v in model.state_dict().items()}, 'epoch': 3}, ckpt)
+    x = _x()
+    with torch.no_grad():
+        for p in (path, ckpt):
+            torch.testing.assert_close(_load(name, p, seed=4).eval()(x), model(x), rtol=0, atol=0)
+        five = _load(name, path, num_classes=5).eval()
+        assert five.head.weight.shape == (5, 160)
+        torch.testing.assert_close(five.forward_features(x), model.forward_features(x), rtol=0, atol=0)
+        gray = _load(name, path, in_chans=1).eval()
+        torch.testing.assert_close(gray.stem[0].weight, model.stem[0].weight.sum(1, keepdim=True))
+    bad = dict(model.state_dict(), **{'stages.2.blocks.0.mlp.fc1.weight': torch.zeros(3, 3)})
+    torch.save(bad, tmp_path / 'bad.pth')
+    with pytest.raises(ValueError, match=r"stages\.2\.blocks\.0\.mlp\.fc1\.weight.*\(3, 3\)"):
+        _load(name, tmp_path / 'bad.pth')
+
+
+@pytest.mark.parametrize('name', ['mambavision_tiny', 'gkavision_tiny'])
+def test_other_resolutions_and_bad_inputs(name):
+    model = _create(name).eval()
+    with torch.no_grad():
+        assert model.forward_features(_x(1, 96, 96)).shape == (1, 160, 3, 3)   # padded windows
+        assert model(_x(1, 70, 50)).shape == (1, 1000)                          # not a multiple of 32
+    with pytest.raises(ValueError, match=r'\[B, 3, H, W\]'):
+        model(_x(c=1))
+    with pytest.raises(ValueError, match='global_pool'):
+        model.reset_classifier(10, 'max')
+    with pytest.raises(ValueError, match='unknown mixer'):
+        _create(name, mixer='lstm')
+
+
+@pytest.mark.parametrize('name', ['mambavision_tiny', 'gkavision_tiny'])
+def test_bf16_autocast_and_param_groups(name):
+    model = _create(name, num_classes=10).train()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = model(_x())
+    assert torch.isfinite(out.float()).all()
+    out.float().mean().backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+    skip = model.no_weight_decay()
+    params = dict(model.named_parameters())
+    assert skip and skip <= params.keys()
+    assert all(('A_log' in n or n.endswith('.D') or 'dt_bias' in n) for n in skip)
+    opt = timm.optim.create_optimizer_v2(model, 'adamw', lr=1e-3, weight_decay=0.05)
+    no_decay = {id(p) for g in opt.param_groups if g['weight_decay'] == 0 for p in g['params']}
+    assert all(id(params[n]) in no_decay for n in skip)
+    groups = timm.models.group_parameters(model, model.group_matcher())
+    # stem, one group per block (a downsample joins its stage's first block, as in timm's convnext), head
+    assert len(groups) == 1 + sum(TINY['depths']) + 1
+    assert any('stages.1.downsample.weight' in g and 'stages.1.blocks.0.conv1.weight' in g for g in groups.values())
