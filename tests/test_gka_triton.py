@@ -1,0 +1,140 @@
+"""GKA Triton kernels vs the float64 reference under TRITON_INTERPRET=1 (tiny fp32 cases, CPU).
+
+The interpreter is chosen when kernels are decorated, so all interpreter cases run in one fresh
+subprocess (chunk size 16, so T <= 40 spans several chunks and a masked tail) and never force
+interpreter mode on other tests. Each case reports relative errors of the output and of every gradient
+against autograd through gka_scan_reference (exact solve, GKA.md sections 1 and 4).
+"""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+_SCRIPT = textwrap.dedent(r"""
+    import json, torch
+    torch.set_num_threads(1)
+    from gka_kernels import gka_scan_triton, gka_scan_bidirectional_triton
+    from gka_vision.ops import gka_scan, gka_scan_bidirectional
+    from gka_vision.ops.gka_reference import gka_scan_reference
+
+    def make(B, T, H, D, dtype, zero_keys=0, seed=0):
+        gen = torch.Generator().manual_seed(seed)
+        r = lambda *s: torch.randn(*s, generator=gen)
+        q = torch.nn.functional.normalize(r(B, T, H, D), dim=-1)
+        beta = torch.rand(B, T, H, 1, generator=gen)
+        k = torch.nn.functional.normalize(r(B, T, H, D), dim=-1) * beta
+        k[:, :zero_keys] = 0.0                          # H_t = 0 there: the ridge floor must hold
+        v = r(B, T, H, D) * beta
+        alpha = torch.rand(B, T, H, generator=gen)
+        g = -0.5 * torch.rand(B, T, H, generator=gen)
+        g2 = -0.5 * torch.rand(B, T, H, generator=gen)
+        return [t.to(dtype) for t in (q, k, v, alpha)] + [g, g2]
+
+    def rel(x, y):
+        # the floor turns this into an absolute error where the exact gradient is zero (dg at T = 1)
+        return ((x.double() - y.double()).norm() / y.double().norm().clamp_min(1e-3)).item()
+
+    def ref_fn(mode, q, k, v, a, g, g2):
+        d = [t.double() for t in (q, k, v, a, g, g2)]
+        if mode == "bi":
+            return 0.5 * (gka_scan_reference(*d[:5]) + gka_scan_reference(*d[:4], d[5], reverse=True))
+        return gka_scan_reference(*d[:5], reverse=(mode == "rev"))
+
+    def tri_fn(mode, api, q, k, v, a, g, g2):
+        if api == "dispatch":       # through gka_vision.ops with backend="triton"
+            if mode == "bi":
+                return gka_scan_bidirectional(q, k, v, a, g, g2, backend="triton")
+            return gka_scan(q, k, v, a, g, reverse=(mode == "rev"), backend="triton")
+        if mode == "bi":
+            return gka_scan_bidirectional_triton(q, k, v, a, g, g2)
+        return gka_scan_triton(q, k, v, a, g, reverse=(mode == "rev"))
+
+    cases = {
+        # name: (mode, api, B, T, H, D, dtype, zero_keys)
+        "fwd_T37_D16": ("fwd", "direct", 1, 37, 2, 16, torch.float32, 0),
+        "rev_T37_D16": ("rev", "direct", 1, 37, 2, 16, torch.float32, 0),
+        "bi_T40_D32": ("bi", "direct", 2, 40, 1, 32, torch.float32, 0),
+        "bi_T23_D20_dispatch": ("bi", "dispatch", 1, 23, 2, 20, torch.float32, 0),
+        "rev_T16_D24_dispatch": ("rev", "dispatch", 1, 16, 1, 24, torch.float32, 0),
+        "bi_T33_D16_zero_keys": ("bi", "direct", 1, 33, 1, 16, torch.float32, 5),
+        "fwd_T1_D16": ("fwd", "direct", 1, 1, 1, 16, torch.float32, 0),
+        "bi_T29_D16_fp16": ("bi", "direct", 1, 29, 1, 16, torch.float16, 0),
+    }
+    out = {}
+    for name, (mode, api, B, T, H, D, dtype, zk) in cases.items():
+        ins = [t.requires_grad_() for t in make(B, T, H, D, dtype, zk)]
+        o = tri_fn(mode, api, *ins)
+        ref = ref_fn(mode, *ins)
+        do = torch.randn(o.shape, generator=torch.Generator().manual_seed(1))
+        names = ["q", "k", "v", "alpha", "g"] + (["g_rev"] if mode == "bi" else [])
+        leaves = ins[:len(names)]
+        grads = torch.autograd.grad(o, leaves, do.to(o.dtype))
+        grads_ref = torch.autograd.grad(ref, leaves, do.double())
+        out[name] = dict(
+            dtype=str(o.dtype), finite=bool(torch.isfinite(o).all()) and all(bool(torch.isfinite(x).all()) for x in grads),
+            fwd=rel(o, ref), grads={n: rel(x, y) for n, x, y in zip(names, grads, grads_ref)})
+    print("RESULT" + json.dumps(out))
+""")
+
+_CASES = ["fwd_T37_D16", "rev_T37_D16", "bi_T40_D32", "bi_T23_D20_dispatch", "rev_T16_D24_dispatch",
+          "bi_T33_D16_zero_keys", "fwd_T1_D16", "bi_T29_D16_fp16"]
+
+
+@pytest.fixture(scope="module")
+def interpreter_results():
+    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1", GKA_TRITON_CHUNK="16")
+    proc = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
+    return json.loads(line[len("RESULT"):])
+
+
+@pytest.mark.parametrize("case", _CASES)
+def test_triton_interpreter_matches_reference(interpreter_results, case):
+    r = interpreter_results[case]
+    assert r["finite"], f"{case}: NaN or inf in output or gradients"
+    fp16 = "fp16" in case
+    assert r["dtype"] == ("torch.float16" if fp16 else "torch.float32")
+    # 30 Chebyshev steps leave ~2e-4 (GKA.md sec. 2); fp16 inputs/outputs add their rounding
+    fwd_tol, grad_tol = (5e-3, 2e-2) if fp16 else (1e-3, 5e-3)
+    assert r["fwd"] < fwd_tol, f"{case}: forward rel. error {r['fwd']:.2e}"
+    for name, err in r["grads"].items():
+        assert err < grad_tol, f"{case}: d{name} rel. error {err:.2e}"
+
+
+def test_triton_ridge_floor_matches_reference():
+    from gka_kernels.gka_chunk import RIDGE_FLOOR
+    from gka_vision.ops.gka_reference import RIDGE_FLOOR as REF_FLOOR
+    assert RIDGE_FLOOR == REF_FLOOR
+
+
+def test_triton_bad_inputs_raise():
+    from gka_kernels import gka_scan_bidirectional_triton, gka_scan_triton
+    q = torch.randn(1, 8, 2, 16)
+    a = torch.rand(1, 8, 2)
+    g = -torch.rand(1, 8, 2)
+    with pytest.raises(ValueError, match="k shape"):
+        gka_scan_triton(q, q[:, :4], q, a, g)
+    with pytest.raises(ValueError, match="alpha"):
+        gka_scan_triton(q, q, q, a[:, :4], g)
+    with pytest.raises(ValueError, match="gates"):
+        gka_scan_triton(q, q, q, a, g[:, :4])
+    with pytest.raises(ValueError, match="g_rev"):
+        gka_scan_bidirectional_triton(q, q, q, a, g, g[:, :4])
+    with pytest.raises(TypeError, match="float64"):
+        gka_scan_triton(q.double(), q.double(), q.double(), a, g)
+    with pytest.raises(ValueError, match="head dim"):
+        big = torch.randn(1, 8, 1, 160)
+        gka_scan_triton(big, big, big, a[:, :, :1], g[:, :, :1])
+
+
+def test_triton_backward_extra_iters_match_torch_backend():
+    from gka_kernels.gka_function import BACKWARD_EXTRA_ITERS
+    from gka_vision.ops.gka_chunked import BACKWARD_EXTRA_ITERS as TORCH_EXTRA
+    assert BACKWARD_EXTRA_ITERS == TORCH_EXTRA
