@@ -97,3 +97,28 @@ def test_bad_inputs_raise_clear_errors():
 def test_auto_on_cpu_uses_torch():
     x = _inputs(dtype=torch.float32)
     torch.testing.assert_close(selective_scan(**x, backend="auto"), selective_scan(**x, backend="reference"))
+
+
+def test_triton_backend_on_cpu_without_interpreter_is_refused(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    x = _inputs(dtype=torch.float32)
+    with pytest.raises(ValueError, match="needs CUDA"):
+        selective_scan(**x, backend="triton")
+
+
+def test_fvcore_counts_the_scan_with_its_formula():
+    fvcore = pytest.importorskip("fvcore.nn")
+    from gka_vision.layers.mamba_mixer import BidirectionalMambaMixer
+    from gka_vision.ops.selective_scan import FVCORE_HANDLES, selective_scan_macs
+
+    torch.manual_seed(0)
+    m = BidirectionalMambaMixer(16, d_state=4, d_conv=4, backend="torch").eval()
+    b, n = 2, 10
+    fca = fvcore.FlopCountAnalysis(m, (torch.randn(b, n, 16),)).set_op_handle(**FVCORE_HANDLES)
+    fca.unsupported_ops_warnings(False)
+    ops = fca.by_operator()
+    E, R = m.d_inner, m.dt_rank
+    # one scan per direction, each with D and z
+    assert ops["PythonOp.SelectiveScanFunction"] == 2 * selective_scan_macs(b, E, n, 4, True, True)
+    linear = b * n * (16 * 2 * E + 2 * (E * (R + 8) + R * E) + E * 16)  # in_proj, 2 x (x_proj, dt_proj), out_proj
+    assert ops["linear"] == linear

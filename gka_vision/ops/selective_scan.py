@@ -19,12 +19,14 @@ CUDA tensors, else torch).
 from __future__ import annotations
 
 import functools
+import os
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["selective_scan", "selective_scan_reference", "available_backends"]
+__all__ = ["selective_scan", "selective_scan_reference", "available_backends", "selective_scan_macs",
+           "selective_scan_flop_jit", "FVCORE_HANDLES"]
 
 _BACKENDS = ("auto", "reference", "torch", "triton", "mamba_ssm")
 
@@ -129,6 +131,79 @@ def _triton_ok(u, B, C) -> bool:
     return u.is_cuda and B.dim() == 3 and C.dim() == 3
 
 
+class SelectiveScanFunction(torch.autograd.Function):
+    """Opaque wrapper used only while tracing (fvcore sees `prim::PythonOp.SelectiveScanFunction`,
+    counted by `selective_scan_flop_jit`). The last two inputs say whether D and z are present."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend, has_D, has_z):
+        return _dispatch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend)
+
+    @staticmethod
+    def backward(ctx, grad):  # pragma: no cover - tracing is forward only
+        raise RuntimeError("SelectiveScanFunction is a tracing-only wrapper; it has no backward")
+
+
+def selective_scan_macs(batch: int, dim: int, length: int, d_state: int, has_D: bool = True,
+                        has_z: bool = True) -> int:
+    """Operation count of the scan as VMamba and mamba's authors count it (state-spaces/mamba#110):
+    9 per (token, channel, state) for discretisation, recurrence and read-out, plus one per token and
+    channel for each of the D skip and the z gate."""
+    return 9 * batch * length * dim * d_state + (int(has_D) + int(has_z)) * batch * dim * length
+
+
+def selective_scan_flop_jit(inputs, outputs) -> int:
+    """fvcore handle for `prim::PythonOp.SelectiveScanFunction` (inputs: u, delta, A, B, C, ...)."""
+    from fvcore.nn.jit_handles import get_shape
+
+    batch, dim, length = get_shape(inputs[0])
+    d_state = get_shape(inputs[2])[1]
+    scalars = list(outputs[0].node().scalar_args())
+    has_D, has_z = bool(scalars[-2]), bool(scalars[-1])
+    return selective_scan_macs(batch, dim, length, d_state, has_D, has_z)
+
+
+FVCORE_HANDLES = {"prim::PythonOp.SelectiveScanFunction": selective_scan_flop_jit}
+
+
+def _resolve_backend(backend: str, u: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> str:
+    if backend not in _BACKENDS:
+        raise ValueError(f"selective_scan: unknown backend {backend!r}; choose one of {_BACKENDS}")
+    if backend == "auto":
+        if u.is_cuda and _mamba_ssm_fn() is not None:
+            return "mamba_ssm"
+        return "triton" if _triton_ok(u, B, C) else "torch"
+    if backend == "mamba_ssm":
+        if _mamba_ssm_fn() is None:
+            raise RuntimeError("selective_scan: backend 'mamba_ssm' requested but `import mamba_ssm` failed")
+        if not u.is_cuda:
+            raise RuntimeError("selective_scan: backend 'mamba_ssm' needs CUDA tensors")
+    if backend == "triton":
+        if not u.is_cuda and os.environ.get("TRITON_INTERPRET", "0") != "1":
+            raise ValueError("selective_scan: backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1)")
+        if B.dim() != 3 or C.dim() != 3:
+            raise ValueError("selective_scan: the triton backend supports B, C of shape [batch, d_state, length] "
+                             "(one group); use backend='torch' for grouped B/C")
+    return backend
+
+
+def _dispatch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend):
+    if backend in ("reference", "torch"):
+        return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+    if backend == "mamba_ssm":
+        fn = _mamba_ssm_fn()
+        if reverse:  # mamba_ssm has no reverse flag: flip time, scan, flip back
+            flip = lambda t: None if t is None else t.flip(-1)  # noqa: E731
+            out = fn(u.flip(-1), delta.flip(-1), A, B.flip(-1), C.flip(-1), D, flip(z), delta_bias,
+                     delta_softplus)
+            return out.flip(-1)
+        return fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    from gka_kernels.selective_scan import selective_scan_triton
+    delta_eff = _prepare_delta(delta, delta_bias, delta_softplus, torch.float32)
+    y = selective_scan_triton(u, delta_eff, A, B, C, reverse=reverse)   # fp32 [b, d, L]
+    return _finish(y, u, D, z, u.dtype)
+
+
 def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                    D: Optional[torch.Tensor] = None, z: Optional[torch.Tensor] = None,
                    delta_bias: Optional[torch.Tensor] = None, delta_softplus: bool = False,
@@ -137,35 +212,9 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
     if backend not in _BACKENDS:
         raise ValueError(f"selective_scan: unknown backend {backend!r}; choose one of {_BACKENDS}")
     _check_inputs(u, delta, A, B, C, D, z, delta_bias)
-    if backend == "auto":
-        if u.is_cuda and _mamba_ssm_fn() is not None:
-            backend = "mamba_ssm"
-        elif _triton_ok(u, B, C):
-            backend = "triton"
-        else:
-            backend = "torch"
-
-    if backend in ("reference", "torch"):
-        return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
-
-    if backend == "mamba_ssm":
-        fn = _mamba_ssm_fn()
-        if fn is None:
-            raise RuntimeError("selective_scan: backend 'mamba_ssm' requested but `import mamba_ssm` failed")
-        if not u.is_cuda:
-            raise RuntimeError("selective_scan: backend 'mamba_ssm' needs CUDA tensors")
-        if reverse:  # mamba_ssm has no reverse flag: flip time, scan, flip back
-            flip = lambda t: None if t is None else t.flip(-1)  # noqa: E731
-            out = fn(u.flip(-1), delta.flip(-1), A, B.flip(-1), C.flip(-1), D, flip(z), delta_bias,
-                     delta_softplus)
-            return out.flip(-1)
-        return fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-
-    # triton
-    if B.dim() != 3 or C.dim() != 3:
-        raise ValueError("selective_scan: the triton backend supports B, C of shape [batch, d_state, length] "
-                         "(one group); use backend='torch' for grouped B/C")
-    from gka_kernels.selective_scan import selective_scan_triton
-    delta_eff = _prepare_delta(delta, delta_bias, delta_softplus, torch.float32)
-    y = selective_scan_triton(u, delta_eff, A, B, C, reverse=reverse)   # fp32 [b, d, L]
-    return _finish(y, u, D, z, u.dtype)
+    backend = _resolve_backend(backend, u, B, C)
+    with torch.autocast(device_type=u.device.type, enabled=False):
+        if torch.jit.is_tracing():
+            return SelectiveScanFunction.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse,
+                                               backend, D is not None, z is not None)
+        return _dispatch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend)
