@@ -1,0 +1,148 @@
+#!/usr/bin/env python
+"""Evaluate a timm model + weights file: top-1/top-5/loss, params, GFLOPs (fvcore), throughput, peak memory.
+
+    python eval.py --weights output/bundled/weights/model.safetensors            # bundled test split
+    python eval.py --model gka_small_patch16_224 --weights w.safetensors --data /data/in1k-wds --split val
+    python eval.py --model gka_small_patch16_224 --weights w.safetensors --data /data/imagenet/val  # ImageFolder
+    torchrun --nproc_per_node=8 eval.py ...                                      # split over GPUs
+
+The weights load through timm's pretrained path (``pretrained_cfg_overlay=dict(file=...)``); the
+``config.json`` that train.py writes next to them supplies the model name, its kwargs and the
+preprocessing (input size, mean/std, crop_pct), each of which a flag can override.
+"""
+import argparse
+import json
+import os
+import sys
+
+
+def parse_kv(items):
+    from omegaconf import OmegaConf
+    bad = [i for i in items if "=" not in i]
+    if bad:
+        raise SystemExit(f"eval.py: --model-kwargs need key=value, got {bad}")
+    return OmegaConf.to_container(OmegaConf.from_dotlist(items))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None, help="timm model name (default: from config.json next to --weights)")
+    ap.add_argument("--weights", default=None, help=".safetensors or .pth weights (none: random init, for FLOPs)")
+    ap.add_argument("--model-kwargs", nargs="*", default=[], help="extra create_model kwargs, key=value")
+    ap.add_argument("--data", default="bundled", help="shard folder with _info.json, or an ImageFolder tree")
+    ap.add_argument("--split", default=None, help="split name or shard pattern (default: val, else test)")
+    ap.add_argument("--num-classes", type=int, default=None)
+    ap.add_argument("--img-size", type=int, default=None)
+    ap.add_argument("--in-chans", type=int, default=None)
+    ap.add_argument("--mean", type=float, nargs="+", default=None)
+    ap.add_argument("--std", type=float, nargs="+", default=None)
+    ap.add_argument("--crop-pct", type=float, default=None)
+    ap.add_argument("--interpolation", default=None)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"])
+    ap.add_argument("--no-accuracy", action="store_true", help="skip the validation pass")
+    ap.add_argument("--no-flops", action="store_true", help="skip the fvcore count")
+    ap.add_argument("--bench-batch", type=int, default=None, help="throughput batch size (default: --batch-size)")
+    ap.add_argument("--bench-iters", type=int, default=5)
+    ap.add_argument("--no-bench", action="store_true", help="skip the throughput measurement")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", default=None, help="also write the results to this JSON file")
+    args = ap.parse_args(argv)
+
+    import torch
+    from gka_vision.engine.checkpoint import read_export_config
+    from gka_vision.engine.config import DataConfig, resolve_data_root, ConfigError
+    from gka_vision.engine.distributed import cleanup, init_distributed
+    from gka_vision.engine.flops import count_flops, count_params, throughput
+    from gka_vision.engine.loop import evaluate
+    from gka_vision.engine.trainer import _amp_dtype, create_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.weights is not None and not os.path.isfile(args.weights):
+        print(f"eval.py: weights file {args.weights!r} does not exist", file=sys.stderr)
+        return 2
+    exported = read_export_config(args.weights) if args.weights else None
+    exported = exported or {}
+    pcfg = exported.get("pretrained_cfg", {})
+    name = args.model or exported.get("architecture")
+    if name is None:
+        print("eval.py: give --model (no config.json next to the weights names one)", file=sys.stderr)
+        return 2
+    kwargs = dict(exported.get("model_args", {}))
+    kwargs.update(parse_kv(args.model_kwargs))
+    input_size = pcfg.get("input_size", [3, 224, 224])
+    in_chans = args.in_chans or kwargs.get("in_chans") or input_size[0]
+    img_size = args.img_size or input_size[-1]
+    if args.img_size and "img_size" in kwargs:
+        kwargs["img_size"] = args.img_size
+    kwargs["in_chans"] = in_chans
+    try:
+        root = resolve_data_root(args.data) if not args.no_accuracy else None
+    except ConfigError as e:
+        print(f"eval.py: {e}", file=sys.stderr)
+        return 2
+    if args.num_classes or "num_classes" not in kwargs:
+        n = args.num_classes
+        if n is None and root and os.path.exists(os.path.join(root, "_info.json")):
+            n = json.load(open(os.path.join(root, "_info.json"))).get("num_classes")
+        if n is not None:
+            kwargs["num_classes"] = n
+    dc = DataConfig(
+        root=args.data, img_size=img_size, in_chans=in_chans,
+        mean=list(args.mean or pcfg.get("mean", [0.485, 0.456, 0.406][:in_chans])),
+        std=list(args.std or pcfg.get("std", [0.229, 0.224, 0.225][:in_chans])),
+        crop_pct=args.crop_pct or pcfg.get("crop_pct", 0.875),
+        interpolation=args.interpolation or pcfg.get("interpolation", "bicubic"),
+        batch_size=args.batch_size, val_batch_size=args.batch_size, num_workers=args.workers,
+    )
+
+    ds = init_distributed(args.device)
+    try:
+        model = create_model(name, kwargs, args.weights).to(ds.device).eval()
+        amp_dtype = _amp_dtype(args.amp, ds.device)
+        res = {"model": name, "weights": args.weights, "model_args": kwargs, "params_m": count_params(model) / 1e6,
+               "input_size": [in_chans, img_size, img_size], "device": str(ds.device), "world_size": ds.world_size}
+        if not args.no_accuracy:
+            from gka_vision.data.loader import build_val_loader
+            split = args.split
+            if split is None:
+                info_path = os.path.join(root, "_info.json")
+                splits = json.load(open(info_path)).get("splits", {}) if os.path.exists(info_path) else {}
+                split = "val" if "val" in splits or not splits else ("validation" if "validation" in splits else "test")
+                if not splits and not os.path.isdir(os.path.join(root, "val")):
+                    split = ""
+            loader, _ = build_val_loader(dc, root, split)
+            m = evaluate(model, loader, device=ds.device, amp_dtype=amp_dtype, progress=ds.is_main)
+            res.update(split=split, top1=m["top1"], top5=m["top5"], loss=m["loss"], count=m["count"])
+        if ds.is_main and not args.no_flops:
+            f = count_flops(model, (in_chans, img_size, img_size), device=ds.device)
+            res.update(gflops=f["gflops"], flops_unsupported=f["unsupported"])
+        if ds.is_main and not args.no_bench:
+            res["throughput"] = throughput(model, args.bench_batch or args.batch_size, (in_chans, img_size, img_size),
+                                           device=ds.device, amp_dtype=amp_dtype, iters=args.bench_iters)
+        if ds.is_main:
+            lines = [f"model {name} ({res['params_m']:.2f}M params) at {in_chans}x{img_size}x{img_size}"]
+            if "top1" in res:
+                lines.append(f"{res['split'] or 'folder'}: top-1 {res['top1']:.2f}%  top-5 {res['top5']:.2f}%  "
+                             f"loss {res['loss']:.4f}  ({res['count']} images)")
+            if "gflops" in res:
+                lines.append(f"GFLOPs (fvcore, 1 MAC = 1 FLOP): {res['gflops']:.4f}"
+                             + (f"  [uncounted ops: {res['flops_unsupported']}]" if res["flops_unsupported"] else ""))
+            if "throughput" in res:
+                t = res["throughput"]
+                lines.append(f"throughput: {t['img_per_s']:.1f} img/s at batch {t['batch_size']} on {res['device']}; "
+                             f"peak memory {t['peak_mem_mib']:.0f} MiB ({t['peak_mem_kind']})")
+            print("\n".join(lines))
+            if args.json:
+                with open(args.json, "w") as fh:
+                    json.dump(res, fh, indent=1)
+        return 0
+    finally:
+        cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""timm transforms and DataLoaders over shard folders (and ImageFolder trees for evaluation)."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+from timm.data import create_transform
+
+from .pipeline import FolderDataset, ShardDataset, SkipCounter, expand_urls
+
+
+def build_transform(data_cfg, aug_cfg=None, *, train: bool):
+    """timm's ImageNet transforms: RandomResizedCrop/flip/RandAugment/RandomErasing for training,
+    resize by ``crop_pct`` + center crop for evaluation; normalised with the config's mean/std."""
+    common = dict(
+        input_size=(data_cfg.in_chans, data_cfg.img_size, data_cfg.img_size),
+        mean=tuple(data_cfg.mean), std=tuple(data_cfg.std), interpolation=data_cfg.interpolation,
+    )
+    if not train:
+        return create_transform(**common, is_training=False, crop_pct=data_cfg.crop_pct)
+    a = aug_cfg
+    return create_transform(
+        **common, is_training=True, scale=tuple(a.scale), ratio=tuple(a.ratio), hflip=a.hflip,
+        color_jitter=a.color_jitter, auto_augment=a.auto_augment, re_prob=a.re_prob,
+        re_mode=a.re_mode, re_count=a.re_count,
+    )
+
+
+def _loader(dataset, num_workers: int, pin_memory: bool, batch_size=None, seed=None):
+    kw = dict(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory and torch.cuda.is_available())
+    if num_workers > 0:
+        kw.update(persistent_workers=False, prefetch_factor=4)
+    return torch.utils.data.DataLoader(dataset, **kw)
+
+
+def build_train_loader(data_cfg, aug_cfg, root: str, *, seed: int, skip_counter: Optional[SkipCounter] = None):
+    urls, _, num = expand_urls(root, data_cfg.train_split)
+    ds = ShardDataset(
+        urls, build_transform(data_cfg, aug_cfg, train=True), data_cfg.batch_size, train=True,
+        num_samples=num, num_workers=data_cfg.num_workers, seed=seed,
+        shuffle_buffer=data_cfg.shuffle_buffer, in_chans=data_cfg.in_chans, skip_counter=skip_counter,
+    )
+    return _loader(ds, data_cfg.num_workers, data_cfg.pin_memory), ds
+
+
+def build_val_loader(data_cfg, root: str, split: Optional[str] = None, *, skip_counter: Optional[SkipCounter] = None):
+    """Validation over every sample once, split across ranks. ``root`` may be a shard folder
+    (with ``_info.json`` or a shard pattern as ``split``) or an ImageFolder tree."""
+    split = split or data_cfg.val_split
+    bs = data_cfg.val_batch_size or 2 * data_cfg.batch_size
+    transform = build_transform(data_cfg, train=False)
+    is_shards = os.path.exists(os.path.join(root, "_info.json")) or ".tar" in split
+    if not is_shards:
+        folder = os.path.join(root, split) if split and os.path.isdir(os.path.join(root, split)) else root
+        ds = FolderDataset(folder, transform, in_chans=data_cfg.in_chans)
+        return _loader(ds, data_cfg.num_workers, data_cfg.pin_memory, batch_size=bs), ds
+    urls, lengths, num = expand_urls(root, split)
+    # never more workers than this rank has shards, so no worker idles with an empty stream
+    from .pipeline import dist_info
+    rank, world = dist_info()
+    n_local = len(urls[rank::world])
+    workers = max(0, min(data_cfg.num_workers, n_local))
+    ds = ShardDataset(urls, transform, bs, train=False, num_samples=num, shard_lengths=lengths,
+                      num_workers=workers, in_chans=data_cfg.in_chans, skip_counter=skip_counter)
+    return _loader(ds, workers, data_cfg.pin_memory), ds

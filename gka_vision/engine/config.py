@@ -1,0 +1,197 @@
+"""The training configuration: omegaconf structured config (dataclasses), YAML files, dotlist overrides.
+
+    cfg = load_config("configs/imagenet/gka_small.yaml", ["data.root=/data/in1k", "optim.lr=1e-3"])
+
+Merge order: dataclass defaults < YAML file < command-line dotlist. Keys the schema does not define
+are errors (the message names the key and suggests the closest one); ``model.kwargs`` is free-form
+because it is passed to ``timm.create_model``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+BUNDLED_ROOT = str(Path(__file__).resolve().parent.parent / "data" / "bundled")
+BUNDLED = "bundled"  # data.root value that names the Fashion-MNIST sample shipped with the package
+
+
+@dataclass
+class ModelConfig:
+    name: str = "gka_tiny_patch16_224"
+    kwargs: Dict[str, Any] = field(default_factory=dict)  # extra timm.create_model kwargs
+    pretrained: Optional[str] = None  # weights file (.safetensors / .pth) loaded through timm's pretrained path
+    drop_path: float = 0.0
+    drop_rate: float = 0.0
+    grad_checkpointing: bool = False
+    compile: bool = False  # torch.compile the model
+
+
+@dataclass
+class DataConfig:
+    root: Optional[str] = BUNDLED  # shard folder with _info.json, or "bundled"
+    train_split: str = "train"  # split name in _info.json, or a shard pattern "x-{000..009}.tar|N"
+    val_split: str = "test"
+    num_classes: Optional[int] = None  # None: read from _info.json
+    img_size: int = 224
+    in_chans: int = 3  # 1: decode as grayscale ("L"), 3: RGB
+    mean: List[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: List[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    crop_pct: float = 0.875
+    interpolation: str = "bicubic"
+    batch_size: int = 128  # per process and per micro-step
+    val_batch_size: Optional[int] = None  # None: 2 x batch_size
+    num_workers: int = 4
+    shuffle_buffer: int = 5000
+    pin_memory: bool = True
+
+
+@dataclass
+class AugConfig:
+    scale: List[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop area range
+    ratio: List[float] = field(default_factory=lambda: [0.75, 1.3333333])
+    hflip: float = 0.5
+    color_jitter: Optional[float] = None
+    auto_augment: Optional[str] = None  # e.g. "rand-m9-mstd0.5-inc1"
+    re_prob: float = 0.0  # random erasing
+    re_mode: str = "pixel"
+    re_count: int = 1
+    mixup: float = 0.0  # mixup alpha (0 = off)
+    cutmix: float = 0.0  # cutmix alpha (0 = off)
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    mixup_mode: str = "batch"
+    smoothing: float = 0.0  # label smoothing
+
+
+@dataclass
+class OptimConfig:
+    opt: str = "adamw"
+    lr: float = 5e-4
+    lr_base_size: Optional[int] = None  # if set: lr is for this global batch and scales linearly
+    weight_decay: float = 0.05
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    layer_decay: Optional[float] = None  # layer-wise lr decay (fine-tuning), e.g. 0.75
+    clip_grad: Optional[float] = None  # max grad norm
+    accum_steps: int = 1  # gradient accumulation (micro-steps per update)
+
+
+@dataclass
+class SchedConfig:
+    epochs: int = 300
+    warmup_epochs: float = 5.0
+    warmup_lr: float = 1e-6
+    min_lr: float = 1e-5
+
+
+@dataclass
+class EmaConfig:
+    enabled: bool = False
+    decay: float = 0.9998
+    warmup: bool = False
+
+
+@dataclass
+class CheckpointConfig:
+    resume: Optional[str] = None  # a checkpoint path, or "auto" = <output>/last.pth if it exists
+    save_every: int = 1  # epochs between "last" checkpoints
+    export: bool = True  # write safetensors + config.json for timm at the end
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    aug: AugConfig = field(default_factory=AugConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: SchedConfig = field(default_factory=SchedConfig)
+    ema: EmaConfig = field(default_factory=EmaConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    output: str = "output/run"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | fp16 | none
+    threads: Optional[int] = None  # torch.set_num_threads on CPU
+    log_interval: int = 20  # steps between progress-bar/TensorBoard updates
+    eval_every: int = 1  # epochs
+    progress: bool = True  # tqdm bar per epoch
+    stop_after_epoch: Optional[int] = None  # end this run early (for time-limited jobs); the schedule still spans sched.epochs
+    verify_export: bool = False  # reload the exported weights through timm and re-evaluate
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a message that names the key or path."""
+
+
+def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Defaults < YAML ``path`` < ``overrides`` (``key=value`` strings); returns a TrainConfig."""
+    schema = OmegaConf.structured(TrainConfig)
+    layers = [schema]
+    if path is not None:
+        if not os.path.isfile(path):
+            raise ConfigError(f"config file {path!r} does not exist")
+        layers.append(_checked(lambda: OmegaConf.load(path), f"config file {path}"))
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ConfigError(f"overrides must look like key=value, got {bad}")
+    if overrides:
+        layers.append(_checked(lambda: OmegaConf.from_dotlist(list(overrides)), "command line"))
+    cfg = _checked(lambda: OmegaConf.merge(*layers), f"{path or 'defaults'} + command line")
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"missing required config values: {missing}")
+    obj = _checked(lambda: OmegaConf.to_object(cfg), "config")
+    validate(obj)
+    return obj
+
+
+def _checked(fn, where: str):
+    try:
+        return fn()
+    except ConfigKeyError as e:
+        raise ConfigError(f"unknown config key in {where}: {e.msg if hasattr(e, 'msg') else e}") from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"invalid config in {where}: {e}") from None
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Checks that need values, not just types."""
+    def need(cond, msg):
+        if not cond:
+            raise ConfigError(msg)
+    need(cfg.data.in_chans in (1, 3), f"data.in_chans must be 1 or 3, got {cfg.data.in_chans}")
+    need(len(cfg.data.mean) == cfg.data.in_chans and len(cfg.data.std) == cfg.data.in_chans,
+         f"data.mean/std need {cfg.data.in_chans} values (data.in_chans), got {cfg.data.mean} / {cfg.data.std}")
+    need(cfg.data.batch_size >= 1, f"data.batch_size must be >= 1, got {cfg.data.batch_size}")
+    need(cfg.optim.accum_steps >= 1, f"optim.accum_steps must be >= 1, got {cfg.optim.accum_steps}")
+    need(cfg.sched.epochs >= 1, f"sched.epochs must be >= 1, got {cfg.sched.epochs}")
+    need(cfg.amp in ("auto", "bf16", "fp16", "none"), f"amp must be auto|bf16|fp16|none, got {cfg.amp!r}")
+    need(cfg.device in ("auto", "cpu", "cuda"), f"device must be auto|cpu|cuda, got {cfg.device!r}")
+    need((cfg.aug.mixup == 0 and cfg.aug.cutmix == 0) or cfg.data.batch_size % 2 == 0,
+         "mixup/cutmix need an even data.batch_size")
+    need(len(cfg.aug.scale) == 2 and len(cfg.aug.ratio) == 2, "aug.scale and aug.ratio need two values")
+    resolve_data_root(cfg.data.root)
+
+
+def resolve_data_root(root: Optional[str]) -> str:
+    if root is None or root == "":
+        raise ConfigError("data.root is not set: give the shard folder, e.g. data.root=/data/imagenet-wds")
+    path = BUNDLED_ROOT if root == BUNDLED else os.path.expanduser(root)
+    if not os.path.isdir(path):
+        raise ConfigError(f"data.root {root!r} does not exist or is not a folder" +
+                          (" (the bundled sample is missing from this install)" if root == BUNDLED else ""))
+    return path
+
+
+def to_dict(cfg: TrainConfig) -> dict:
+    """Plain containers only (safe for torch.load(weights_only=True) and for YAML)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+
+
+def to_yaml(cfg: TrainConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))

@@ -1,0 +1,286 @@
+"""``run(cfg)``: build everything from a TrainConfig, train, evaluate, checkpoint, export.
+
+Single process (CPU or one GPU) or torchrun DDP (env://; NCCL on GPU, gloo on CPU). Every rank
+reseeds ``random`` / ``numpy`` / ``torch`` from ``(seed, epoch, rank)`` at the start of each epoch and
+the data order depends only on ``(seed, epoch)``, so a run resumed from the end of epoch ``e``
+replays epochs ``e+1...`` exactly as the uninterrupted run would.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..data.loader import build_train_loader, build_val_loader
+from ..data.pipeline import SkipCounter, _mix_seed
+from ..data.shards import load_info
+from .checkpoint import (
+    export_weights, load_checkpoint, model_state_from, read_export_config, rng_state, save_checkpoint,
+    set_rng_state,
+)
+from .config import TrainConfig, resolve_data_root, to_dict, to_yaml
+from .distributed import all_reduce_sum, barrier, cleanup, init_distributed
+from .logger import RunLogger, plot_curves
+from .loop import TrainState, evaluate, train_one_epoch
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def model_kwargs(cfg: TrainConfig, num_classes: int) -> dict:
+    kw = dict(cfg.model.kwargs)
+    kw.update(num_classes=num_classes, in_chans=cfg.data.in_chans)
+    if cfg.model.drop_path > 0:
+        kw["drop_path_rate"] = cfg.model.drop_path
+    if cfg.model.drop_rate > 0:
+        kw["drop_rate"] = cfg.model.drop_rate
+    return kw
+
+
+def create_model(name: str, kwargs: dict, pretrained: Optional[str] = None) -> torch.nn.Module:
+    """timm.create_model; ``pretrained`` (a weights file) goes through timm's pretrained path, which
+    resets the head for another num_classes and lets the model's filter resize position embeddings."""
+    import timm
+    import gka_vision  # noqa: F401  (registers the GKA families with timm)
+    if not timm.is_model(name):
+        raise ValueError(f"unknown model {name!r}: not registered in timm (GKA models: "
+                         f"{timm.list_models('gka*')})")
+    if pretrained is None:
+        return timm.create_model(name, **kwargs)
+    if not os.path.isfile(pretrained):
+        raise FileNotFoundError(f"model.pretrained {pretrained!r} does not exist")
+    if not pretrained.endswith(".safetensors"):
+        load_checkpoint(pretrained)  # refuses pickled objects with a clear error before timm reads it
+    src = read_export_config(pretrained)
+    # describe the file as it is (class count, input channels/size), so timm keeps a matching head and
+    # resets a different one; unknown provenance: num_classes=-1 always resets the head
+    overlay = {k: v for k, v in ((src or {}).get("pretrained_cfg") or {}).items()
+               if k in ("num_classes", "input_size", "first_conv", "classifier", "label_names")}
+    if isinstance(overlay.get("input_size"), list):
+        overlay["input_size"] = tuple(overlay["input_size"])
+    overlay.update(file=pretrained, num_classes=(src or {}).get("num_classes") or -1)
+    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
+
+
+def pretrained_cfg_for(model: torch.nn.Module, cfg: TrainConfig, num_classes: int) -> dict:
+    pc = dict(getattr(model, "pretrained_cfg", {}) or {})
+    pc.update(
+        num_classes=num_classes, input_size=(cfg.data.in_chans, cfg.data.img_size, cfg.data.img_size),
+        mean=tuple(cfg.data.mean), std=tuple(cfg.data.std), crop_pct=cfg.data.crop_pct,
+        interpolation=cfg.data.interpolation,
+    )
+    for k in ("file", "url", "hf_hub_id", "hf_hub_filename", "source"):
+        pc.pop(k, None)
+    return pc
+
+
+def _amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
+    if amp == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}[amp]
+
+
+def run(cfg: TrainConfig) -> dict:
+    ds = init_distributed(cfg.device)
+    try:
+        return _run(cfg, ds)
+    finally:
+        cleanup()
+
+
+def _run(cfg: TrainConfig, ds) -> dict:
+    import timm
+    from timm.data import Mixup
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import CosineLRScheduler
+    from timm.utils import ModelEmaV3
+
+    t_start = time.time()
+    if cfg.threads and ds.device.type == "cpu":
+        torch.set_num_threads(cfg.threads)
+    root = resolve_data_root(cfg.data.root)
+    num_classes = cfg.data.num_classes
+    if num_classes is None:
+        num_classes = load_info(root).get("num_classes")
+        if num_classes is None:
+            raise ValueError(f"{root}/_info.json has no num_classes; set data.num_classes")
+    out = Path(cfg.output)
+    if ds.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(to_yaml(cfg))
+    say = print if ds.is_main else (lambda *a, **k: None)
+
+    # ---- model, optimizer, schedule
+    seed_everything(cfg.seed)
+    kwargs = model_kwargs(cfg, num_classes)
+    model = create_model(cfg.model.name, kwargs, cfg.model.pretrained).to(ds.device)
+    if cfg.model.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    n_params = sum(p.numel() for p in model.parameters())
+    say(f"model {cfg.model.name}: {n_params / 1e6:.2f}M params, kwargs {kwargs}"
+        + (f", from {cfg.model.pretrained}" if cfg.model.pretrained else ""))
+    global_batch = cfg.data.batch_size * cfg.optim.accum_steps * ds.world_size
+    lr = cfg.optim.lr * (global_batch / cfg.optim.lr_base_size if cfg.optim.lr_base_size else 1.0)
+    optimizer = create_optimizer_v2(
+        model, cfg.optim.opt, lr=lr, weight_decay=cfg.optim.weight_decay, layer_decay=cfg.optim.layer_decay,
+        **({"betas": tuple(cfg.optim.betas), "eps": cfg.optim.eps} if "adam" in cfg.optim.opt.lower() else {}),
+    )
+    amp_dtype = _amp_dtype(cfg.amp, ds.device)
+    scaler = torch.amp.GradScaler(ds.device.type) if amp_dtype == torch.float16 else None
+    ema = ModelEmaV3(model, decay=cfg.ema.decay, use_warmup=cfg.ema.warmup) if cfg.ema.enabled else None
+
+    # ---- data
+    train_skips, val_skips = SkipCounter(), SkipCounter()
+    train_loader, train_ds = build_train_loader(cfg.data, cfg.aug, root, seed=cfg.seed, skip_counter=train_skips)
+    val_loader, _ = build_val_loader(cfg.data, root, skip_counter=val_skips)
+    updates_per_epoch = math.ceil(len(train_loader) / cfg.optim.accum_steps)
+    total = cfg.sched.epochs * updates_per_epoch
+    warmup = min(int(round(cfg.sched.warmup_epochs * updates_per_epoch)), total - 1)
+    scheduler = CosineLRScheduler(
+        optimizer, t_initial=max(1, total - warmup), lr_min=cfg.sched.min_lr, warmup_t=warmup,
+        warmup_lr_init=cfg.sched.warmup_lr, warmup_prefix=True, t_in_epochs=False,
+    )
+    say(f"data {root}: {train_ds.num_samples} train samples, {len(train_loader)} batches of "
+        f"{cfg.data.batch_size} per rank x {ds.world_size} ranks; {updates_per_epoch} updates/epoch; "
+        f"lr {lr:.3g} (global batch {global_batch}); amp {amp_dtype}")
+
+    # ---- resume
+    state = TrainState()
+    resume = cfg.checkpoint.resume
+    if resume == "auto":
+        resume = str(out / "last.pth") if (out / "last.pth").exists() else None
+    if resume:
+        ckpt = load_checkpoint(resume, map_location=ds.device)
+        if ckpt.get("model_name") not in (None, cfg.model.name):
+            raise ValueError(f"checkpoint {resume} is for model {ckpt['model_name']!r}, config says {cfg.model.name!r}")
+        model.load_state_dict(model_state_from(ckpt))
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if ema is not None:
+            if ckpt.get("ema") is None:
+                raise ValueError(f"checkpoint {resume} has no EMA weights but ema.enabled=true")
+            ema.module.load_state_dict(ckpt["ema"])
+        if scaler is not None and ckpt.get("scaler") is not None:
+            scaler.load_state_dict(ckpt["scaler"])
+        state.epoch, state.update, state.best_top1 = ckpt["epoch"] + 1, ckpt["update"], ckpt["best_top1"]
+        set_rng_state(ckpt["rng"])
+        say(f"resumed from {resume}: next epoch {state.epoch}, {state.update} updates done")
+
+    # ---- wrap
+    model_plain = model
+    if ds.distributed:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[ds.local_rank] if ds.device.type == "cuda" else None)
+    if cfg.model.compile:
+        model = torch.compile(model)
+
+    mixup_fn = None
+    if cfg.aug.mixup > 0 or cfg.aug.cutmix > 0:
+        mixup_fn = Mixup(mixup_alpha=cfg.aug.mixup, cutmix_alpha=cfg.aug.cutmix, prob=cfg.aug.mixup_prob,
+                         switch_prob=cfg.aug.mixup_switch_prob, mode=cfg.aug.mixup_mode,
+                         label_smoothing=cfg.aug.smoothing, num_classes=num_classes)
+        loss_fn = SoftTargetCrossEntropy()
+    elif cfg.aug.smoothing > 0:
+        loss_fn = LabelSmoothingCrossEntropy(cfg.aug.smoothing)
+    else:
+        loss_fn = torch.nn.CrossEntropyLoss()
+
+    logger = RunLogger(str(out), enabled=ds.is_main, start_epoch=state.epoch)
+    metrics, ema_metrics = {}, {}
+    last_epoch = cfg.sched.epochs - 1 if cfg.stop_after_epoch is None else min(cfg.stop_after_epoch, cfg.sched.epochs - 1)
+    for epoch in range(state.epoch, last_epoch + 1):
+        state.epoch = epoch
+        seed_everything(_mix_seed(cfg.seed, epoch, ds.rank, 0xE90C))
+        train_ds.set_epoch(epoch)
+        t0 = time.time()
+        train_loss = train_one_epoch(
+            model, train_loader, optimizer, scheduler, loss_fn, state, device=ds.device, amp_dtype=amp_dtype,
+            scaler=scaler, mixup_fn=mixup_fn, ema=ema, accum_steps=cfg.optim.accum_steps,
+            clip_grad=cfg.optim.clip_grad, log_every=cfg.log_interval, progress=cfg.progress and ds.is_main,
+            logger=logger,
+        )
+        epoch_time = time.time() - t0
+        tl = all_reduce_sum(torch.tensor([train_loss, 1.0], dtype=torch.float64, device=ds.device))
+        train_loss = (tl[0] / tl[1]).item()
+        logger.log_steps(state.step_log)
+        state.step_log.clear()
+        row = {"epoch": epoch, "step": state.update, "train_loss": train_loss,
+               "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": round(epoch_time, 2)}
+        if (epoch + 1) % cfg.eval_every == 0 or epoch == last_epoch:
+            metrics = evaluate(model_plain, val_loader, device=ds.device, amp_dtype=amp_dtype,
+                               progress=cfg.progress and ds.is_main)
+            row.update(val_loss=metrics["loss"], val_top1=metrics["top1"], val_top5=metrics["top5"])
+            if ema is not None:
+                ema_metrics = evaluate(ema.module, val_loader, device=ds.device, amp_dtype=amp_dtype)
+                row["ema_top1"] = ema_metrics["top1"]
+        skipped = all_reduce_sum(torch.tensor([float(train_skips.count + val_skips.count)], device=ds.device))
+        row["skipped_samples"] = int(skipped.item())
+        is_best = "val_top1" in row and row["val_top1"] > state.best_top1
+        if is_best:
+            state.best_top1 = row["val_top1"]
+        logger.log_epoch(row)
+        say(f"epoch {epoch}: train loss {train_loss:.4f}"
+            + (f", val loss {row['val_loss']:.4f}, top-1 {row['val_top1']:.2f}%, top-5 {row['val_top5']:.2f}%"
+               if "val_top1" in row else "")
+            + (f", EMA top-1 {row['ema_top1']:.2f}%" if "ema_top1" in row else "")
+            + f" ({epoch_time:.0f}s, {row['skipped_samples']} samples skipped)")
+        if ds.is_main and ((epoch + 1) % cfg.checkpoint.save_every == 0 or epoch == last_epoch or is_best):
+            ckpt = {
+                "model_name": cfg.model.name, "model_kwargs": kwargs, "config": to_dict(cfg),
+                "model": model_plain.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "ema": ema.module.state_dict() if ema is not None else None,
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "epoch": epoch, "update": state.update, "best_top1": state.best_top1,
+                "metrics": metrics, "rng": rng_state(),
+            }
+            if (epoch + 1) % cfg.checkpoint.save_every == 0 or epoch == last_epoch:
+                save_checkpoint(ckpt, out / "last.pth")
+            if is_best:
+                save_checkpoint(ckpt, out / "best.pth")
+        barrier()
+
+    summary = {"model": cfg.model.name, "params": n_params, "epochs_done": state.epoch + 1,
+               "updates": state.update, "best_top1": state.best_top1, "final": metrics,
+               "final_ema": ema_metrics, "train_time_s": round(time.time() - t_start, 1),
+               "world_size": ds.world_size, "rank": ds.rank, "device": str(ds.device),
+               "param_checksum": float(sum(p.detach().double().sum().item() for p in model_plain.parameters())),
+               "skipped_samples": train_skips.count + val_skips.count}
+    finished = state.epoch == cfg.sched.epochs - 1
+    if finished and cfg.checkpoint.export:
+        pcfg = pretrained_cfg_for(model_plain, cfg, num_classes)
+        margs = {k: v for k, v in kwargs.items() if k not in ("drop_path_rate", "drop_rate")}
+        wdir = out / "weights"
+        if ds.is_main:
+            export_weights(model_plain.state_dict(), wdir, model_name=cfg.model.name, pretrained_cfg=pcfg,
+                           model_args=margs)
+            if ema is not None:
+                export_weights(ema.module.state_dict(), out / "weights_ema", model_name=cfg.model.name,
+                               pretrained_cfg=pcfg, model_args=margs)
+            say(f"exported weights to {wdir / 'model.safetensors'}")
+        summary["weights"] = str(wdir / "model.safetensors")
+        barrier()
+        if cfg.verify_export:
+            # the user's path: timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=...))
+            reloaded = create_model(cfg.model.name, margs, str(wdir / "model.safetensors")).to(ds.device)
+            m2 = evaluate(reloaded, val_loader, device=ds.device, amp_dtype=amp_dtype)
+            summary["reloaded"] = m2
+            say(f"weights reloaded through timm.create_model(pretrained=True, pretrained_cfg_overlay="
+                f"dict(file=...)): top-1 {m2['top1']:.2f}% (trained model: {metrics.get('top1', float('nan')):.2f}%)")
+    if ds.is_main:
+        logger.close()
+        png = plot_curves(str(out))
+        summary["curves"] = png
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        say(f"done in {summary['train_time_s']:.0f}s; logs in {out} (steps.csv, epochs.csv, tensorboard/, curves.png)")
+    return summary

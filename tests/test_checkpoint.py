@@ -1,0 +1,111 @@
+"""Checkpoints: atomic writes, code-free loading, timm-loadable export, fine-tuning through timm."""
+import json
+import random
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+from gka_vision.engine.checkpoint import (
+    UnsafeCheckpointError, export_weights, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
+)
+from gka_vision.engine.trainer import create_model
+
+torch.set_num_threads(1)
+NAME = "gka_tiny_patch16_224"
+TINY = dict(img_size=28, patch_size=7, in_chans=1, embed_dim=32, depth=1, num_heads=2, num_iter=3, backend="torch")
+
+
+class Payload:
+    """Stands for an arbitrary pickled object (pickle would call into its class when loading)."""
+
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_atomic_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.pth"
+    save_checkpoint({"epoch": 1, "w": torch.ones(3)}, path)
+    real_save = torch.save
+
+    def dying_save(obj, f, *a, **k):  # the process dies half-way through writing
+        with open(f, "wb") as fh:
+            fh.write(b"PK\x03\x04 partial")
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"epoch": 2, "w": torch.zeros(3)}, path)
+    monkeypatch.setattr(torch, "save", real_save)
+    ck = load_checkpoint(path)
+    assert ck["epoch"] == 1 and torch.equal(ck["w"], torch.ones(3))
+
+
+def test_pickled_object_is_refused(tmp_path, capsys):
+    model = timm.create_model(NAME, num_classes=10, **TINY)
+    bad = tmp_path / "bad.pth"
+    torch.save({"model": model.state_dict(), "extra": Payload()}, bad)
+    with pytest.raises(UnsafeCheckpointError, match="refusing to load .*pickled Python objects"):
+        load_checkpoint(bad)
+    with pytest.raises(UnsafeCheckpointError):  # the fine-tuning path refuses it too
+        create_model(NAME, dict(TINY, num_classes=10), str(bad))
+    assert "this must never run" not in capsys.readouterr().out
+    ok = tmp_path / "ok.pth"
+    torch.save({"model": model.state_dict()}, ok)
+    assert set(load_checkpoint(ok)["model"]) == set(model.state_dict())
+
+
+def test_rng_state_roundtrip(tmp_path):
+    save_checkpoint({"rng": rng_state()}, tmp_path / "r.pth")
+    a = (random.random(), np.random.rand(), torch.rand(1).item())
+    set_rng_state(load_checkpoint(tmp_path / "r.pth")["rng"])
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == a
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    torch.manual_seed(0)
+    model = timm.create_model(NAME, num_classes=10, **TINY).eval()
+    out = tmp_path_factory.mktemp("export")
+    pcfg = dict(model.pretrained_cfg, num_classes=10, input_size=(1, 28, 28), mean=(0.286,), std=(0.353,))
+    path = export_weights(model.state_dict(), out, model_name=NAME, pretrained_cfg=pcfg,
+                          model_args=dict(TINY, num_classes=10))
+    return model, path
+
+
+def test_export_loads_through_timm_pretrained(exported):
+    model, path = exported
+    assert path.suffix == ".safetensors" and (path.parent / "config.json").exists()
+    x = torch.randn(2, 1, 28, 28)
+    # the overlay must state the file's class count, else timm treats the head as foreign and resets it;
+    # pretrained_cfg.json next to the weights holds all of it
+    pcfg = json.loads((path.parent / "pretrained_cfg.json").read_text())
+    assert pcfg["num_classes"] == 10 and pcfg["input_size"] == [1, 28, 28]
+    loaded = timm.create_model(NAME, pretrained=True, pretrained_cfg_overlay=dict(file=str(path), num_classes=10),
+                               num_classes=10, **TINY).eval()
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model(x), atol=1e-6)
+    via_dir = timm.create_model(f"local-dir:{path.parent}", pretrained=True).eval()  # config.json: model args
+    with torch.no_grad():
+        assert torch.allclose(via_dir(x), model(x), atol=1e-6)
+    assert via_dir.pretrained_cfg["mean"] == (0.286,) or list(via_dir.pretrained_cfg["mean"]) == [0.286]
+
+
+def test_finetune_resets_head_and_resizes_pos_embed(exported):
+    model, path = exported
+    kw = dict(TINY, img_size=56, num_classes=5)
+    ft = create_model(NAME, kw, str(path))
+    sd, src = ft.state_dict(), model.state_dict()
+    head = [k for k in src if k.startswith("head")]
+    assert head and all(sd[k].shape[0] == 5 for k in head if sd[k].ndim >= 1)  # new classifier
+    pos = [k for k in src if "pos_embed" in k]
+    assert pos and all(sd[k].shape != src[k].shape for k in pos)  # 4x4 grid -> 8x8 grid
+    # everything else came from the file
+    same = [k for k in src if k not in head and k not in pos]
+    assert same and all(torch.equal(sd[k], src[k]) for k in same)
+    with torch.no_grad():
+        assert ft(torch.randn(2, 1, 56, 56)).shape == (2, 5)
+    # same class count: the head is kept
+    keep = create_model(NAME, dict(TINY, num_classes=10), str(path))
+    assert all(torch.equal(keep.state_dict()[k], src[k]) for k in src)
