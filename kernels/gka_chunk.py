@@ -87,6 +87,21 @@ def _chebyshev(B_rhs, K, Hp, M, eG, lam, fro, num_iter, PREC: tl.constexpr):
 
 
 @triton.jit
+def _solve(B_rhs, K, Hp, M, eG, lam, fro, n_first, n_refine, PREC: tl.constexpr, PREC_HI: tl.constexpr):
+    """x = A^-1 b: Chebyshev with PREC dots, then one refinement step (GKA.md sec. 2).
+
+    With tf32 dots, A is applied with ~2e-4 relative error, which the condition number (up to 51) turns
+    into ~1e-2 error in x. Refinement: r = b - A x with PREC_HI (tf32x3, fp32-accurate) dots, then
+    x += Chebyshev(r) in PREC; the error becomes the product of the two solves' errors.
+    """
+    x = _chebyshev(B_rhs, K, Hp, M, eG, lam, fro, n_first, PREC)
+    if n_refine > 0:
+        r = B_rhs - _apply_A(x, K, Hp, M, eG, lam, PREC_HI)
+        x += _chebyshev(r, K, Hp, M, eG, lam, fro, n_refine, PREC)
+    return x
+
+
+@triton.jit
 def _chunk_gates(gate_ptr, gate_off, tok, valid, BC: tl.constexpr):
     """Within-chunk cumsum G, exp(G) and the decay mask M of one chunk (zeros of g in the tail)."""
     gg = tl.load(gate_ptr + gate_off + tok, mask=valid, other=0.0).to(tl.float32)
@@ -129,11 +144,15 @@ def _fwd_states_kernel(k_ptr, v_ptr, gate_ptr, hk_ptr, hv_ptr,
 @triton.jit(do_not_specialize=["T"])
 def _fwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr,
                       o_ptr, x_ptr, fro_ptr,
-                      T, H, NBH, BTH, NC, dir_base, num_iter,
+                      T, H, NBH, BTH, NC, dir_base, n_first, n_refine,
                       ridge_ratio, ridge_floor, fro2_floor, scale, out_scale,
                       D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, PREC: tl.constexpr,
-                      ACCUMULATE: tl.constexpr):
-    """Per chunk: ||H_t||_F, lambda_t, x_t = A_t^-1 q_t, q'_t, o_t = scale S_t q'_t (GKA.md secs. 1-3)."""
+                      PREC_HI: tl.constexpr, ACCUMULATE: tl.constexpr):
+    """Per chunk: ||H_t||_F, lambda_t, x_t = A_t^-1 q_t, q'_t, o_t = scale S_t q'_t (GKA.md secs. 1-3).
+
+    Only the Chebyshev steps use PREC dots; the rest uses PREC_HI: q' can be ~1/a = 50 times larger
+    than q, so the read-out S_t q'_t cancels and needs fp32-accurate products.
+    """
     c = tl.program_id(0)
     i_bh = tl.program_id(1)
     i_s = tl.program_id(2)
@@ -144,28 +163,29 @@ def _fwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr,
     valid, tok = _token_offsets(c, T, H, i_b, i_h, rev, BC)
     Q = _load_rows(q_ptr, tok, valid, D, BD)
     K = _load_rows(k_ptr, tok, valid, D, BD)
-    alpha = tl.load(a_ptr + tok, mask=valid, other=0.0).to(tl.float32)
     gg, G, M = _chunk_gates(gate_ptr, gate_off, tok, valid, BC)
     eG = tl.exp(G)
     slot = (i_s.to(tl.int64) * NBH + i_bh) * NC + c
     Hp = tl.load(_state_ptr(hk_ptr, slot, BD))
 
     # ||H_t||_F^2 = e^{2G_t}||H_p||^2 + 2 e^{G_t} sum_j M_tj k_j^T H_p k_j + sum_ij M_ti M_tj (k_i.k_j)^2
-    kHk = tl.sum(tl.dot(K, Hp, input_precision=PREC) * K, 1)
-    KK = tl.dot(K, tl.trans(K), input_precision=PREC)
+    kHk = tl.sum(tl.dot(K, Hp, input_precision=PREC_HI) * K, 1)
+    KK = tl.dot(K, tl.trans(K), input_precision=PREC_HI)
     fro2 = (eG * eG * tl.sum(tl.sum(Hp * Hp, 1), 0)
             + 2.0 * eG * tl.sum(M * kHk[None, :], 1)
-            + tl.sum(tl.dot(M, KK * KK, input_precision=PREC) * M, 1))
+            + tl.sum(tl.dot(M, KK * KK, input_precision=PREC_HI) * M, 1))
     fro = tl.sqrt(tl.maximum(fro2, fro2_floor))
     lam = tl.maximum(ridge_ratio * fro, ridge_floor)
 
-    X = _chebyshev(Q, K, Hp, M, eG, lam, fro, num_iter, PREC)
+    X = _solve(Q, K, Hp, M, eG, lam, fro, n_first, n_refine, PREC, PREC_HI)
+    alpha = tl.load(a_ptr + tok, mask=valid, other=0.0).to(tl.float32)
     Qp = Q + alpha[:, None] * (X - Q)                  # q'_t = q_t + alpha_t (x_t - q_t)
 
     V = _load_rows(v_ptr, tok, valid, D, BD)
     Sp = tl.load(_state_ptr(hv_ptr, slot, BD))
-    QK = tl.dot(Qp, tl.trans(K), input_precision=PREC) * M
-    O = scale * (eG[:, None] * tl.dot(Qp, Sp, input_precision=PREC) + tl.dot(QK, V, input_precision=PREC))
+    QK = tl.dot(Qp, tl.trans(K), input_precision=PREC_HI) * M
+    O = scale * (eG[:, None] * tl.dot(Qp, Sp, input_precision=PREC_HI)
+                 + tl.dot(QK, V, input_precision=PREC_HI))
 
     o_ptrs, m = _rows_ptr_mask(o_ptr, tok, valid, D, BD)
     if ACCUMULATE:
@@ -181,15 +201,18 @@ def _fwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr,
 @triton.jit(do_not_specialize=["T"])
 def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_ptr, fro_ptr, do_ptr,
                       dq_ptr, dk_ptr, dv_ptr, da_ptr, dG_ptr, u_ptr, w_ptr,
-                      T, H, NBH, BTH, NC, dir_base, num_iter,
+                      T, H, NBH, BTH, NC, dir_base, n_first, n_refine,
                       ridge_ratio, ridge_floor, scale, out_scale,
-                      D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, PREC: tl.constexpr):
+                      D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, PREC: tl.constexpr,
+                      PREC_HI: tl.constexpr):
     """Per chunk: everything of the backward that needs no later chunk (GKA.md sec. 4).
 
     dq' from the read-out, xbar = alpha dq', qbar = A^-1 xbar (second Chebyshev solve),
     Hbar_t = -(qbar x^T + x qbar^T)/2 + c_t H_t with c_t = -a (x . qbar) / ||H_t||_F (the ridge term),
     intra-chunk dk/dv and gate terms, and the chunk's increments of the reverse states:
     U_c = sum_t e^{G_t} Hbar_t (covariance, R of sec. 4) and W_c = scale sum_t e^{G_t} q'_t do_t^T (GLA).
+    Three phases (read-out gradients, solve, covariance gradients) so that only the solve's operands
+    are live during the iterations; results are added to dq/dk/dv as soon as they are known.
     """
     c = tl.program_id(0)
     i_bh = tl.program_id(1)
@@ -200,74 +223,71 @@ def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_pt
     gate_off = i_s.to(tl.int64) * BTH
     valid, tok = _token_offsets(c, T, H, i_b, i_h, rev, BC)
     dir_tok = gate_off + tok
-    Q = _load_rows(q_ptr, tok, valid, D, BD)
-    K = _load_rows(k_ptr, tok, valid, D, BD)
-    V = _load_rows(v_ptr, tok, valid, D, BD)
-    dO = out_scale * _load_rows(do_ptr, tok, valid, D, BD)
-    X = _load_rows(x_ptr, dir_tok, valid, D, BD)
-    alpha = tl.load(a_ptr + tok, mask=valid, other=0.0).to(tl.float32)
-    fro = tl.load(fro_ptr + dir_tok, mask=valid, other=1.0)
-    lam = tl.maximum(ridge_ratio * fro, ridge_floor)
+    slot = (i_s.to(tl.int64) * NBH + i_bh) * NC + c
     gg, G, M = _chunk_gates(gate_ptr, gate_off, tok, valid, BC)
     eG = tl.exp(G)
-    slot = (i_s.to(tl.int64) * NBH + i_bh) * NC + c
-    Hp = tl.load(_state_ptr(hk_ptr, slot, BD))
+    K = _load_rows(k_ptr, tok, valid, D, BD)
+    alpha = tl.load(a_ptr + tok, mask=valid, other=0.0).to(tl.float32)
+    dq_ptrs, m = _rows_ptr_mask(dq_ptr, tok, valid, D, BD)
+    dk_ptrs, _ = _rows_ptr_mask(dk_ptr, tok, valid, D, BD)
+
+    # 1. read-out o_t = scale (e^{G_t} S_p^T q'_t + sum_j M_tj (q'_t . k_j) v_j)
+    Q = _load_rows(q_ptr, tok, valid, D, BD)
+    X = _load_rows(x_ptr, dir_tok, valid, D, BD)
+    V = _load_rows(v_ptr, tok, valid, D, BD)
+    dO = out_scale * _load_rows(do_ptr, tok, valid, D, BD)
     Sp = tl.load(_state_ptr(hv_ptr, slot, BD))
-
     Qp = Q + alpha[:, None] * (X - Q)
-    # read-out o_t = scale (e^{G_t} S_p^T q'_t + sum_j M_tj (q'_t . k_j) v_j)
-    dOV = tl.dot(dO, tl.trans(V), input_precision=PREC) * M
-    dQp = scale * (tl.dot(dOV, K, input_precision=PREC)
-                   + eG[:, None] * tl.dot(dO, tl.trans(Sp), input_precision=PREC))
-    QK = tl.dot(Qp, tl.trans(K), input_precision=PREC) * M
-    dV = scale * tl.dot(tl.trans(QK), dO, input_precision=PREC)
-    dKg = scale * tl.dot(tl.trans(dOV), Qp, input_precision=PREC)
+    dOV = tl.dot(dO, tl.trans(V), input_precision=PREC_HI) * M
+    dQp = scale * (tl.dot(dOV, K, input_precision=PREC_HI)
+                   + eG[:, None] * tl.dot(dO, tl.trans(Sp), input_precision=PREC_HI))
+    QK = tl.dot(Qp, tl.trans(K), input_precision=PREC_HI) * M
+    dV_ptrs, _ = _rows_ptr_mask(dv_ptr, tok, valid, D, BD)
+    tl.atomic_add(dV_ptrs, scale * tl.dot(tl.trans(QK), dO, input_precision=PREC_HI), mask=m)
+    dKg = scale * tl.dot(tl.trans(dOV), Qp, input_precision=PREC_HI)
+    tl.atomic_add(dk_ptrs, dKg, mask=m)
+    tl.atomic_add(dq_ptrs, (1.0 - alpha)[:, None] * dQp, mask=m)
+    tl.atomic_add(da_ptr + tok, tl.sum(dQp * (X - Q), 1), mask=valid)
+    # gate: read term q'.dq' minus write term k.dk (GLA part)
+    dG = tl.sum(Qp * dQp, 1) - tl.sum(K * dKg, 1)
+    Wg = scale * tl.dot(tl.trans(Qp * eG[:, None]), dO, input_precision=PREC_HI)
+    tl.store(_state_ptr(w_ptr, slot, BD), Wg)
+    rhs = alpha[:, None] * dQp
 
-    # second solve (sec. 4): qbar = A^-1 xbar, with xbar = alpha dq'
-    Qb = _chebyshev(alpha[:, None] * dQp, K, Hp, M, eG, lam, fro, num_iter, PREC)
-    dQ = (1.0 - alpha)[:, None] * dQp + Qb
-    dA = tl.sum(dQp * (X - Q), 1)
+    # 2. second solve (sec. 4): qbar = A^-1 xbar, xbar = alpha dq'
+    Hp = tl.load(_state_ptr(hk_ptr, slot, BD))
+    fro = tl.load(fro_ptr + dir_tok, mask=valid, other=1.0)
+    lam = tl.maximum(ridge_ratio * fro, ridge_floor)
+    Qb = _solve(rhs, K, Hp, M, eG, lam, fro, n_first, n_refine, PREC, PREC_HI)
+    tl.atomic_add(dq_ptrs, Qb, mask=m)
 
-    # gradient through lambda_t = a ||H_t||_F (zero where the floor is active)
+    # 3. covariance and ridge gradients; c_t is zero where the ridge floor is active
+    X = _load_rows(x_ptr, dir_tok, valid, D, BD)
     ridge_active = valid & (ridge_ratio * fro > ridge_floor)
     cr = tl.where(ridge_active, -ridge_ratio * tl.sum(X * Qb, 1) / fro, 0.0)
-
-    XK = tl.dot(X, tl.trans(K), input_precision=PREC) * M
-    QbK = tl.dot(Qb, tl.trans(K), input_precision=PREC) * M
-    KHp = tl.dot(K, Hp, input_precision=PREC)
-    HX = eG[:, None] * tl.dot(X, Hp, input_precision=PREC) + tl.dot(XK, K, input_precision=PREC)
+    XK = tl.dot(X, tl.trans(K), input_precision=PREC_HI) * M
+    QbK = tl.dot(Qb, tl.trans(K), input_precision=PREC_HI) * M
+    HX = eG[:, None] * tl.dot(X, Hp, input_precision=PREC_HI) + tl.dot(XK, K, input_precision=PREC_HI)
     # e_j = sum_t M_tj c_t e^{G_t};  Wc_ij = sum_t M_ti c_t M_tj
     ce = cr * eG
     e = tl.sum(M * ce[:, None], 0)
-    Wc = tl.dot(tl.trans(M), M * cr[:, None], input_precision=PREC)
-    KK = tl.dot(K, tl.trans(K), input_precision=PREC)
+    Wc = tl.dot(tl.trans(M), M * cr[:, None], input_precision=PREC_HI)
+    KK = tl.dot(K, tl.trans(K), input_precision=PREC_HI)
     # (sum_{t>=j in chunk} M_tj Hbar_t) k_j
-    RK = (-0.5 * (tl.dot(tl.trans(XK), Qb, input_precision=PREC)
-                  + tl.dot(tl.trans(QbK), X, input_precision=PREC))
-          + e[:, None] * KHp + tl.dot(Wc * KK, K, input_precision=PREC))
-    dK = dKg + 2.0 * RK
-    # dL/dG^glob_m: read terms q'.dq' + <Hbar_m, H_m>, minus write terms k.dk_gla + k^T R k
-    dG = (tl.sum(Qp * dQp, 1) - tl.sum(Qb * HX, 1) + cr * fro * fro
-          - tl.sum(K * dKg, 1) - tl.sum(K * RK, 1))
-
-    m_ptrs, m = _rows_ptr_mask(dq_ptr, tok, valid, D, BD)
-    tl.atomic_add(m_ptrs, dQ, mask=m)
-    m_ptrs, m = _rows_ptr_mask(dk_ptr, tok, valid, D, BD)
-    tl.atomic_add(m_ptrs, dK, mask=m)
-    m_ptrs, m = _rows_ptr_mask(dv_ptr, tok, valid, D, BD)
-    tl.atomic_add(m_ptrs, dV, mask=m)
-    tl.atomic_add(da_ptr + tok, dA, mask=valid)
+    RK = (-0.5 * (tl.dot(tl.trans(XK), Qb, input_precision=PREC_HI)
+                  + tl.dot(tl.trans(QbK), X, input_precision=PREC_HI))
+          + e[:, None] * tl.dot(K, Hp, input_precision=PREC_HI)
+          + tl.dot(Wc * KK, K, input_precision=PREC_HI))
+    tl.atomic_add(dk_ptrs, 2.0 * RK, mask=m)
+    # gate: read term <Hbar_t, H_t> = -qbar.(H x) + c ||H||^2, minus write term k^T R k
+    dG += -tl.sum(Qb * HX, 1) + cr * fro * fro - tl.sum(K * RK, 1)
     tl.store(dG_ptr + dir_tok, dG, mask=valid)
 
-    # chunk increments of the reverse states
     sigma = tl.sum(ce * eG, 0)
-    Xe = X * eG[:, None]
-    Qbe = Qb * eG[:, None]
-    U = (-0.5 * (tl.dot(tl.trans(Xe), Qb, input_precision=PREC) + tl.dot(tl.trans(Qbe), X, input_precision=PREC))
-         + sigma * Hp + tl.dot(tl.trans(K * e[:, None]), K, input_precision=PREC))
-    Wg = scale * tl.dot(tl.trans(Qp * eG[:, None]), dO, input_precision=PREC)
+    U = (-0.5 * (tl.dot(tl.trans(X * eG[:, None]), Qb, input_precision=PREC_HI)
+                 + tl.dot(tl.trans(Qb * eG[:, None]), X, input_precision=PREC_HI))
+         + sigma * Hp + tl.dot(tl.trans(K * e[:, None]), K, input_precision=PREC_HI))
     tl.store(_state_ptr(u_ptr, slot, BD), U)
-    tl.store(_state_ptr(w_ptr, slot, BD), Wg)
 
 
 @triton.jit(do_not_specialize=["T"])

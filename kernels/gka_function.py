@@ -16,13 +16,21 @@ from .gka_chunk import (FRO2_FLOOR, RIDGE_FLOOR, _bwd_solve_kernel, _bwd_states_
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
-# One config everywhere (no autotune under the interpreter). Tokens per chunk (a power of two >= 16);
-# env GKA_TRITON_CHUNK overrides it (the CPU tests use 16 to cover several chunks at T <= 40).
-CHUNK_SIZE = int(os.environ.get("GKA_TRITON_CHUNK", "64"))
-# tl.dot input precision of the solver and read-out: "ieee" (exact fp32) or "tf32" (faster).
-# Can be overridden with env GKA_TRITON_PRECISION; the benchmark measures both.
+# One config per head dim (no autotune under the interpreter). Tokens per chunk: a power of two >= 16,
+# smaller for wide heads so the D x D state and the tiles fit in shared memory (BD = 128 with 64-token
+# chunks needs ~400 KB on the H200, over its 227 KB). Env GKA_TRITON_CHUNK overrides it (the CPU tests
+# use 16 to cover several chunks at T <= 40).
+CHUNK_SIZE = int(os.environ.get("GKA_TRITON_CHUNK", "0")) or None
+# tl.dot input precision of the Chebyshev steps ("tf32": fast, ~2e-4 relative per product) and of
+# everything else ("tf32x3": three tf32 products, fp32-accurate). Env GKA_TRITON_PRECISION overrides
+# the first; the interpreter computes every dot in fp32 anyway.
 DOT_PRECISION = os.environ.get("GKA_TRITON_PRECISION", "tf32")
+DOT_PRECISION_HI = "tf32x3"
 NUM_WARPS = int(os.environ.get("GKA_TRITON_WARPS", "4"))
+# The solve is Chebyshev (num_iter - 10 steps), then one refinement round: r = b - A x with fp32-accurate
+# products, x += Chebyshev(r) (REFINE_ITERS steps). Measured by emulating tf32 rounding on CPU
+# (docs/kernels.md): forward error 8.5e-3 -> 6.5e-5 at T = 197, 1.2e-1 -> 1.1e-3 at T = 1 (rank-one H).
+REFINE_ITERS = 20
 # Extra Chebyshev steps of the backward solve qbar = A^-1 xbar, as in the torch backend
 # (gka_vision.ops.gka_chunked.BACKWARD_EXTRA_ITERS): the key and ridge gradients need qbar about
 # kappa times more accurate than x.
@@ -31,8 +39,16 @@ BACKWARD_EXTRA_ITERS = 10
 
 def _config(D):
     BD = max(16, triton.next_power_of_2(D))
-    prec = "ieee" if INTERPRET else DOT_PRECISION
-    return BD, CHUNK_SIZE, prec
+    BC = CHUNK_SIZE or (64 if BD <= 32 else 32 if BD <= 64 else 16)
+    if INTERPRET:
+        return BD, BC, "ieee", "ieee"
+    return BD, BC, DOT_PRECISION, DOT_PRECISION_HI
+
+
+def _iters(num_iter, backward):
+    """(first-round steps, refinement steps) of the solve."""
+    first = max(num_iter - 10, 1)
+    return first, REFINE_ITERS + (BACKWARD_EXTRA_ITERS if backward else 0)
 
 
 def _check(q, k, v, alpha, gates):
@@ -61,7 +77,7 @@ class GKATritonFunction(torch.autograd.Function):
     def forward(ctx, q, k, v, alpha, gates, dir_base, ridge_ratio, num_iter, scale):
         B, T, H, D = q.shape
         ndir = gates.shape[0]
-        BD, BC, prec = _config(D)
+        BD, BC, prec, prec_hi = _config(D)
         NC = triton.cdiv(T, BC)
         NBH, BTH = B * H, B * T * H
         q, k, v, alpha = (t.contiguous() for t in (q, k, v, alpha))
@@ -74,11 +90,12 @@ class GKATritonFunction(torch.autograd.Function):
         fro = torch.empty(ndir, B, T, H, **f32)
         out_scale = 1.0 / ndir
         _fwd_states_kernel[(NBH, ndir)](k, v, gates, hk, hv, T, H, NBH, BTH, NC, dir_base,
-                                        D=D, BD=BD, BC=BC, PREC=prec, num_warps=NUM_WARPS)
+                                        D=D, BD=BD, BC=BC, PREC=prec_hi, num_warps=NUM_WARPS)
         _fwd_solve_kernel[(NC, NBH, ndir)](q, k, v, alpha, gates, hk, hv, o, x, fro,
-                                           T, H, NBH, BTH, NC, dir_base, num_iter,
+                                           T, H, NBH, BTH, NC, dir_base, *_iters(num_iter, False),
                                            ridge_ratio, RIDGE_FLOOR, FRO2_FLOOR, scale, out_scale,
-                                           D=D, BD=BD, BC=BC, PREC=prec, ACCUMULATE=ndir > 1,
+                                           D=D, BD=BD, BC=BC, PREC=prec, PREC_HI=prec_hi,
+                                           ACCUMULATE=ndir > 1,
                                            num_warps=NUM_WARPS)
         ctx.save_for_backward(q, k, v, alpha, gates, hk, hv, x, fro)
         ctx.opts = (dir_base, ridge_ratio, num_iter, scale, out_scale)
@@ -90,7 +107,7 @@ class GKATritonFunction(torch.autograd.Function):
         dir_base, ridge_ratio, num_iter, scale, out_scale = ctx.opts
         B, T, H, D = q.shape
         ndir = gates.shape[0]
-        BD, BC, prec = _config(D)
+        BD, BC, prec, prec_hi = _config(D)
         NC = triton.cdiv(T, BC)
         NBH, BTH = B * H, B * T * H
         do = do.contiguous()
@@ -105,12 +122,13 @@ class GKATritonFunction(torch.autograd.Function):
         w = torch.empty_like(hv)
         _bwd_solve_kernel[(NC, NBH, ndir)](q, k, v, alpha, gates, hk, hv, x, fro, do,
                                            dq, dk, dv, da, dG, u, w,
-                                           T, H, NBH, BTH, NC, dir_base, num_iter + BACKWARD_EXTRA_ITERS,
+                                           T, H, NBH, BTH, NC, dir_base, *_iters(num_iter, True),
                                            ridge_ratio, RIDGE_FLOOR, scale, out_scale,
-                                           D=D, BD=BD, BC=BC, PREC=prec, num_warps=NUM_WARPS)
+                                           D=D, BD=BD, BC=BC, PREC=prec, PREC_HI=prec_hi,
+                                           num_warps=NUM_WARPS)
         _bwd_states_kernel[(NBH, ndir)](k, v, gates, u, w, dk, dv, dG, dg,
                                         T, H, NBH, BTH, NC, dir_base,
-                                        D=D, BD=BD, BC=BC, PREC=prec, num_warps=NUM_WARPS)
+                                        D=D, BD=BD, BC=BC, PREC=prec_hi, num_warps=NUM_WARPS)
         return (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), da.to(alpha.dtype), dg,
                 None, None, None, None)
 
