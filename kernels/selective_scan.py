@@ -78,8 +78,8 @@ def _ssm_bwd_kernel(
     s_gy_b, s_gy_d, s_gy_l,
     REVERSE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    # contiguous outputs: du, ddt [b, DIM, L]; dA [b, DIM, N]; dB, dC [b, NBLK, N, L];
-    # states scratch [b, L, DIM, N] (one tile per step is contiguous)
+    # contiguous outputs, laid out so that each step writes one contiguous run:
+    # du, ddt [b, L, DIM]; dA [b, DIM, N]; dB, dC [b, NBLK, L, N]; states scratch [b, L, DIM, N]
     pid_b = tl.program_id(0).to(tl.int64)
     pid_d = tl.program_id(1)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -95,10 +95,10 @@ def _ssm_bwd_kernel(
     C_base = C_ptr + pid_b * s_C_b + offs_n * s_C_n
     gy_base = gy_ptr + pid_b * s_gy_b + offs_d * s_gy_d
     st_base = states_ptr + pid_b * L * DIM * N + offs_d[:, None] * N + offs_n[None, :]
-    du_base = du_ptr + pid_b * DIM * L + offs_d * L
-    ddt_base = ddt_ptr + pid_b * DIM * L + offs_d * L
-    dB_base = dB_ptr + (pid_b * NBLK + pid_d) * N * L + offs_n * L
-    dC_base = dC_ptr + (pid_b * NBLK + pid_d) * N * L + offs_n * L
+    du_base = du_ptr + pid_b * L * DIM + offs_d
+    ddt_base = ddt_ptr + pid_b * L * DIM + offs_d
+    dB_base = dB_ptr + (pid_b * NBLK + pid_d) * L * N + offs_n
+    dC_base = dC_ptr + (pid_b * NBLK + pid_d) * L * N + offs_n
 
     # 1) replay the forward recurrence, keeping every state
     x = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
@@ -134,10 +134,10 @@ def _ssm_bwd_kernel(
         decay = tl.exp(dt_t[:, None] * A)
         g_decay = h * x_prev * decay                      # d/d(delta A) of the decay term
         hB = tl.sum(h * B_t[None, :], axis=1)
-        tl.store(du_base + t, dt_t * hB, mask=mask_d)
-        tl.store(ddt_base + t, u_t * hB + tl.sum(g_decay * A, axis=1), mask=mask_d)
-        tl.store(dB_base + t, tl.sum(h * (dt_t * u_t)[:, None], axis=0), mask=mask_n)
-        tl.store(dC_base + t, tl.sum(x_t * gy_t[:, None], axis=0), mask=mask_n)
+        tl.store(du_base + t * DIM, dt_t * hB, mask=mask_d)
+        tl.store(ddt_base + t * DIM, u_t * hB + tl.sum(g_decay * A, axis=1), mask=mask_d)
+        tl.store(dB_base + t * N, tl.sum(h * (dt_t * u_t)[:, None], axis=0), mask=mask_n)
+        tl.store(dC_base + t * N, tl.sum(x_t * gy_t[:, None], axis=0), mask=mask_n)
         dA_acc += g_decay * dt_t[:, None]
         h = h * decay
 
@@ -157,7 +157,8 @@ class _SelectiveScanFn(torch.autograd.Function):
         bsz, dim, length = u.shape
         d_state = A.shape[1]
         BLOCK_D, BLOCK_N, nblk = _blocks(dim, d_state, block_d)
-        y = torch.empty(bsz, dim, length, device=u.device, dtype=torch.float32)
+        # [b, L, d] storage (each step stores BLOCK_D adjacent floats), returned as a [b, d, L] view
+        y = torch.empty(bsz, length, dim, device=u.device, dtype=torch.float32).transpose(1, 2)
         if length > 0 and bsz > 0:
             _ssm_fwd_kernel[(bsz, nblk)](
                 u, delta, A, B, C, y, length, dim, d_state,
@@ -176,11 +177,11 @@ class _SelectiveScanFn(torch.autograd.Function):
         BLOCK_D, BLOCK_N, nblk = _blocks(dim, d_state, ctx.block_d)
         dev, f32 = u.device, torch.float32
         states = torch.empty(bsz, length, dim, d_state, device=dev, dtype=f32)
-        du = torch.zeros(bsz, dim, length, device=dev, dtype=f32)
-        ddt = torch.zeros(bsz, dim, length, device=dev, dtype=f32)
+        du = torch.empty(bsz, length, dim, device=dev, dtype=f32)
+        ddt = torch.empty(bsz, length, dim, device=dev, dtype=f32)
         dA = torch.zeros(bsz, dim, d_state, device=dev, dtype=f32)
-        dB = torch.zeros(bsz, nblk, d_state, length, device=dev, dtype=f32)
-        dC = torch.zeros(bsz, nblk, d_state, length, device=dev, dtype=f32)
+        dB = torch.empty(bsz, nblk, length, d_state, device=dev, dtype=f32)
+        dC = torch.empty(bsz, nblk, length, d_state, device=dev, dtype=f32)
         if length > 0 and bsz > 0:
             _ssm_bwd_kernel[(bsz, nblk)](
                 u, delta, A, B, C, gy, states, du, ddt, dA, dB, dC,
@@ -188,8 +189,8 @@ class _SelectiveScanFn(torch.autograd.Function):
                 *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(), *gy.stride(),
                 REVERSE=ctx.reverse, BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N,
             )
-        return (du.to(u.dtype), ddt.to(delta.dtype), dA.sum(0).to(A.dtype), dB.sum(1).to(B.dtype),
-                dC.sum(1).to(C.dtype), None, None)
+        return (du.transpose(1, 2).to(u.dtype), ddt.transpose(1, 2).to(delta.dtype), dA.sum(0).to(A.dtype),
+                dB.sum(1).transpose(1, 2).to(B.dtype), dC.sum(1).transpose(1, 2).to(C.dtype), None, None)
 
 
 def selective_scan_triton(u, delta, A, B, C, reverse: bool = False, block_d: int | None = None):

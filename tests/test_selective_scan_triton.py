@@ -47,7 +47,26 @@ _SCRIPT = textwrap.dedent(r"""
                 raw=(y_raw - y_ref).abs().max().item() / scale(y_ref),
                 grads=[(a - c).abs().max().item() / scale(a) for a, c in zip(*grads)],
             ))
+    # whole mixers (the layouts the models pass: transposed views of projections), forward and gradients
+    from gka_vision.layers.mamba_mixer import BidirectionalMambaMixer, MambaVisionMixer
+    mixers = []
+    for cls in (BidirectionalMambaMixer, MambaVisionMixer):
+        torch.manual_seed(1)
+        m = cls(12, d_state=4)
+        x = torch.randn(2, 9, 12)
+        outs, grads = [], []
+        for backend in ("torch", "triton"):
+            m.backend = backend
+            xi = x.clone().requires_grad_()
+            o = m(xi)
+            g = torch.autograd.grad(o.square().sum(), [xi] + list(m.parameters()))
+            outs.append(o)
+            grads.append(g)
+        scale = lambda t: max(t.abs().max().item(), 1e-6)
+        mixers.append(dict(name=cls.__name__, fwd=(outs[0] - outs[1]).abs().max().item() / scale(outs[0]),
+                           grads=[(a - c).abs().max().item() / scale(a) for a, c in zip(*grads)]))
     print("RESULT" + json.dumps(results))
+    print("MIXERS" + json.dumps(mixers))
 """)
 
 
@@ -58,6 +77,10 @@ def test_triton_matches_reference_in_interpreter():
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
     results = json.loads(line[len("RESULT"):])
     assert len(results) == 6
+    mixers = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("MIXERS")][-1][len("MIXERS"):])
+    assert [m["name"] for m in mixers] == ["BidirectionalMambaMixer", "MambaVisionMixer"]
+    for m in mixers:
+        assert m["fwd"] < 1e-5 and max(m["grads"]) < 1e-4, m
     for r in results:
         assert r["fwd"] < 1e-5, r
         assert r["raw"] < 1e-5, r
