@@ -121,6 +121,7 @@ class TrainConfig:
     eval_every: int = 1  # epochs
     progress: bool = True  # tqdm bar per epoch
     stop_after_epoch: Optional[int] = None  # end this run early (for time-limited jobs); the schedule still spans sched.epochs
+    time_limit_min: Optional[float] = None  # stop after the epoch that would overrun this wall-clock budget (resumable)
     verify_export: bool = False  # reload the exported weights through timm and re-evaluate
 
 

@@ -249,6 +249,13 @@ def _run(cfg: TrainConfig, ds) -> dict:
             if is_best:
                 save_checkpoint(ckpt, out / "best.pth")
         barrier()
+        if cfg.time_limit_min is not None and epoch < last_epoch:
+            # stop if another epoch would overrun the budget; every rank takes the same decision
+            over = (time.time() - t_start + epoch_time) / 60 > cfg.time_limit_min
+            if all_reduce_sum(torch.tensor([float(over)], device=ds.device)).item() > 0:
+                say(f"stopping after epoch {epoch}: time_limit_min={cfg.time_limit_min} would be exceeded; "
+                    f"resume with checkpoint.resume=auto")
+                break
 
     summary = {"model": cfg.model.name, "params": n_params, "epochs_done": state.epoch + 1,
                "updates": state.update, "best_top1": state.best_top1, "final": metrics,
