@@ -47,6 +47,21 @@ _SCRIPT = textwrap.dedent(r"""
                 raw=(y_raw - y_ref).abs().max().item() / scale(y_ref),
                 grads=[(a - c).abs().max().item() / scale(a) for a, c in zip(*grads)],
             ))
+    # bf16 u, B, C (what autocast feeds the kernel): same fp32 math on the same rounded values
+    torch.manual_seed(2)
+    u, B, C = (torch.randn(2, 5, 6).bfloat16(), torch.randn(2, 3, 6).bfloat16(), torch.randn(2, 3, 6).bfloat16())
+    delta, A = torch.rand(2, 5, 6), -(torch.rand(5, 3) + 0.2)
+    ins = [t.requires_grad_() for t in (u, delta, A, B, C)]
+    outs, grads = [], []
+    for backend in ("reference", "triton"):
+        o = selective_scan(*ins, backend=backend)
+        outs.append(o.float())
+        grads.append(torch.autograd.grad(o.float().square().sum(), ins))
+    bf16 = dict(dtype=str(outs[1].dtype), out_dtype=str(o.dtype),
+                fwd=(outs[0] - outs[1]).abs().max().item() / outs[0].abs().max().item(),
+                grads=[(a.float() - c.float()).abs().max().item() / a.float().abs().max().item()
+                       for a, c in zip(*grads)], grad_dtypes=[str(g.dtype) for g in grads[1]])
+    print("BF16" + json.dumps(bf16))
     # whole mixers (the layouts the models pass: transposed views of projections), forward and gradients
     from gka_vision.layers.mamba_mixer import BidirectionalMambaMixer, MambaVisionMixer
     mixers = []
@@ -81,6 +96,10 @@ def test_triton_matches_reference_in_interpreter():
     assert [m["name"] for m in mixers] == ["BidirectionalMambaMixer", "MambaVisionMixer"]
     for m in mixers:
         assert m["fwd"] < 1e-5 and max(m["grads"]) < 1e-4, m
+    bf16 = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("BF16")][-1][len("BF16"):])
+    assert bf16["out_dtype"] == "torch.bfloat16" and bf16["fwd"] < 1e-2, bf16
+    assert bf16["grad_dtypes"] == ["torch.bfloat16", "torch.float32", "torch.float32", "torch.bfloat16",
+                                   "torch.bfloat16"] and max(bf16["grads"]) < 2e-2, bf16
     for r in results:
         assert r["fwd"] < 1e-5, r
         assert r["raw"] < 1e-5, r
