@@ -1,0 +1,135 @@
+"""Bidirectional GKA token mixer for 2D token maps (ViG-style; see docs/design.md).
+
+One layer, for tokens x [B, N, C] in raster order over an H x W grid (GKA.md sections 1 and 5):
+
+    u        = SiLU(DWConv3x3(x as [B, C, H, W]))         2D locality before the projections
+    q, k, v  = W_q u, W_k u, W_v u, heads of dim D        q, k L2-normalised (eps 1e-6)
+    beta     = sigmoid(W_b x + b_b)                       k <- beta k, v <- beta v
+    alpha    = sigmoid(W_al x + b_al)
+    g_dir    = -exp(A_log_dir) * softplus(W_a_dir x + dt_bias_dir)   fp32, one gate per direction
+    o        = gka_scan_bidirectional(q, k, v, alpha, g_fwd, g_bwd)  mean of both scan directions
+    out      = W_o concat_heads(GatedRMSNorm(o, W_gate x))
+
+q, k, v, beta and alpha are shared by both directions; only the forget gate is per direction.
+"""
+import math
+from typing import Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..ops import gka_scan_bidirectional
+from .norm import GatedRMSNorm
+
+
+def _init_A_log(num_heads: int, a_min: float = 1.0, a_max: float = 16.0) -> torch.Tensor:
+    # GKA.md section 1 says A ~ U(0, 16); U(1, 16) avoids log(0).
+    return torch.empty(num_heads).uniform_(a_min, a_max).log()
+
+
+def _init_dt_bias(num_heads: int, dt_min: float = 1e-3, dt_max: float = 1e-1, dt_floor: float = 1e-4) -> torch.Tensor:
+    # dt ~ logU(dt_min, dt_max) floored at dt_floor; dt_bias = softplus^-1(dt) = dt + log(-expm1(-dt)).
+    dt = torch.exp(torch.empty(num_heads).uniform_(math.log(dt_min), math.log(dt_max))).clamp(min=dt_floor)
+    return dt + torch.log(-torch.expm1(-dt))
+
+
+class BidirectionalGKAMixer(nn.Module):
+    """Gated KalmaNet token mixer scanning a raster-ordered token map forward and backward.
+
+    Args:
+        dim: token width C.
+        num_heads: number of heads; C must be divisible by it (head dim D = C / num_heads).
+        ridge_ratio: a in lambda_t = a * ||H_t||_F (GKA.md section 1).
+        num_iter: Chebyshev iterations of the ridge solve (GKA.md section 2).
+        backend: passed to gka_scan_bidirectional ('auto', 'torch', ...).
+        conv_kernel_size: size of the depthwise conv giving 2D locality.
+        norm_eps: eps of the per-head gated RMSNorm.
+        proj_drop: dropout after the output projection.
+
+    forward(x [B, N, C], hw=(H, W)) -> [B, N, C], N must equal H * W.
+    """
+
+    def __init__(
+            self,
+            dim: int,
+            num_heads: int,
+            ridge_ratio: float = 0.02,
+            num_iter: int = 30,
+            backend: str = 'auto',
+            conv_kernel_size: int = 3,
+            norm_eps: float = 1e-6,
+            proj_drop: float = 0.,
+    ):
+        super().__init__()
+        if num_heads < 1 or dim % num_heads != 0:
+            raise ValueError(f'dim ({dim}) must be divisible by num_heads ({num_heads})')
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.ridge_ratio = ridge_ratio
+        self.num_iter = num_iter
+        self.backend = backend
+
+        self.conv = nn.Conv2d(dim, dim, conv_kernel_size, padding=conv_kernel_size // 2, groups=dim)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.beta_proj = nn.Linear(dim, num_heads)
+        self.alpha_proj = nn.Linear(dim, num_heads)
+        # Forget gates, one per scan direction; dt_bias plays the role of the projection's bias.
+        self.a_proj_fwd = nn.Linear(dim, num_heads, bias=False)
+        self.a_proj_bwd = nn.Linear(dim, num_heads, bias=False)
+        self.A_log_fwd = nn.Parameter(_init_A_log(num_heads))
+        self.A_log_bwd = nn.Parameter(_init_A_log(num_heads))
+        self.dt_bias_fwd = nn.Parameter(_init_dt_bias(num_heads))
+        self.dt_bias_bwd = nn.Parameter(_init_dt_bias(num_heads))
+
+        self.gate_proj = nn.Linear(dim, dim, bias=False)
+        self.norm = GatedRMSNorm(self.head_dim, eps=norm_eps)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    @torch.jit.ignore
+    def no_weight_decay(self):
+        """Gate parameters that must not be weight-decayed (names relative to this module)."""
+        return {'A_log_fwd', 'A_log_bwd', 'dt_bias_fwd', 'dt_bias_bwd'}
+
+    def _forget_gate(self, x: torch.Tensor, proj: nn.Linear, A_log: torch.Tensor, dt_bias: torch.Tensor):
+        # Mamba2-style log forget gate g <= 0, kept in fp32 (GKA.md section 1).
+        dt = F.softplus(proj(x).float() + dt_bias.float())
+        return -torch.exp(A_log.float()) * dt
+
+    def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+        if x.ndim != 3 or x.shape[-1] != self.dim:
+            raise ValueError(f'expected tokens of shape [B, N, {self.dim}], got {tuple(x.shape)}')
+        B, N, C = x.shape
+        H, W = int(hw[0]), int(hw[1])
+        if N != H * W:
+            raise ValueError(f'token count N={N} does not match the grid size {H}x{W} (H*W={H * W})')
+        nh, D = self.num_heads, self.head_dim
+
+        u = self.conv(x.transpose(1, 2).reshape(B, C, H, W))
+        u = F.silu(u).flatten(2).transpose(1, 2)
+        q, k, v = self.qkv(u).view(B, N, 3, nh, D).unbind(2)
+        q = F.normalize(q, dim=-1, eps=1e-6)
+        k = F.normalize(k, dim=-1, eps=1e-6)
+
+        beta = torch.sigmoid(self.beta_proj(x)).unsqueeze(-1)
+        k = k * beta
+        v = v * beta
+        alpha = torch.sigmoid(self.alpha_proj(x))
+        g_fwd = self._forget_gate(x, self.a_proj_fwd, self.A_log_fwd, self.dt_bias_fwd)
+        g_bwd = self._forget_gate(x, self.a_proj_bwd, self.A_log_bwd, self.dt_bias_bwd)
+
+        o = gka_scan_bidirectional(
+            q, k, v, alpha, g_fwd, g_bwd,
+            ridge_ratio=self.ridge_ratio,
+            num_iter=self.num_iter,
+            backend=self.backend,
+        )
+        o = self.norm(o, self.gate_proj(x).view(B, N, nh, D))
+        o = self.proj(o.reshape(B, N, C))
+        return self.proj_drop(o)
+
+    def extra_repr(self) -> str:
+        return (f'dim={self.dim}, num_heads={self.num_heads}, ridge_ratio={self.ridge_ratio}, '
+                f'num_iter={self.num_iter}, backend={self.backend!r}')

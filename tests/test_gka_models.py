@@ -1,0 +1,297 @@
+"""The isotropic GKA backbones (module gka_vit) through the timm API, on CPU with tiny configs.
+
+Every registered gka_vit model is built once at full size (on the meta device) to check its parameter
+count; all other tests override the sizes with TINY so that CPU runs take seconds.
+"""
+import os
+
+import pytest
+import torch
+import timm
+import timm.optim
+from safetensors.torch import save_file
+
+import gka_vision  # noqa: F401  (registers the models)
+from gka_vision.models.gka_vit import checkpoint_filter_fn
+
+MODELS = timm.list_models(module='gka_vit')
+TINY = dict(img_size=64, embed_dim=64, depth=3, num_heads=2, num_iter=4, backend='torch')
+PARAM_TARGETS = {  # Vim-Ti / S / B
+    'gka_tiny_patch16_224': 7e6,
+    'gka_small_patch16_224': 26e6,
+    'gka_base_patch16_224': 98e6,
+}
+
+
+def _create(name, seed=0, **kwargs):
+    torch.manual_seed(seed)
+    return timm.create_model(name, **dict(TINY, **kwargs))
+
+
+def _load(name, path, seed=0, **kwargs):
+    torch.manual_seed(seed)
+    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **dict(TINY, **kwargs))
+
+
+def _x(b=2, h=64, w=64, c=3, seed=1):
+    return torch.randn(b, c, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+def test_all_sizes_registered():
+    assert set(PARAM_TARGETS) <= set(MODELS)
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_param_count_within_10_percent(name):
+    with torch.device('meta'):
+        model = timm.create_model(name)
+    n = sum(p.numel() for p in model.parameters())
+    target = PARAM_TARGETS[name]
+    assert abs(n - target) <= 0.1 * target, f'{name}: {n / 1e6:.2f}M params, target {target / 1e6:.0f}M'
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_forward_backward(name):
+    model = _create(name, num_classes=42, drop_path_rate=0.1, drop_rate=0.1)
+    model.train()
+    out = model(_x())
+    assert out.shape == (2, 42) and torch.isfinite(out).all()
+    out.mean().backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, pname
+        assert torch.isfinite(p.grad).all(), pname
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_default_cfg_and_head(name):
+    model = _create(name)
+    model.eval()
+    cfg = model.pretrained_cfg
+    assert cfg['input_size'] == (3, 224, 224) and cfg['pool_size'] == (14, 14)
+    sd = model.state_dict()
+    assert cfg['first_conv'] + '.weight' in sd and cfg['classifier'] + '.weight' in sd
+    assert model.output_fmt == 'NHWC'
+    x = _x(1, *cfg['input_size'][1:])
+    with torch.no_grad():
+        feat = model.forward_features(x)
+        assert feat.shape == (1, *cfg['pool_size'], model.num_features)
+        assert model.forward_head(feat, pre_logits=True).shape == (1, model.head_hidden_size)
+        assert model(x).shape == (1, cfg['num_classes'])
+
+        assert model.get_classifier() is model.head
+        model.reset_classifier(0)
+        assert model.num_classes == 0 and model(x).shape == (1, model.head_hidden_size)
+        model.reset_classifier(0, '')
+        assert model(x).shape == (1, *cfg['pool_size'], model.num_features)
+        model.reset_classifier(7, 'avg')
+        assert model(x).shape == (1, 7)
+
+    unpooled = _create(name, num_classes=0, global_pool='')
+    with torch.no_grad():
+        assert unpooled(_x()).shape == (2, 4, 4, 64)
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_features_only(name):
+    model = _create(name, features_only=True)
+    model.eval()
+    assert model.feature_info.channels() == [64] * 3
+    assert model.feature_info.reduction() == [16] * 3
+    with torch.no_grad():
+        feats = model(_x(2, 64, 96))
+    assert len(feats) == 3
+    for f in feats:
+        assert f.shape == (2, 64, 4, 6) and torch.isfinite(f).all()
+
+    model = _create(name, features_only=True, out_indices=(0, 2))
+    with torch.no_grad():
+        assert [f.shape[1] for f in model(_x())] == [64, 64]
+    assert len(model.model.blocks) == 3  # pruned after the last requested block
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_forward_intermediates(name):
+    model = _create(name)
+    model.eval()
+    x = _x()
+    with torch.no_grad():
+        feat = model.forward_features(x)
+        final, inter = model.forward_intermediates(x)
+        torch.testing.assert_close(final, feat)
+        assert len(inter) == len(model.feature_info) == 3
+        assert all(t.shape == (2, 64, 4, 4) for t in inter)
+
+        nhwc = model.forward_intermediates(x, indices=[1], output_fmt='NHWC', norm=True, intermediates_only=True)
+        assert len(nhwc) == 1 and nhwc[0].shape == (2, 4, 4, 64)
+        early = model.forward_intermediates(x, indices=[0], stop_early=True, intermediates_only=True)
+        torch.testing.assert_close(early[0], inter[0])
+
+        model.set_grad_checkpointing()
+        final_ckpt, _ = model.forward_intermediates(x)
+        torch.testing.assert_close(final_ckpt, feat)
+
+    taken = model.prune_intermediate_layers(indices=2)
+    assert taken == [1, 2] and model.num_classes == 0
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_grad_checkpointing_identical(name):
+    x = _x()
+    results = []
+    for ckpt in (False, True):
+        model = _create(name)
+        model.train()
+        model.set_grad_checkpointing(ckpt)
+        out = model(x)
+        out.square().mean().backward()
+        results.append((out.detach(), {n: p.grad for n, p in model.named_parameters()}))
+    (out0, g0), (out1, g1) = results
+    torch.testing.assert_close(out1, out0, rtol=0, atol=0)
+    for n in g0:
+        torch.testing.assert_close(g1[n], g0[n], rtol=1e-5, atol=1e-7, msg=n)
+
+
+@pytest.mark.parametrize('name', MODELS)
+@pytest.mark.parametrize('fmt', ['safetensors', 'pth', 'pth_wrapped'])
+def test_save_then_load_pretrained(name, fmt, tmp_path):
+    model = _create(name, seed=3).eval()
+    sd = model.state_dict()
+    if fmt == 'safetensors':
+        path = tmp_path / 'w.safetensors'
+        save_file(sd, str(path))
+    elif fmt == 'pth':
+        path = tmp_path / 'w.pth'
+        torch.save(sd, path)
+    else:  # a training checkpoint: DDP prefixes inside a 'model' entry, next to plain metadata
+        path = tmp_path / 'ckpt.pth'
+        torch.save({'model': {'module.' + k: v for k, v in sd.items()}, 'epoch': 3}, path)
+    loaded = _load(name, path, seed=4).eval()
+    x = _x()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_load_adapts_num_classes_and_img_size(name, tmp_path):
+    model = _create(name, seed=3).eval()
+    path = tmp_path / 'w.safetensors'
+    save_file(model.state_dict(), str(path))
+    x = _x()
+
+    five = _load(name, path, num_classes=5).eval()
+    assert five.head.weight.shape == (5, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(five.forward_features(x), model.forward_features(x), rtol=0, atol=0)
+
+    # A larger stored grid: the loaded pos_embed is the bicubic resize, the same one the 64px model
+    # applies on the fly to a 96px input, so both give the same output.
+    big = _load(name, path, img_size=96).eval()
+    assert big.pos_embed.shape == (1, 6, 6, 64)
+    x96 = _x(2, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(big(x96), model(x96), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_load_keeps_head_of_non_default_width(name, tmp_path):
+    model = _create(name, seed=3, num_classes=10).eval()
+    path = tmp_path / 'w.pth'
+    torch.save(model.state_dict(), path)
+    # timm drops the head when num_classes differs from the cfg's, so a 10-class checkpoint
+    # declares its width in the overlay.
+    loaded = timm.create_model(
+        name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path), num_classes=10),
+        **dict(TINY, num_classes=10)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(_x()), model(_x()), rtol=0, atol=0)
+    # the default 1000-class cfg against a 10-class checkpoint still loads (fresh head)
+    thousand = _load(name, path)
+    assert thousand.head.weight.shape == (1000, 64)
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_load_in_chans_1(name, tmp_path):
+    model = _create(name, seed=3)
+    path = tmp_path / 'w.safetensors'
+    save_file(model.state_dict(), str(path))
+    gray = _load(name, path, in_chans=1).eval()
+    want = model.patch_embed.proj.weight.sum(1, keepdim=True)
+    torch.testing.assert_close(gray.patch_embed.proj.weight, want)
+    with torch.no_grad():
+        assert gray(_x(c=1)).shape == (2, 1000)
+
+
+def test_checkpoint_filter_errors_name_the_key():
+    model = _create(MODELS[0])
+    sd = model.state_dict()
+    bad = dict(sd)
+    bad['blocks.0.mlp.fc1.weight'] = torch.zeros(3, 3)
+    with pytest.raises(ValueError, match=r"blocks\.0\.mlp\.fc1\.weight.*\(3, 3\)"):
+        checkpoint_filter_fn(bad, model)
+    out = checkpoint_filter_fn({'state_dict_ema': sd, 'state_dict': {}}, model)
+    assert out.keys() == sd.keys()
+    legacy = dict(sd, pos_embed=torch.randn(1, 9, 64))  # [1, N, C] square layout
+    assert checkpoint_filter_fn(legacy, model)['pos_embed'].shape == (1, 4, 4, 64)
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_runtime_resolution(name):
+    model = _create(name).eval()
+    with torch.no_grad():
+        assert model.forward_features(_x(2, 32, 48)).shape == (2, 2, 3, 64)
+        assert model(_x(1, 112, 80)).shape == (1, 1000)
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_bad_inputs_raise_clear_errors(name):
+    model = _create(name).eval()
+    with pytest.raises(ValueError, match=r'70x64 .*16x16'):
+        model(_x(1, 70, 64))
+    with pytest.raises(ValueError, match='expected 3 input channels, got 1'):
+        model(_x(c=1))
+    with pytest.raises(ValueError, match='4-D|3-D'):
+        model(torch.randn(3, 64, 64))
+    with pytest.raises(ValueError, match=r'img_size 70x70 .*16x16'):
+        _create(name, img_size=70)
+    with pytest.raises(ValueError, match='global_pool'):
+        model.reset_classifier(10, 'max')
+
+
+def test_bf16_autocast_forward_backward():
+    # One model is enough: TINY makes every entrypoint the same module, and CPU bf16 is slow.
+    model = _create(MODELS[0], num_classes=10)
+    model.train()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = model(_x())
+    assert torch.isfinite(out.float()).all()
+    out.float().mean().backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+
+
+def test_no_weight_decay_and_param_groups():
+    model = _create(MODELS[0])
+    skip = model.no_weight_decay()
+    params = dict(model.named_parameters())
+    assert skip <= params.keys()
+    gates = {n for n in params if '.A_log_' in n or '.dt_bias_' in n}
+    assert len(gates) == 4 * TINY['depth'] and gates | {'pos_embed'} <= skip
+
+    opt = timm.optim.create_optimizer_v2(model, 'adamw', lr=1e-3, weight_decay=0.05)
+    no_decay = {id(p) for g in opt.param_groups if g['weight_decay'] == 0 for p in g['params']}
+    assert all(id(params[n]) in no_decay for n in skip)
+
+    groups = timm.models.group_parameters(model, model.group_matcher())
+    assert len(groups) == TINY['depth'] + 2  # stem, blocks, final norm
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or os.environ.get('GKA_SKIP_GPU') == '1', reason='needs CUDA')
+@pytest.mark.parametrize('name', MODELS)
+def test_cuda_auto_backend(name):
+    model = timm.create_model(name, num_classes=10).cuda().train()
+    x = torch.randn(2, 3, 224, 224, device='cuda')
+    with torch.autocast('cuda', dtype=torch.bfloat16):
+        out = model(x)
+    out.float().mean().backward()
+    assert torch.isfinite(out.float()).all()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
