@@ -239,3 +239,15 @@ def test_bf16_autocast_and_param_groups(name):
     # stem, one group per block (a downsample joins its stage's first block, as in timm's convnext), head
     assert len(groups) == 1 + sum(TINY['depths']) + 1
     assert any('stages.1.downsample.weight' in g and 'stages.1.blocks.0.conv1.weight' in g for g in groups.values())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('name', ['mambavision_tiny', 'gkavision_tiny'])
+def test_cuda_auto_backend(name):
+    model = timm.create_model(name, num_classes=10).cuda().train()
+    x = torch.randn(2, 3, 224, 224, device='cuda')
+    with torch.autocast('cuda', dtype=torch.bfloat16):
+        out = model(x)
+    out.float().mean().backward()
+    assert torch.isfinite(out.float()).all()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())

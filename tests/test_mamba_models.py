@@ -259,3 +259,23 @@ def test_bf16_autocast_and_param_groups(name):
     no_decay = {id(p) for g in opt.param_groups if g['weight_decay'] == 0 for p in g['params']}
     assert all(id(params[n]) in no_decay for n in skip)
     assert len(timm.models.group_parameters(model, model.group_matcher())) == TINY['depth'] + 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('name', ['mamba_vim_tiny_patch16_224', 'mambavision_tiny'])
+def test_cuda_auto_backend(name):
+    model = timm.create_model(name, num_classes=10).cuda().train()
+    x = torch.randn(2, 3, 224, 224, device='cuda')
+    with torch.autocast('cuda', dtype=torch.bfloat16):
+        out = model(x)
+    out.float().mean().backward()
+    assert torch.isfinite(out.float()).all()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    # the same weights through the PyTorch scan give the same logits (fp32, eval)
+    model.eval()
+    with torch.no_grad():
+        auto = model(x)
+        for m in model.modules():
+            if hasattr(m, 'backend'):
+                m.backend = 'torch'
+        torch.testing.assert_close(model(x), auto, rtol=1e-3, atol=1e-3)
