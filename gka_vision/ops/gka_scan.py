@@ -11,6 +11,7 @@ Backends: "reference" (float64, token by token, exact solve), "torch" (chunked, 
 "triton" (CUDA kernels in `gka_kernels`), "auto" (triton on CUDA when importable, else torch).
 """
 import os
+import warnings
 
 import torch
 
@@ -36,12 +37,26 @@ def _triton_module():
     return gka_kernels if hasattr(gka_kernels, "gka_scan_triton") else None
 
 
+_warned_fallback = False
+
+
+def _warn_fallback_once():
+    global _warned_fallback
+    if not _warned_fallback:
+        _warned_fallback = True
+        warnings.warn("gka_scan: backend='auto' on CUDA but gka_kernels (Triton) is not importable; "
+                      "using the much slower 'torch' backend. Install the package (pip install -e .) "
+                      "so that the kernels/ folder imports as gka_kernels.", RuntimeWarning, stacklevel=3)
+
+
 def _resolve_backend(backend, device):
     if backend not in BACKENDS:
         raise ValueError(f"gka_scan: unknown backend {backend!r}; choose one of {BACKENDS}")
     if backend == "auto":
-        if device.type == "cuda" and _triton_module() is not None:
-            return "triton"
+        if device.type == "cuda":
+            if _triton_module() is not None:
+                return "triton"
+            _warn_fallback_once()
         return "torch"
     if backend == "triton":
         if device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") != "1":
