@@ -109,3 +109,21 @@ def test_finetune_resets_head_and_resizes_pos_embed(exported):
     # same class count: the head is kept
     keep = create_model(NAME, dict(TINY, num_classes=10), str(path))
     assert all(torch.equal(keep.state_dict()[k], src[k]) for k in src)
+
+
+def test_optimizer_groups_no_decay_and_layer_decay():
+    from gka_vision.engine.config import OptimConfig
+    from gka_vision.engine.trainer import build_optimizer
+    model = timm.create_model(NAME, num_classes=10, **dict(TINY, depth=3))
+    names = {id(p): n for n, p in model.named_parameters()}
+    opt = build_optimizer(model, OptimConfig(lr=1e-3, weight_decay=0.05), 1e-3)
+    no_wd = {names[id(p)] for g in opt.param_groups if g["weight_decay"] == 0 for p in g["params"]}
+    nwd = model.no_weight_decay()
+    listed = {n for n in names.values() if n in nwd or n.split(".")[-1] in nwd}
+    assert len(listed) > 3 and listed <= no_wd  # pos_embed and the mixers' gate parameters
+    assert "head.weight" not in no_wd and "head.bias" in no_wd
+    ld = build_optimizer(model, OptimConfig(lr=1e-3, weight_decay=0.05, layer_decay=0.5), 1e-3)
+    scales = sorted({g["lr_scale"] for g in ld.param_groups})
+    assert len(scales) >= 4 and scales[-1] == 1.0 and scales[0] < 0.1  # stem << blocks << head
+    head_scale = {g["lr_scale"] for g in ld.param_groups for p in g["params"] if names[id(p)] == "head.weight"}
+    assert head_scale == {1.0}

@@ -204,7 +204,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
 
     def __iter__(self):
         worker, nworkers = worker_info()
-        if nworkers != self.num_workers and not (nworkers == 1 and self.num_workers == 1):
+        if nworkers != self.num_workers:
             raise RuntimeError(f"dataset built for {self.num_workers} workers, DataLoader runs {nworkers}")
         gid, gnum = self.rank * nworkers + worker, self.world * nworkers
         if self.train:

@@ -84,6 +84,15 @@ def pretrained_cfg_for(model: torch.nn.Module, cfg: TrainConfig, num_classes: in
     return pc
 
 
+def build_optimizer(model: torch.nn.Module, ocfg, lr: float) -> torch.optim.Optimizer:
+    """timm's optimizer factory: no weight decay for biases, norms and ``model.no_weight_decay()``;
+    with ``layer_decay`` each layer group (``model.group_matcher``) gets lr x decay^(depth - layer)."""
+    from timm.optim import create_optimizer_v2
+    extra = {"betas": tuple(ocfg.betas), "eps": ocfg.eps} if "adam" in ocfg.opt.lower() else {}
+    return create_optimizer_v2(model, ocfg.opt, lr=lr, weight_decay=ocfg.weight_decay,
+                               layer_decay=ocfg.layer_decay, **extra)
+
+
 def _amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
     if amp == "auto":
         return torch.bfloat16 if device.type == "cuda" else None
@@ -102,7 +111,6 @@ def _run(cfg: TrainConfig, ds) -> dict:
     import timm
     from timm.data import Mixup
     from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-    from timm.optim import create_optimizer_v2
     from timm.scheduler import CosineLRScheduler
     from timm.utils import ModelEmaV3
 
@@ -132,10 +140,7 @@ def _run(cfg: TrainConfig, ds) -> dict:
         + (f", from {cfg.model.pretrained}" if cfg.model.pretrained else ""))
     global_batch = cfg.data.batch_size * cfg.optim.accum_steps * ds.world_size
     lr = cfg.optim.lr * (global_batch / cfg.optim.lr_base_size if cfg.optim.lr_base_size else 1.0)
-    optimizer = create_optimizer_v2(
-        model, cfg.optim.opt, lr=lr, weight_decay=cfg.optim.weight_decay, layer_decay=cfg.optim.layer_decay,
-        **({"betas": tuple(cfg.optim.betas), "eps": cfg.optim.eps} if "adam" in cfg.optim.opt.lower() else {}),
-    )
+    optimizer = build_optimizer(model, cfg.optim, lr)
     amp_dtype = _amp_dtype(cfg.amp, ds.device)
     scaler = torch.amp.GradScaler(ds.device.type) if amp_dtype == torch.float16 else None
     ema = ModelEmaV3(model, decay=cfg.ema.decay, use_warmup=cfg.ema.warmup) if cfg.ema.enabled else None
