@@ -83,6 +83,15 @@ def test_forward_backward(name):
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname
 
 
+@pytest.mark.parametrize('name', ['mambavision_tiny', 'gkavision_tiny'])
+def test_single_token_windows_still_give_every_parameter_a_gradient(name):
+    """At 32 px stage 3 is 1x1 (sequence length 1): DDP needs a gradient for every parameter anyway."""
+    model = _create(name, num_classes=5).train()
+    model(_x(2, 32, 32)).mean().backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+
+
 @pytest.mark.parametrize('name', MODELS)
 def test_default_cfg_and_head(name):
     model = _create(name).eval()

@@ -3,7 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gka_vision.ops.selective_scan import available_backends, selective_scan, selective_scan_reference
+from gka_vision.ops.selective_scan import (available_backends, selective_scan, selective_scan_parallel,
+                                          selective_scan_reference)
 
 
 def _inputs(b=2, d=4, L=5, n=3, groups=None, dtype=torch.float64, seed=0):
@@ -63,6 +64,24 @@ def test_reference_gradcheck(reverse):
     names = list(x)
     fn = lambda *t: selective_scan_reference(**dict(zip(names, t)), delta_softplus=True, reverse=reverse)  # noqa: E731
     assert torch.autograd.gradcheck(fn, tuple(x.values()), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("length", [1, 2, 3, 8, 13, 33])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_parallel_prefix_scan_matches_reference(length, reverse):
+    x = {k: v.requires_grad_() for k, v in _inputs(b=2, d=3, L=length, n=4, groups=None, seed=length).items()}
+    ref = selective_scan_reference(**x, delta_softplus=True, reverse=reverse)
+    par = selective_scan_parallel(**x, delta_softplus=True, reverse=reverse)
+    torch.testing.assert_close(par, ref, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad(ref, list(x.values()), g), torch.autograd.grad(par, list(x.values()), g)):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
+
+
+def test_parallel_prefix_scan_grouped_and_fp32():
+    x = _inputs(d=4, L=11, groups=2, dtype=torch.float32)
+    torch.testing.assert_close(selective_scan(**x, delta_softplus=True, backend="torch"),
+                               selective_scan_reference(**x, delta_softplus=True), rtol=1e-5, atol=1e-5)
 
 
 def test_optional_terms_and_dtype():

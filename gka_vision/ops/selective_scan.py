@@ -12,7 +12,8 @@ Layout follows mamba_ssm's ``selective_scan_fn``: u, delta, z [B, D, L]; A [D, N
 B, C [B, N, L] or [B, G, N, L] (G groups of D // G channels); D, delta_bias [D].
 
 Backends: "reference" (token by token in PyTorch, the spec in code, differentiable by autograd),
-"torch" (same as reference), "triton" (kernels/selective_scan.py, forward and backward, fp32 state),
+"torch" (the same recurrence as a log-depth parallel prefix scan in PyTorch: ceil(log2 L) vectorised
+steps instead of L small ones; any device, differentiable by autograd), "triton" (kernels/selective_scan.py, forward and backward, fp32 state),
 "mamba_ssm" (the CUDA kernel, only when ``import mamba_ssm`` works), "auto" (mamba_ssm, then triton on
 CUDA tensors, else torch).
 """
@@ -25,7 +26,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-__all__ = ["selective_scan", "selective_scan_reference", "available_backends", "selective_scan_macs",
+__all__ = ["selective_scan", "selective_scan_reference", "selective_scan_parallel", "available_backends", "selective_scan_macs",
            "selective_scan_flop_jit", "FVCORE_HANDLES"]
 
 _BACKENDS = ("auto", "reference", "torch", "triton", "mamba_ssm")
@@ -105,6 +106,37 @@ def selective_scan_reference(u, delta, A, B, C, D=None, z=None, delta_bias=None,
         x = decay[:, :, t] * x + drive[:, :, t]
         ys[t] = (x * Ct[:, :, t]).sum(-1)
     y = torch.stack(ys, dim=-1) if length > 0 else u.new_zeros(u.shape, dtype=dtype)
+    return _finish(y, u, D, z, u.dtype)
+
+
+def _prefix_scan(decay: torch.Tensor, drive: torch.Tensor, reverse: bool) -> torch.Tensor:
+    """All states of x_t = decay_t x_{t-1} + drive_t (x_0 = 0) along dim 2, by Hillis-Steele doubling:
+    after the step with offset k, (a_t, x_t) hold the composition of the last 2k steps ending at t.
+    Only products of decays (each <= 1) appear, so it is as stable as the sequential loop."""
+    if reverse:
+        decay, drive = decay.flip(2), drive.flip(2)
+    a, x = decay, drive
+    k, length = 1, decay.shape[2]
+    if length == 1:  # x_1 = decay_1 x_0 + drive_1 with x_0 = 0: keep decay (so A) in the graph, zero gradient
+        x = x + 0.0 * a
+    while k < length:
+        x = x + a * F.pad(x[:, :, :-k], (0, 0, k, 0))                # x_t += a_t x_{t-k}
+        a = a * F.pad(a[:, :, :-k], (0, 0, k, 0), value=1.0)        # a_t *= a_{t-k}
+        k *= 2
+    return x.flip(2) if reverse else x
+
+
+def selective_scan_parallel(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                            reverse=False):
+    """Same result as selective_scan_reference, via _prefix_scan (fp32 state; fp64 for fp64 inputs)."""
+    _check_inputs(u, delta, A, B, C, D, z, delta_bias)
+    dtype = torch.promote_types(u.dtype, torch.float32)
+    dim = u.shape[1]
+    delta = _prepare_delta(delta, delta_bias, delta_softplus, dtype)
+    decay = torch.exp(delta.unsqueeze(-1) * A.to(dtype)[:, None])                # [b, d, L, N]
+    drive = (delta * u.to(dtype)).unsqueeze(-1) * _per_channel(B.to(dtype), dim)
+    x = _prefix_scan(decay, drive, reverse)
+    y = (x * _per_channel(C.to(dtype), dim)).sum(-1)
     return _finish(y, u, D, z, u.dtype)
 
 
@@ -188,8 +220,10 @@ def _resolve_backend(backend: str, u: torch.Tensor, B: torch.Tensor, C: torch.Te
 
 
 def _dispatch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend):
-    if backend in ("reference", "torch"):
+    if backend == "reference":
         return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+    if backend == "torch":
+        return selective_scan_parallel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
     if backend == "mamba_ssm":
         fn = _mamba_ssm_fn()
         if reverse:  # mamba_ssm has no reverse flag: flip time, scan, flip back
