@@ -103,13 +103,19 @@ def count_gmacs(model: torch.nn.Module, res: int, in_chans: int = 3) -> Optional
         from fvcore.nn import FlopCountAnalysis
     except ImportError:
         return None
-    from gka_vision.ops import FVCORE_HANDLES as GKA_HANDLES
-    from gka_vision.ops.selective_scan import FVCORE_HANDLES as SSM_HANDLES
+    try:  # the project's handle registry (GKA scan, selective scan)
+        from gka_vision.engine.flops import custom_op_handles
+        handles = dict(custom_op_handles())
+    except ImportError:
+        from gka_vision.ops import FVCORE_HANDLES as GKA_HANDLES
+        from gka_vision.ops.selective_scan import FVCORE_HANDLES as SSM_HANDLES
+        handles = {**GKA_HANDLES, **SSM_HANDLES}
+    handles['aten::scaled_dot_product_attention'] = _sdpa_flop_jit  # fvcore has no handle for it
 
     model = model.eval()
     x = torch.randn(1, in_chans, res, res, device=next(model.parameters()).device)
     fca = FlopCountAnalysis(model, x)
-    fca.set_op_handle(**GKA_HANDLES, **SSM_HANDLES, **{'aten::scaled_dot_product_attention': _sdpa_flop_jit})
+    fca.set_op_handle(**handles)
     fca.unsupported_ops_warnings(False)
     fca.uncalled_modules_warnings(False)
     with torch.no_grad():
