@@ -26,7 +26,9 @@ CHUNK_SIZE = int(os.environ.get("GKA_TRITON_CHUNK", "0")) or None
 # the first; the interpreter computes every dot in fp32 anyway.
 DOT_PRECISION = os.environ.get("GKA_TRITON_PRECISION", "tf32")
 DOT_PRECISION_HI = "tf32x3"
-NUM_WARPS = int(os.environ.get("GKA_TRITON_WARPS", "4"))
+# Warps per program; None = 4 up to head dim 64, 8 above (two D x D fp32 states need 256 registers per
+# thread at 4 warps for BD = 128). Env GKA_TRITON_WARPS overrides it.
+NUM_WARPS = int(os.environ.get("GKA_TRITON_WARPS", "0")) or None
 # The solve is Chebyshev (num_iter - 10 steps), then one refinement round: r = b - A x with fp32-accurate
 # products, x += Chebyshev(r) (REFINE_ITERS steps). Measured by emulating tf32 rounding on CPU
 # (docs/kernels.md): forward error 8.5e-3 -> 6.5e-5 at T = 197, 1.2e-1 -> 1.1e-3 at T = 1 (rank-one H).
@@ -38,11 +40,13 @@ BACKWARD_EXTRA_ITERS = 10
 
 
 def _config(D):
+    """(BD, BC, PREC, PREC_HI, num_warps) for head dim D."""
     BD = max(16, triton.next_power_of_2(D))
     BC = CHUNK_SIZE or (64 if BD <= 32 else 32 if BD <= 64 else 16)
+    warps = NUM_WARPS or (4 if BD <= 64 else 8)
     if INTERPRET:
-        return BD, BC, "ieee", "ieee"
-    return BD, BC, DOT_PRECISION, DOT_PRECISION_HI
+        return BD, BC, "ieee", "ieee", warps
+    return BD, BC, DOT_PRECISION, DOT_PRECISION_HI, warps
 
 
 def _iters(num_iter, backward):
@@ -77,7 +81,7 @@ class GKATritonFunction(torch.autograd.Function):
     def forward(ctx, q, k, v, alpha, gates, dir_base, ridge_ratio, num_iter, scale):
         B, T, H, D = q.shape
         ndir = gates.shape[0]
-        BD, BC, prec, prec_hi = _config(D)
+        BD, BC, prec, prec_hi, warps = _config(D)
         NC = triton.cdiv(T, BC)
         NBH, BTH = B * H, B * T * H
         q, k, v, alpha = (t.contiguous() for t in (q, k, v, alpha))
@@ -90,13 +94,13 @@ class GKATritonFunction(torch.autograd.Function):
         fro = torch.empty(ndir, B, T, H, **f32)
         out_scale = 1.0 / ndir
         _fwd_states_kernel[(NBH, ndir)](k, v, gates, hk, hv, T, H, NBH, BTH, NC, dir_base,
-                                        D=D, BD=BD, BC=BC, PREC=prec_hi, num_warps=NUM_WARPS)
+                                        D=D, BD=BD, BC=BC, PREC=prec_hi, num_warps=warps)
         _fwd_solve_kernel[(NC, NBH, ndir)](q, k, v, alpha, gates, hk, hv, o, x, fro,
                                            T, H, NBH, BTH, NC, dir_base, *_iters(num_iter, False),
                                            ridge_ratio, RIDGE_FLOOR, FRO2_FLOOR, scale, out_scale,
                                            D=D, BD=BD, BC=BC, PREC=prec, PREC_HI=prec_hi,
                                            ACCUMULATE=ndir > 1,
-                                           num_warps=NUM_WARPS)
+                                           num_warps=warps)
         ctx.save_for_backward(q, k, v, alpha, gates, hk, hv, x, fro)
         ctx.opts = (dir_base, ridge_ratio, num_iter, scale, out_scale)
         return o.to(q.dtype)
@@ -107,7 +111,7 @@ class GKATritonFunction(torch.autograd.Function):
         dir_base, ridge_ratio, num_iter, scale, out_scale = ctx.opts
         B, T, H, D = q.shape
         ndir = gates.shape[0]
-        BD, BC, prec, prec_hi = _config(D)
+        BD, BC, prec, prec_hi, warps = _config(D)
         NC = triton.cdiv(T, BC)
         NBH, BTH = B * H, B * T * H
         do = do.contiguous()
@@ -125,10 +129,10 @@ class GKATritonFunction(torch.autograd.Function):
                                            T, H, NBH, BTH, NC, dir_base, *_iters(num_iter, True),
                                            ridge_ratio, RIDGE_FLOOR, scale, out_scale,
                                            D=D, BD=BD, BC=BC, PREC=prec, PREC_HI=prec_hi,
-                                           num_warps=NUM_WARPS)
+                                           num_warps=warps)
         _bwd_states_kernel[(NBH, ndir)](k, v, gates, u, w, dk, dv, dG, dg,
                                         T, H, NBH, BTH, NC, dir_base,
-                                        D=D, BD=BD, BC=BC, PREC=prec_hi, num_warps=NUM_WARPS)
+                                        D=D, BD=BD, BC=BC, PREC=prec_hi, num_warps=warps)
         return (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), da.to(alpha.dtype), dg,
                 None, None, None, None)
 

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# GPU check of the Triton GKA core: correctness tests (tests/gpu) then the benchmark table.
+# Meant for the device tool (`run`): logs go to $OUT (default output/gpu_check).
+#   bash scripts/gpu_kernel_check.sh [tests|bench|all] [extra benchmark args...]
+set -o pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-output/gpu_check}
+mkdir -p "$OUT"
+what=${1:-all}; shift || true
+# import without installing: gka_vision from the repo root, gka_kernels = the kernels/ folder
+linkdir=$(mktemp -d); ln -s "$PWD/kernels" "$linkdir/gka_kernels"
+export PYTHONPATH="$PWD:$linkdir${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+python3 - <<'PY' 2>&1 | tee "$OUT/env.log"
+import torch, triton, gka_kernels, gka_vision
+print("gpu", torch.cuda.get_device_name(), "torch", torch.__version__, "triton", triton.__version__)
+PY
+rc=0
+if [ "$what" = tests ] || [ "$what" = all ]; then
+    python3 -m pytest tests/gpu -v -s -p no:cacheprovider -o addopts="" 2>&1 | tee "$OUT/gpu_tests.log" || rc=1
+fi
+if [ "$what" = bench ] || [ "$what" = all ]; then
+    python3 benchmarks/bench_gka_core.py --profile --json "$OUT/bench.json" "$@" 2>&1 | tee "$OUT/bench.log" || rc=1
+fi
+exit $rc
