@@ -51,15 +51,28 @@ def _ssm_fwd_kernel(
     C_base = C_ptr + pid_b * s_C_b + offs_n * s_C_n
     y_base = y_ptr + pid_b * s_y_b + offs_d * s_y_d
 
+    # the loads of step i + 1 are issued before step i computes, hiding their latency behind the recurrence
+    step = 1
+    t0 = 0
+    if REVERSE:
+        step = -1
+        t0 = L - 1
+    u_n = tl.load(u_base + t0 * s_u_l, mask=mask_d, other=0.0).to(tl.float32)
+    dt_n = tl.load(dt_base + t0 * s_dt_l, mask=mask_d, other=0.0).to(tl.float32)
+    B_n = tl.load(B_base + t0 * s_B_l, mask=mask_n, other=0.0).to(tl.float32)
+    C_n = tl.load(C_base + t0 * s_C_l, mask=mask_n, other=0.0).to(tl.float32)
     x = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     for i in range(0, L):
         t = i
         if REVERSE:
             t = L - 1 - i
-        u_t = tl.load(u_base + t * s_u_l, mask=mask_d, other=0.0).to(tl.float32)
-        dt_t = tl.load(dt_base + t * s_dt_l, mask=mask_d, other=0.0).to(tl.float32)
-        B_t = tl.load(B_base + t * s_B_l, mask=mask_n, other=0.0).to(tl.float32)
-        C_t = tl.load(C_base + t * s_C_l, mask=mask_n, other=0.0).to(tl.float32)
+        u_t, dt_t, B_t, C_t = u_n, dt_n, B_n, C_n
+        nxt = t + step
+        has_next = i + 1 < L
+        u_n = tl.load(u_base + nxt * s_u_l, mask=mask_d & has_next, other=0.0).to(tl.float32)
+        dt_n = tl.load(dt_base + nxt * s_dt_l, mask=mask_d & has_next, other=0.0).to(tl.float32)
+        B_n = tl.load(B_base + nxt * s_B_l, mask=mask_n & has_next, other=0.0).to(tl.float32)
+        C_n = tl.load(C_base + nxt * s_C_l, mask=mask_n & has_next, other=0.0).to(tl.float32)
         x = tl.exp(dt_t[:, None] * A) * x + (dt_t * u_t)[:, None] * B_t[None, :]
         y_t = tl.sum(x * C_t[None, :], axis=1)
         tl.store(y_base + t * s_y_l, y_t, mask=mask_d)
@@ -100,19 +113,41 @@ def _ssm_bwd_kernel(
     dB_base = dB_ptr + (pid_b * NBLK + pid_d) * L * N + offs_n
     dC_base = dC_ptr + (pid_b * NBLK + pid_d) * L * N + offs_n
 
-    # 1) replay the forward recurrence, keeping every state
+    # 1) replay the forward recurrence, keeping every state (loads of the next step prefetched)
+    step = 1
+    t0 = 0
+    if REVERSE:
+        step = -1
+        t0 = L - 1
+    u_n = tl.load(u_base + t0 * s_u_l, mask=mask_d, other=0.0).to(tl.float32)
+    dt_n = tl.load(dt_base + t0 * s_dt_l, mask=mask_d, other=0.0).to(tl.float32)
+    B_n = tl.load(B_base + t0 * s_B_l, mask=mask_n, other=0.0).to(tl.float32)
     x = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     for i in range(0, L):
         t = i
         if REVERSE:
             t = L - 1 - i
-        u_t = tl.load(u_base + t * s_u_l, mask=mask_d, other=0.0).to(tl.float32)
-        dt_t = tl.load(dt_base + t * s_dt_l, mask=mask_d, other=0.0).to(tl.float32)
-        B_t = tl.load(B_base + t * s_B_l, mask=mask_n, other=0.0).to(tl.float32)
+        u_t, dt_t, B_t = u_n, dt_n, B_n
+        nxt = t + step
+        has_next = i + 1 < L
+        u_n = tl.load(u_base + nxt * s_u_l, mask=mask_d & has_next, other=0.0).to(tl.float32)
+        dt_n = tl.load(dt_base + nxt * s_dt_l, mask=mask_d & has_next, other=0.0).to(tl.float32)
+        B_n = tl.load(B_base + nxt * s_B_l, mask=mask_n & has_next, other=0.0).to(tl.float32)
         x = tl.exp(dt_t[:, None] * A) * x + (dt_t * u_t)[:, None] * B_t[None, :]
         tl.store(st_base + t * DIM * N, x, mask=mask_dn)
+    tl.debug_barrier()  # the states written above are read back by other threads of this program
 
-    # 2) adjoint recurrence, visiting tokens in the opposite order of the forward
+    # 2) adjoint recurrence, visiting tokens in the opposite order of the forward; the state before
+    # step t is the state at the next visited token, so it is loaded once and carried
+    t1 = L - 1
+    if REVERSE:
+        t1 = 0
+    u_n = tl.load(u_base + t1 * s_u_l, mask=mask_d, other=0.0).to(tl.float32)
+    dt_n = tl.load(dt_base + t1 * s_dt_l, mask=mask_d, other=0.0).to(tl.float32)
+    B_n = tl.load(B_base + t1 * s_B_l, mask=mask_n, other=0.0).to(tl.float32)
+    C_n = tl.load(C_base + t1 * s_C_l, mask=mask_n, other=0.0).to(tl.float32)
+    gy_n = tl.load(gy_base + t1 * s_gy_l, mask=mask_d, other=0.0).to(tl.float32)
+    x_n = tl.load(st_base + t1 * DIM * N, mask=mask_dn, other=0.0)
     h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     dA_acc = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     for i in range(0, L):
@@ -122,13 +157,14 @@ def _ssm_bwd_kernel(
             t = i
             t_prev = i + 1
         has_prev = i < L - 1
-        u_t = tl.load(u_base + t * s_u_l, mask=mask_d, other=0.0).to(tl.float32)
-        dt_t = tl.load(dt_base + t * s_dt_l, mask=mask_d, other=0.0).to(tl.float32)
-        B_t = tl.load(B_base + t * s_B_l, mask=mask_n, other=0.0).to(tl.float32)
-        C_t = tl.load(C_base + t * s_C_l, mask=mask_n, other=0.0).to(tl.float32)
-        gy_t = tl.load(gy_base + t * s_gy_l, mask=mask_d, other=0.0).to(tl.float32)
-        x_t = tl.load(st_base + t * DIM * N, mask=mask_dn, other=0.0)
+        u_t, dt_t, B_t, C_t, gy_t, x_t = u_n, dt_n, B_n, C_n, gy_n, x_n
         x_prev = tl.load(st_base + t_prev * DIM * N, mask=mask_dn & has_prev, other=0.0)
+        u_n = tl.load(u_base + t_prev * s_u_l, mask=mask_d & has_prev, other=0.0).to(tl.float32)
+        dt_n = tl.load(dt_base + t_prev * s_dt_l, mask=mask_d & has_prev, other=0.0).to(tl.float32)
+        B_n = tl.load(B_base + t_prev * s_B_l, mask=mask_n & has_prev, other=0.0).to(tl.float32)
+        C_n = tl.load(C_base + t_prev * s_C_l, mask=mask_n & has_prev, other=0.0).to(tl.float32)
+        gy_n = tl.load(gy_base + t_prev * s_gy_l, mask=mask_d & has_prev, other=0.0).to(tl.float32)
+        x_n = x_prev
 
         h += gy_t[:, None] * C_t[None, :]
         decay = tl.exp(dt_t[:, None] * A)
@@ -142,6 +178,11 @@ def _ssm_bwd_kernel(
         h = h * decay
 
     tl.store(dA_ptr + pid_b * DIM * N + offs_d[:, None] * N + offs_n[None, :], dA_acc, mask=mask_dn)
+
+
+# A [BLOCK_D, BLOCK_N] = 32 x 16 tile per program and a sequential loop: two warps per program lets
+# more programs stay resident per SM (one wave for Vim-S at batch 128). Not tuned on hardware yet.
+_NUM_WARPS = 2
 
 
 def _blocks(dim: int, d_state: int, block_d: int | None):
@@ -163,7 +204,7 @@ class _SelectiveScanFn(torch.autograd.Function):
             _ssm_fwd_kernel[(bsz, nblk)](
                 u, delta, A, B, C, y, length, dim, d_state,
                 *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(), *y.stride(),
-                REVERSE=bool(reverse), BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N,
+                REVERSE=bool(reverse), BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, num_warps=_NUM_WARPS,
             )
         ctx.save_for_backward(u, delta, A, B, C)
         ctx.reverse, ctx.block_d = bool(reverse), block_d
@@ -187,7 +228,7 @@ class _SelectiveScanFn(torch.autograd.Function):
                 u, delta, A, B, C, gy, states, du, ddt, dA, dB, dC,
                 length, dim, d_state, nblk,
                 *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(), *gy.stride(),
-                REVERSE=ctx.reverse, BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N,
+                REVERSE=ctx.reverse, BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, num_warps=_NUM_WARPS,
             )
         return (du.transpose(1, 2).to(u.dtype), ddt.transpose(1, 2).to(delta.dtype), dA.sum(0).to(A.dtype),
                 dB.sum(1).transpose(1, 2).to(B.dtype), dC.sum(1).transpose(1, 2).to(C.dtype), None, None)
