@@ -279,3 +279,25 @@ def test_cuda_auto_backend(name):
             if hasattr(m, 'backend'):
                 m.backend = 'torch'
         torch.testing.assert_close(model(x), auto, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize('d_conv', [3, 4])
+def test_mambavision_mixer_convs_are_same_padded(d_conv):
+    """PyTorch's 'same' puts (K-1)//2 zeros left and K//2 right; with a causal scan after the x conv,
+    the output at token 0 sees tokens 0..K//2 and nothing later."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 7)
+    w = torch.randn(4, 1, d_conv)
+    torch.testing.assert_close(
+        torch.nn.functional.conv1d(torch.nn.functional.pad(x, ((d_conv - 1) // 2, d_conv // 2)), w, groups=4),
+        torch.nn.functional.conv1d(x, w, padding='same', groups=4))
+    m = MambaVisionMixer(8, d_state=2, d_conv=d_conv, backend='torch')
+    tokens = torch.randn(1, 7, 8)
+    reach = d_conv // 2
+    far, near = tokens.clone(), tokens.clone()
+    far[:, reach + 1:] += 1.0
+    near[:, reach] += 1.0
+    with torch.no_grad():
+        y, y_far, y_near = m(tokens), m(far), m(near)
+    torch.testing.assert_close(y_far[:, 0], y[:, 0])
+    assert (y_near[:, 0] - y[:, 0]).abs().max() > 1e-4

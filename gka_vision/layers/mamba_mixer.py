@@ -170,8 +170,10 @@ class MambaVisionMixer(nn.Module):
             raise ValueError(f'expected tokens of shape [B, N, {self.dim}], got {tuple(x.shape)}')
         xz = self.in_proj(x).transpose(1, 2)                  # [B, E, L]
         xs, z = xz.chunk(2, dim=1)
-        xs = F.silu(F.conv1d(xs, self.ssm.conv1d.weight, None, padding='same', groups=xs.shape[1]))
-        z = F.silu(F.conv1d(z, self.conv1d_z.weight, None, padding='same', groups=z.shape[1]))
+        # 'same' padding written out (left (K-1)//2, right K//2, as PyTorch's 'same'), so fvcore counts the convs
+        pad = ((self.d_conv - 1) // 2, self.d_conv // 2)
+        xs = F.silu(F.conv1d(F.pad(xs, pad), self.ssm.conv1d.weight, None, groups=xs.shape[1]))
+        z = F.silu(F.conv1d(F.pad(z, pad), self.conv1d_z.weight, None, groups=z.shape[1]))
         delta, Bm, Cm = self.ssm.project(xs)
         y = selective_scan(
             xs, delta, -torch.exp(self.ssm.A_log.float()), Bm, Cm, D=self.ssm.D.float(),
