@@ -52,9 +52,10 @@ def rel(x, y):
 
 
 def set_variant(variant):
-    """PREC:CHUNK:WARPS; CHUNK or WARPS 0 = the per-head-dim default of gka_kernels."""
-    prec, chunk, warps = variant.split(":")
+    """PREC:CHUNK:WARPS[:PREC_HI]; CHUNK or WARPS 0 = the per-head-dim default of gka_kernels."""
+    prec, chunk, warps, *hi = variant.split(":")
     gkf.DOT_PRECISION, gkf.CHUNK_SIZE, gkf.NUM_WARPS = prec, int(chunk) or None, int(warps) or None
+    gkf.DOT_PRECISION_HI = hi[0] if hi else "tf32x3"
 
 
 def time_op(fn, ins, do):
@@ -140,7 +141,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", nargs="*", default=DEFAULT_SHAPES, help="B,T,H,D")
     p.add_argument("--variants", nargs="*", default=["tf32:0:0"],
-                   help="triton PREC:CHUNK:WARPS (0 = default per head dim); the first one is used for errors")
+                   help="triton PREC:CHUNK:WARPS[:PREC_HI] (0 = default per head dim); the first one is used for errors")
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--no-torch", action="store_true", help="skip the torch backend")
     p.add_argument("--no-errors", action="store_true")

@@ -22,10 +22,10 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # use 16 to cover several chunks at T <= 40).
 CHUNK_SIZE = int(os.environ.get("GKA_TRITON_CHUNK", "0")) or None
 # tl.dot input precision of the Chebyshev steps ("tf32": fast, ~2e-4 relative per product) and of
-# everything else ("tf32x3": three tf32 products, fp32-accurate). Env GKA_TRITON_PRECISION overrides
-# the first; the interpreter computes every dot in fp32 anyway.
+# everything else ("tf32x3": three tf32 products, fp32-accurate). Env GKA_TRITON_PRECISION and
+# GKA_TRITON_PRECISION_HI override them; the interpreter computes every dot in fp32 anyway.
 DOT_PRECISION = os.environ.get("GKA_TRITON_PRECISION", "tf32")
-DOT_PRECISION_HI = "tf32x3"
+DOT_PRECISION_HI = os.environ.get("GKA_TRITON_PRECISION_HI", "tf32x3")
 # Warps per program; None = 4 up to head dim 64, 8 above (two D x D fp32 states need 256 registers per
 # thread at 4 warps for BD = 128). Env GKA_TRITON_WARPS overrides it.
 NUM_WARPS = int(os.environ.get("GKA_TRITON_WARPS", "0")) or None
