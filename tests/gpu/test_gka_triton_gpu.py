@@ -79,7 +79,8 @@ def test_one_direction_fp32_vs_reference(mode, T, D):
 
 
 @pytest.mark.parametrize("dtype,mode,T,D", [(torch.bfloat16, "bi", 197, 64), (torch.bfloat16, "fwd", 150, 40),
-                                            (torch.bfloat16, "bi", 196, 80), (torch.float16, "bi", 197, 64)])
+                                            (torch.bfloat16, "bi", 196, 80), (torch.float16, "bi", 197, 64)],
+                         ids=["bf16-bi-197-64", "bf16-fwd-150-40", "bf16-bi-196-80", "fp16-bi-197-64"])
 def test_half_precision_vs_reference(dtype, mode, T, D):
     _compare(mode, _inputs(2, T, 2, D, dtype), *TOL[dtype])
 
