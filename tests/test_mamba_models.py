@@ -281,6 +281,7 @@ def test_cuda_auto_backend(name):
         torch.testing.assert_close(model(x), auto, rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
 @pytest.mark.parametrize('d_conv', [3, 4])
 def test_mambavision_mixer_convs_are_same_padded(d_conv):
     """PyTorch's 'same' puts (K-1)//2 zeros left and K//2 right; with a causal scan after the x conv,
