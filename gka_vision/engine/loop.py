@@ -45,6 +45,7 @@ def train_one_epoch(
     clip_grad: Optional[float] = None,
     log_every: int = 20,
     progress: bool = False,
+    print_lines: bool = False,
     logger=None,
 ) -> float:
     """One pass over ``loader``; returns this rank's mean training loss. Appends per-update
@@ -101,6 +102,9 @@ def train_one_epoch(
         if state.update % log_every == 0 and logger is not None:
             logger.scalar("train/loss", step_loss, state.update)
             logger.scalar("train/lr", lr, state.update)
+        if print_lines and state.update % log_every == 0:  # plain log lines where no bar is drawn
+            print(f"epoch {state.epoch} batch {i + 1}/{n_batches} update {state.update}: loss {step_loss:.4f} "
+                  f"lr {lr:.2e} {(i + 1) * x.shape[0] / (time.time() - t0):.0f} img/s per rank", flush=True)
         if bar is not None:
             bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}",
                             img_s=f"{(i + 1) * x.shape[0] / (time.time() - t0):.0f}")

@@ -213,7 +213,7 @@ def _run(cfg: TrainConfig, ds) -> dict:
             model, train_loader, optimizer, scheduler, loss_fn, state, device=ds.device, amp_dtype=amp_dtype,
             scaler=scaler, mixup_fn=mixup_fn, ema=ema, accum_steps=cfg.optim.accum_steps,
             clip_grad=cfg.optim.clip_grad, log_every=cfg.log_interval, progress=cfg.progress and ds.is_main,
-            logger=logger,
+            print_lines=not cfg.progress and ds.is_main, logger=logger,
         )
         epoch_time = time.time() - t0
         tl = all_reduce_sum(torch.tensor([train_loss, 1.0], dtype=torch.float64, device=ds.device))
