@@ -85,41 +85,15 @@ def scan_backend_used(name: str, device: torch.device, backend: Optional[str]) -
 
 # -------------------------------------------------------------------------------------------- flops
 
-def _sdpa_flop_jit(inputs, outputs) -> int:
-    """MACs of softmax(Q K^T) V for q [B, H, N, D], k/v [B, H, M, D]: QK^T and the weighted sum."""
-    from fvcore.nn.jit_handles import get_shape
-    q, k = get_shape(inputs[0]), get_shape(inputs[1])
-    *batch, n, d = q
-    m = k[-2]
-    b = 1
-    for s in batch:
-        b *= s
-    return 2 * b * n * m * d
-
-
 def count_gmacs(model: torch.nn.Module, res: int, in_chans: int = 3) -> Optional[float]:
-    """fvcore MACs (one multiply-add = 1) at batch 1 on CPU, with handles for the custom scan ops."""
+    """fvcore MACs (one multiply-add = 1) at batch 1 on CPU, with the project's handles for the scan ops
+    and attention (gka_vision.engine.flops)."""
     try:
-        from fvcore.nn import FlopCountAnalysis
+        import fvcore  # noqa: F401
     except ImportError:
         return None
-    try:  # the project's handle registry (GKA scan, selective scan)
-        from gka_vision.engine.flops import custom_op_handles
-        handles = dict(custom_op_handles())
-    except ImportError:
-        from gka_vision.ops import FVCORE_HANDLES as GKA_HANDLES
-        from gka_vision.ops.selective_scan import FVCORE_HANDLES as SSM_HANDLES
-        handles = {**GKA_HANDLES, **SSM_HANDLES}
-    handles['aten::scaled_dot_product_attention'] = _sdpa_flop_jit  # fvcore has no handle for it
-
-    model = model.eval()
-    x = torch.randn(1, in_chans, res, res, device=next(model.parameters()).device)
-    fca = FlopCountAnalysis(model, x)
-    fca.set_op_handle(**handles)
-    fca.unsupported_ops_warnings(False)
-    fca.uncalled_modules_warnings(False)
-    with torch.no_grad():
-        return fca.total() / 1e9
+    from gka_vision.engine.flops import count_flops
+    return count_flops(model, (in_chans, res, res), device=next(model.parameters()).device)["gflops"]
 
 
 # ------------------------------------------------------------------------------------------- timing

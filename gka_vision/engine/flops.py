@@ -23,8 +23,22 @@ _IGNORE = ("aten::add", "aten::add_", "aten::mul", "aten::mul_", "aten::gelu", "
            "aten::dropout", "aten::abs", "aten::max", "aten::min", "aten::cumsum", "aten::tanh")
 
 
+def sdpa_flop_jit(inputs, outputs) -> int:
+    """MACs of softmax(Q K^T) V for q [..., N, D], k/v [..., M, D]: Q K^T and the weighted sum.
+
+    fvcore has no handle for aten::scaled_dot_product_attention and would count attention as zero.
+    """
+    from fvcore.nn.jit_handles import get_shape
+    q, k = get_shape(inputs[0]), get_shape(inputs[1])
+    *batch, n, d = q
+    b = 1
+    for s in batch:
+        b *= s
+    return 2 * b * n * k[-2] * d
+
+
 def custom_op_handles() -> Dict[str, object]:
-    handles = {}
+    handles = {"aten::scaled_dot_product_attention": sdpa_flop_jit}
     for name in HANDLE_MODULES:
         try:
             mod = importlib.import_module(name)
