@@ -25,6 +25,7 @@ from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint
 
 from ..layers import BidirectionalGKAMixer, PatchEmbed, resample_pos_embed
+from ._checkpoint import adapt_state_dict
 
 __all__ = ['GKAViT', 'GKABlock']
 
@@ -270,58 +271,30 @@ def _init_weights(module: nn.Module):
             nn.init.zeros_(module.bias)
 
 
-def checkpoint_filter_fn(state_dict: Dict[str, Any], model: GKAViT) -> Dict[str, torch.Tensor]:
-    """Adapt a checkpoint saved by this project (or a wrapped training checkpoint) to `model`.
-
-    - unwraps {'state_dict_ema' | 'model_ema' | 'state_dict' | 'model': ...} (EMA first, as timm does);
-    - strips 'module.' (DDP) and '_orig_mod.' (torch.compile) prefixes;
-    - resizes pos_embed bicubically to the model's grid (also accepts a square [1, N, C] layout);
-    - resamples the patch-embed kernel when the patch size differs;
-    - replaces a classifier of another width with the model's fresh one (and drops it if the model has none);
-    - raises a ValueError naming the key on any other shape mismatch.
-    The input-channel adaptation of patch_embed.proj is left to timm (first_conv in the cfg).
-    """
-    for key in ('state_dict_ema', 'model_ema', 'state_dict', 'model'):
-        if isinstance(state_dict.get(key), dict):
-            state_dict = state_dict[key]
-            break
-    model_sd = model.state_dict()
-    out = {}
-    for k, v in state_dict.items():
-        for prefix in ('module.', '_orig_mod.'):
-            if k.startswith(prefix):
-                k = k[len(prefix):]
-        if not isinstance(v, torch.Tensor):
-            continue
-        target = model_sd.get(k)
-        if k.startswith('head.') and target is None:
-            continue  # the model has no classifier
-        if target is None or v.shape == target.shape:
-            out[k] = v  # unknown keys are left for load_state_dict(strict=...) to report
-            continue
-        if k == 'pos_embed':
-            if v.ndim == 3:  # [1, N, C] with a square grid
-                n = int(round(v.shape[1] ** 0.5))
-                if n * n != v.shape[1]:
-                    raise ValueError(f"checkpoint key 'pos_embed' has shape {tuple(v.shape)}: "
-                                     f"{v.shape[1]} tokens do not form a square grid")
-                v = v.reshape(1, n, n, v.shape[-1])
-            if v.ndim != 4 or v.shape[-1] != target.shape[-1]:
-                raise ValueError(f"checkpoint key 'pos_embed' has shape {tuple(v.shape)}, "
-                                 f"the model expects {tuple(target.shape)}")
-            _logger.info(f'Resizing pos_embed grid {tuple(v.shape[1:3])} -> {tuple(target.shape[1:3])}')
-            out[k] = resample_pos_embed(v, target.shape[1:3])
-        elif k == 'patch_embed.proj.weight' and v.shape[:2] == target.shape[:2] and v.shape[2:] != target.shape[2:]:
-            out[k] = resample_patch_embed(v, list(target.shape[2:]), interpolation='bicubic', antialias=True)
-        elif k == 'patch_embed.proj.weight' and v.shape[0] == target.shape[0] and v.shape[2:] == target.shape[2:]:
-            out[k] = v  # input-channel count differs: timm adapts it via first_conv
-        elif k in ('head.weight', 'head.bias'):
-            _logger.info(f'Classifier shape {tuple(v.shape)} != {tuple(target.shape)}: keeping a fresh {k}')
-            out[k] = target
-        else:
-            raise ValueError(f"checkpoint key '{k}' has shape {tuple(v.shape)}, "
+def _resize_gka_vit(k: str, v: torch.Tensor, target: torch.Tensor) -> Optional[torch.Tensor]:
+    """pos_embed to the model's grid (also from a square [1, N, C] layout); the patch kernel to a new patch size."""
+    if k == 'pos_embed':
+        if v.ndim == 3:  # [1, N, C] with a square grid
+            n = int(round(v.shape[1] ** 0.5))
+            if n * n != v.shape[1]:
+                raise ValueError(f"checkpoint key 'pos_embed' has shape {tuple(v.shape)}: "
+                                 f"{v.shape[1]} tokens do not form a square grid")
+            v = v.reshape(1, n, n, v.shape[-1])
+        if v.ndim != 4 or v.shape[-1] != target.shape[-1]:
+            raise ValueError(f"checkpoint key 'pos_embed' has shape {tuple(v.shape)}, "
                              f"the model expects {tuple(target.shape)}")
-    return out
+        _logger.info(f'Resizing pos_embed grid {tuple(v.shape[1:3])} -> {tuple(target.shape[1:3])}')
+        return resample_pos_embed(v, target.shape[1:3])
+    if k == 'patch_embed.proj.weight' and v.shape[:2] == target.shape[:2] and v.shape[2:] != target.shape[2:]:
+        return resample_patch_embed(v, list(target.shape[2:]), interpolation='bicubic', antialias=True)
+    return None
+
+
+def checkpoint_filter_fn(state_dict: Dict[str, Any], model: GKAViT) -> Dict[str, torch.Tensor]:
+    """Adapt a checkpoint saved by this project (or a wrapped training checkpoint) to `model`:
+    see `adapt_state_dict`; pos_embed is resized bicubically to the model's grid and the patch-embed
+    kernel resampled when the patch size differs."""
+    return adapt_state_dict(state_dict, model, first_conv='patch_embed.proj', resize=_resize_gka_vit)
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:

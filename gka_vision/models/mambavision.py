@@ -32,6 +32,7 @@ from timm.models._features import feature_take_indices
 
 from ..layers import BidirectionalGKAMixer
 from ..layers.mamba_mixer import MambaVisionMixer
+from ._checkpoint import adapt_state_dict
 
 __all__ = ['MambaVision', 'ConvBlock', 'MixerBlock', 'HybridStage']
 
@@ -347,33 +348,8 @@ class MambaVision(nn.Module):
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, torch.Tensor]:
-    """Unwrap training checkpoints, strip 'module.' / '_orig_mod.', keep a fresh classifier of another width,
-    and name any other shape mismatch in a ValueError."""
-    for key in ('state_dict_ema', 'model_ema', 'state_dict', 'model'):
-        if isinstance(state_dict.get(key), dict):
-            state_dict = state_dict[key]
-            break
-    model_sd = model.state_dict()
-    out = {}
-    for k, v in state_dict.items():
-        for prefix in ('module.', '_orig_mod.'):
-            if k.startswith(prefix):
-                k = k[len(prefix):]
-        if not isinstance(v, torch.Tensor):
-            continue
-        target = model_sd.get(k)
-        if k.startswith('head.') and target is None:
-            continue
-        if target is None or v.shape == target.shape:
-            out[k] = v
-        elif k in ('head.weight', 'head.bias'):
-            out[k] = target
-        elif k == 'stem.0.weight' and v.shape[0] == target.shape[0] and v.shape[2:] == target.shape[2:]:
-            out[k] = v  # input-channel count differs: timm adapts it via first_conv
-        else:
-            raise ValueError(f"checkpoint key '{k}' has shape {tuple(v.shape)}, the model expects "
-                             f"{tuple(target.shape)}")
-    return out
+    """Adapt a checkpoint to `model` (see `adapt_state_dict`); this family has no position embedding."""
+    return adapt_state_dict(state_dict, model, first_conv='stem.0')
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
