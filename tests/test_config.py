@@ -72,5 +72,7 @@ def test_train_py_reports_config_errors(tmp_path, capsys):
     assert "unknown config key" in err and "lrr" in err
     assert train.main([f"data.root={tmp_path}/none"]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert train.main(["model.name=gka_tinyy_patch16_224"]) == 2
+    assert "model.name 'gka_tinyy_patch16_224' is not a registered timm model" in capsys.readouterr().err
     assert train.main(["--print-config", "optim.lr=0.01"]) == 0
     assert "lr: 0.01" in capsys.readouterr().out

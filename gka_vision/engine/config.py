@@ -176,6 +176,10 @@ def validate(cfg: TrainConfig) -> None:
     need((cfg.aug.mixup == 0 and cfg.aug.cutmix == 0) or cfg.data.batch_size % 2 == 0,
          "mixup/cutmix need an even data.batch_size")
     need(len(cfg.aug.scale) == 2 and len(cfg.aug.ratio) == 2, "aug.scale and aug.ratio need two values")
+    import timm
+    import gka_vision  # noqa: F401  (registers the project's families)
+    need(timm.is_model(cfg.model.name), f"model.name {cfg.model.name!r} is not a registered timm model "
+         f"(this project's: {timm.list_models(['gka*', 'mamba*'])})")
     resolve_data_root(cfg.data.root)
 
 
