@@ -134,3 +134,28 @@ def test_two_process_ddp_gloo(tiny_data, tmp_path):
     assert len(overlap) <= 20, f"ranks read {len(overlap)} common images"  # at most the 4th shard's spill-over
     rows = read_rows(tmp_path / "ddp" / "steps.csv")
     assert len(rows) == 5 and all(np.isfinite(float(r["loss"])) for r in rows)
+
+
+def test_non_finite_loss_stops_training_with_a_clear_error():
+    """A NaN in the data (or a diverging run) raises FloatingPointError naming where it happened,
+    before the optimizer step, so the weights are not overwritten with NaN."""
+    import pytest
+    import torch
+    from gka_vision.engine.loop import TrainState, train_one_epoch
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    good = (torch.randn(2, 4), torch.tensor([0, 1]))
+    bad = (torch.full((2, 4), float("nan")), torch.tensor([0, 1]))
+
+    class Loader(list):
+        pass
+
+    state = TrainState(epoch=3, update=7)
+    with pytest.raises(FloatingPointError, match="training loss is nan at epoch 3, update 7"):
+        train_one_epoch(model, Loader([bad, good]), opt, None, torch.nn.functional.cross_entropy, state,
+                        device=torch.device("cpu"))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), f"{k} changed by the failed step"
