@@ -73,3 +73,32 @@ def test_eval_py_errors_are_clear(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert eval_script.main(["--model", NAME, "--data", str(tmp_path / "nodata")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_eval_py_on_an_imagefolder_tree(weights, tmp_path):
+    """ImageNet's val/ layout (one folder per class): the same images give the same accuracy as the shards."""
+    import glob
+    from gka_vision.data.shards import iter_tar_samples
+
+    model, path = weights
+    root = tmp_path / "val"
+    classes = json.load(open(os.path.join(BUNDLED_ROOT, "class_index.json")))["classes"]
+    n = 0
+    for shard in sorted(glob.glob(os.path.join(BUNDLED_ROOT, "test-*.tar.gz"))):
+        for s in iter_tar_samples(shard):
+            # folder names sort in class-index order, as torchvision's ImageFolder assigns labels
+            d = root / f"{int(s['cls']):02d}_{classes[int(s['cls'])].replace('/', '-')}"
+            d.mkdir(parents=True, exist_ok=True)
+            (d / f"{s['__key__']}.png").write_bytes(s["png"])
+            n += 1
+    res_file = tmp_path / "res.json"
+    rc = eval_script.main(["--weights", str(path), "--data", str(root), "--workers", "0", "--batch-size", "500",
+                           "--no-bench", "--no-flops", "--json", str(res_file)])
+    assert rc == 0
+    res = json.loads(res_file.read_text())
+    assert res["count"] == n == 2000
+    shard_file = tmp_path / "res_shards.json"
+    assert eval_script.main(["--weights", str(path), "--workers", "0", "--batch-size", "500", "--no-bench",
+                             "--no-flops", "--json", str(shard_file)]) == 0
+    shards = json.loads(shard_file.read_text())
+    assert res["top1"] == pytest.approx(shards["top1"]) and res["loss"] == pytest.approx(shards["loss"], rel=1e-5)
