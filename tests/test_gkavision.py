@@ -13,6 +13,8 @@ from safetensors.torch import save_file
 import gka_vision  # noqa: F401  (registers the models)
 from gka_vision.models.mambavision import HybridStage, window_partition, window_reverse
 
+from timm_api import check_grad_checkpointing_identical, create, images, load  # tests/timm_api.py
+
 torch.set_num_threads(1)
 
 MODELS = timm.list_models(module='mambavision') + timm.list_models(module='gkavision')
@@ -22,18 +24,14 @@ WIDTHS = [20, 40, 80, 160]
 
 
 def _create(name, seed=0, **kwargs):
-    torch.manual_seed(seed)
-    return timm.create_model(name, **dict(TINY, **kwargs))
+    return create(name, TINY, seed, **kwargs)
 
 
 def _load(name, path, seed=0, **kwargs):
-    torch.manual_seed(seed)
-    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
-                             **dict(TINY, **kwargs))
+    return load(name, path, TINY, seed, **kwargs)
 
 
-def _x(b=2, h=64, w=64, c=3, seed=1):
-    return torch.randn(b, c, h, w, generator=torch.Generator().manual_seed(seed))
+_x = images
 
 
 def _meta(name):
@@ -152,18 +150,7 @@ def test_forward_intermediates(name):
 
 @pytest.mark.parametrize('name', ['mambavision_tiny', 'gkavision_tiny'])
 def test_grad_checkpointing_identical(name):
-    x = _x()
-    results = []
-    for ckpt in (False, True):
-        model = _create(name).train()
-        model.set_grad_checkpointing(ckpt)
-        out = model(x)
-        out.square().mean().backward()
-        results.append((out.detach(), {n: p.grad for n, p in model.named_parameters()}))
-    (out0, g0), (out1, g1) = results
-    torch.testing.assert_close(out1, out0, rtol=0, atol=0)
-    for n in g0:
-        torch.testing.assert_close(g1[n], g0[n], rtol=1e-5, atol=1e-6, msg=n)
+    check_grad_checkpointing_identical(lambda: _create(name), _x(), grad_atol=1e-6)
 
 
 def test_window_partition_roundtrip_and_order():

@@ -13,6 +13,8 @@ import gka_vision  # noqa: F401  (registers the models)
 from gka_vision.layers.mamba_mixer import BidirectionalMambaMixer, MambaVisionMixer
 from gka_vision.ops.selective_scan import selective_scan
 
+from timm_api import check_grad_checkpointing_identical, check_nhwc_default_cfg_and_head, create, images, load  # tests/timm_api.py
+
 torch.set_num_threads(1)
 
 MODELS = timm.list_models(module='mamba_vim')
@@ -26,18 +28,14 @@ WIDTHS = {'mamba_vim_tiny_patch16_224': 192, 'mamba_vim_small_patch16_224': 384,
 
 
 def _create(name, seed=0, **kwargs):
-    torch.manual_seed(seed)
-    return timm.create_model(name, **dict(TINY, **kwargs))
+    return create(name, TINY, seed, **kwargs)
 
 
 def _load(name, path, seed=0, **kwargs):
-    torch.manual_seed(seed)
-    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
-                             **dict(TINY, **kwargs))
+    return load(name, path, TINY, seed, **kwargs)
 
 
-def _x(b=2, h=64, w=64, c=3, seed=1):
-    return torch.randn(b, c, h, w, generator=torch.Generator().manual_seed(seed))
+_x = images
 
 
 # ---------------------------------------------------------------- mixers
@@ -149,25 +147,7 @@ def test_forward_backward(name):
 
 @pytest.mark.parametrize('name', MODELS)
 def test_default_cfg_and_head(name):
-    model = _create(name).eval()
-    cfg = model.pretrained_cfg
-    assert cfg['input_size'] == (3, 224, 224) and cfg['pool_size'] == (14, 14)
-    sd = model.state_dict()
-    assert cfg['first_conv'] + '.weight' in sd and cfg['classifier'] + '.weight' in sd
-    assert model.output_fmt == 'NHWC'
-    x = _x(1, *cfg['input_size'][1:])
-    with torch.no_grad():
-        feat = model.forward_features(x)
-        assert feat.shape == (1, *cfg['pool_size'], model.num_features)
-        assert model.forward_head(feat, pre_logits=True).shape == (1, model.head_hidden_size)
-        assert model(x).shape == (1, cfg['num_classes'])
-        assert model.get_classifier() is model.head
-        model.reset_classifier(0)
-        assert model.num_classes == 0 and model(x).shape == (1, model.head_hidden_size)
-        model.reset_classifier(0, '')
-        assert model(x).shape == (1, *cfg['pool_size'], model.num_features)
-        model.reset_classifier(7, 'avg')
-        assert model(x).shape == (1, 7)
+    check_nhwc_default_cfg_and_head(_create(name))
 
 
 @pytest.mark.parametrize('name', MODELS)
@@ -193,18 +173,7 @@ def test_features_only_and_intermediates(name):
 
 @pytest.mark.parametrize('name', MODELS[:1])
 def test_grad_checkpointing_identical(name):
-    x = _x()
-    results = []
-    for ckpt in (False, True):
-        model = _create(name).train()
-        model.set_grad_checkpointing(ckpt)
-        out = model(x)
-        out.square().mean().backward()
-        results.append((out.detach(), {n: p.grad for n, p in model.named_parameters()}))
-    (out0, g0), (out1, g1) = results
-    torch.testing.assert_close(out1, out0, rtol=0, atol=0)
-    for n in g0:
-        torch.testing.assert_close(g1[n], g0[n], rtol=1e-5, atol=1e-7, msg=n)
+    check_grad_checkpointing_identical(lambda: _create(name), _x(), grad_atol=1e-7)
 
 
 @pytest.mark.parametrize('name', MODELS)
