@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 import gka_vision  # noqa: F401  (registers the models)
 from gka_vision.models.gka_vit import checkpoint_filter_fn
 
-from timm_api import check_grad_checkpointing_identical, check_nhwc_default_cfg_and_head, create, images, load  # tests/timm_api.py
+from timm_api import check_grad_checkpointing_identical, check_default_cfg_and_head, create, images, load  # tests/timm_api.py
 
 MODELS = timm.list_models(module='gka_vit')
 TINY = dict(img_size=64, embed_dim=64, depth=3, num_heads=2, num_iter=4, backend='torch')
@@ -63,7 +63,7 @@ def test_forward_backward(name):
 
 @pytest.mark.parametrize('name', MODELS)
 def test_default_cfg_and_head(name):
-    check_nhwc_default_cfg_and_head(_create(name))
+    check_default_cfg_and_head(_create(name), 'NHWC', (14, 14))
 
     unpooled = _create(name, num_classes=0, global_pool='')
     with torch.no_grad():

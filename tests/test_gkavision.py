@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 import gka_vision  # noqa: F401  (registers the models)
 from gka_vision.models.mambavision import HybridStage, window_partition, window_reverse
 
-from timm_api import check_grad_checkpointing_identical, create, images, load  # tests/timm_api.py
+from timm_api import check_default_cfg_and_head, check_grad_checkpointing_identical, create, images, load  # tests/timm_api.py
 
 torch.set_num_threads(1)
 
@@ -92,25 +92,7 @@ def test_single_token_windows_still_give_every_parameter_a_gradient(name):
 
 @pytest.mark.parametrize('name', MODELS)
 def test_default_cfg_and_head(name):
-    model = _create(name).eval()
-    cfg = model.pretrained_cfg
-    assert cfg['input_size'] == (3, 224, 224) and cfg['pool_size'] == (7, 7)
-    sd = model.state_dict()
-    assert cfg['first_conv'] + '.weight' in sd and cfg['classifier'] + '.weight' in sd
-    assert model.output_fmt == 'NCHW'
-    x = _x(1, 224, 224)
-    with torch.no_grad():
-        feat = model.forward_features(x)
-        assert feat.shape == (1, model.num_features, *cfg['pool_size'])
-        assert model.forward_head(feat, pre_logits=True).shape == (1, model.head_hidden_size)
-        assert model(x).shape == (1, cfg['num_classes'])
-        assert model.get_classifier() is model.head
-        model.reset_classifier(0)
-        assert model.num_classes == 0 and model(x).shape == (1, model.head_hidden_size)
-        model.reset_classifier(0, '')
-        assert model(x).shape == (1, model.num_features, *cfg['pool_size'])
-        model.reset_classifier(7, 'avg')
-        assert model(x).shape == (1, 7)
+    check_default_cfg_and_head(_create(name), 'NCHW', (7, 7))
     with torch.no_grad():
         assert _create(name, num_classes=0, global_pool='')(_x()).shape == (2, 160, 2, 2)
 

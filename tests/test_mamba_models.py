@@ -13,7 +13,7 @@ import gka_vision  # noqa: F401  (registers the models)
 from gka_vision.layers.mamba_mixer import BidirectionalMambaMixer, MambaVisionMixer
 from gka_vision.ops.selective_scan import selective_scan
 
-from timm_api import check_grad_checkpointing_identical, check_nhwc_default_cfg_and_head, create, images, load  # tests/timm_api.py
+from timm_api import check_grad_checkpointing_identical, check_default_cfg_and_head, create, images, load  # tests/timm_api.py
 
 torch.set_num_threads(1)
 
@@ -147,7 +147,7 @@ def test_forward_backward(name):
 
 @pytest.mark.parametrize('name', MODELS)
 def test_default_cfg_and_head(name):
-    check_nhwc_default_cfg_and_head(_create(name))
+    check_default_cfg_and_head(_create(name), 'NHWC', (14, 14))
 
 
 @pytest.mark.parametrize('name', MODELS)

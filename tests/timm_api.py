@@ -20,25 +20,27 @@ def images(b=2, h=64, w=64, c=3, seed=1):
     return torch.randn(b, c, h, w, generator=torch.Generator().manual_seed(seed))
 
 
-def check_nhwc_default_cfg_and_head(model):
-    """default_cfg fields, forward_features / forward_head / reset_classifier of an isotropic NHWC model."""
+def check_default_cfg_and_head(model, output_fmt, pool_size):
+    """default_cfg fields, forward_features / forward_head / reset_classifier of a model whose unpooled
+    features are `output_fmt` ('NHWC' for the isotropic families, 'NCHW' for the hierarchical one)."""
     model.eval()
     cfg = model.pretrained_cfg
-    assert cfg['input_size'] == (3, 224, 224) and cfg['pool_size'] == (14, 14)
+    assert cfg['input_size'] == (3, 224, 224) and cfg['pool_size'] == pool_size
     sd = model.state_dict()
     assert cfg['first_conv'] + '.weight' in sd and cfg['classifier'] + '.weight' in sd
-    assert model.output_fmt == 'NHWC'
+    assert model.output_fmt == output_fmt
+    unpooled = (1, *pool_size, model.num_features) if output_fmt == 'NHWC' else (1, model.num_features, *pool_size)
     x = images(1, *cfg['input_size'][1:])
     with torch.no_grad():
         feat = model.forward_features(x)
-        assert feat.shape == (1, *cfg['pool_size'], model.num_features)
+        assert feat.shape == unpooled
         assert model.forward_head(feat, pre_logits=True).shape == (1, model.head_hidden_size)
         assert model(x).shape == (1, cfg['num_classes'])
         assert model.get_classifier() is model.head
         model.reset_classifier(0)
         assert model.num_classes == 0 and model(x).shape == (1, model.head_hidden_size)
         model.reset_classifier(0, '')
-        assert model(x).shape == (1, *cfg['pool_size'], model.num_features)
+        assert model(x).shape == unpooled
         model.reset_classifier(7, 'avg')
         assert model(x).shape == (1, 7)
 
