@@ -1,12 +1,15 @@
 """Benchmark of the GKA core, both scan directions: Triton backend vs torch backend vs SDPA (one GPU, one run).
 
-    python benchmarks/bench_gka_core.py [--shapes 128,197,6,64 ...] [--variants tf32:64:4 ...] [--json out.json]
+    python benchmarks/bench_gka_core.py [--shapes 128,197,6,64 ...] [--variants default chunk=16,cols=16 ...]
+                                        [--json out.json]
 
 For every (B, T, H, D): median ms (triton.testing.do_bench) of the forward and forward+backward of
-gka_scan_bidirectional with backend="triton" (each kernel variant PREC:CHUNK:WARPS), of the same op with
+gka_scan_bidirectional with backend="triton" (each kernel variant: "default" or comma-separated overrides
+of kernels/gka_function.py's settings, e.g. "sched=bf16:20+2xbf16:10/bf16:20+2xbf16:15,chunk=32,warps=4,
+cols=16,hi=tf32x3,states=tf32x3"), of the same op with
 backend="torch", and of F.scaled_dot_product_attention (non-causal, [B, H, T, D]); peak memory of one
 forward+backward; relative error vs the float64 reference (exact solve) on a slice (first batch element,
-first 2 heads, at most 1025 tokens), for bf16 and fp32 inputs. Also prints the per-kernel time split
+first 2 heads, at most 1025 tokens), for bf16 and fp32 inputs and every variant. Also prints the per-kernel time split
 of one forward+backward from torch.profiler and the FLOPs the kernels execute.
 """
 import argparse
@@ -26,21 +29,23 @@ import gka_kernels.gka_function as gkf  # noqa: E402
 from gka_vision.ops import gka_scan_bidirectional  # noqa: E402
 from gka_vision.ops.gka_reference import gka_scan_reference  # noqa: E402
 
+# CPU only for a smoke test of this script: TRITON_INTERPRET=1 python benchmarks/bench_gka_core.py --shapes 1,40,2,32
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
 DEFAULT_SHAPES = ["128,197,6,64", "64,577,6,64", "16,1025,6,64", "4,4097,6,64"]
 
 
 def make_inputs(B, T, H, D, dtype, seed=0, requires_grad=True):
-    gen = torch.Generator(device="cuda").manual_seed(seed)
-    r = lambda *s: torch.randn(*s, device="cuda", generator=gen)  # noqa: E731
-    u = lambda *s: torch.rand(*s, device="cuda", generator=gen)  # noqa: E731
+    gen = torch.Generator(device=DEV).manual_seed(seed)
+    r = lambda *s: torch.randn(*s, device=DEV, generator=gen)  # noqa: E731
+    u = lambda *s: torch.rand(*s, device=DEV, generator=gen)  # noqa: E731
     beta = torch.sigmoid(r(B, T, H, 1))
     q = F.normalize(r(B, T, H, D), dim=-1)
     k = F.normalize(r(B, T, H, D), dim=-1) * beta
     v = r(B, T, H, D) * beta
     alpha = torch.sigmoid(r(B, T, H))
     # g = -exp(A_log) softplus(w.x + dt_bias) with A_log = log U(1,16), dt ~ logU(1e-3, 1e-1) (GKA.md sec. 1)
-    A = torch.empty(H, device="cuda").uniform_(1, 16, generator=gen)
-    dt = torch.exp(torch.empty(B, T, H, device="cuda").uniform_(-6.9, -2.3, generator=gen))
+    A = torch.empty(H, device=DEV).uniform_(1, 16, generator=gen)
+    dt = torch.exp(torch.empty(B, T, H, device=DEV).uniform_(-6.9, -2.3, generator=gen))
     g = -A * dt
     g_rev = -A * torch.exp(u(B, T, H) * 4.6 - 6.9)
     ins = [t.to(dtype) for t in (q, k, v, alpha)] + [g, g_rev]
@@ -51,22 +56,52 @@ def rel(x, y):
     return ((x.double() - y.double()).norm() / y.double().norm().clamp_min(1e-30)).item()
 
 
+_DEFAULTS = dict(sched=gkf.SOLVE_SCHEDULE, chunk=gkf.CHUNK_SIZE, warps=gkf.NUM_WARPS, cols=gkf.STATE_COLS,
+                 hi=gkf.DOT_PRECISION_HI, states=gkf.DOT_PRECISION_STATES)
+
+
 def set_variant(variant):
-    """PREC:CHUNK:WARPS[:PREC_HI]; CHUNK or WARPS 0 = the per-head-dim default of gka_kernels."""
-    prec, chunk, warps, *hi = variant.split(":")
-    gkf.DOT_PRECISION, gkf.CHUNK_SIZE, gkf.NUM_WARPS = prec, int(chunk) or None, int(warps) or None
-    gkf.DOT_PRECISION_HI = hi[0] if hi else "tf32x3"
+    """'default' or 'key=value,...' with keys sched, chunk, warps, cols (0 = per-head-dim default), hi, states."""
+    cfg = dict(_DEFAULTS)
+    if variant != "default":
+        for item in variant.split(","):
+            key, _, val = item.partition("=")
+            if key not in cfg:
+                raise SystemExit(f"bench_gka_core: unknown variant key {key!r} in {variant!r} (keys: {sorted(cfg)})")
+            cfg[key] = (int(val) or None) if key in ("chunk", "warps", "cols") else val
+    gkf._parse_schedule(cfg["sched"])  # a bad schedule fails here, with its message
+    gkf.SOLVE_SCHEDULE, gkf.CHUNK_SIZE, gkf.NUM_WARPS, gkf.STATE_COLS = cfg["sched"], cfg["chunk"], cfg["warps"], cfg["cols"]
+    gkf.DOT_PRECISION_HI, gkf.DOT_PRECISION_STATES = cfg["hi"], cfg["states"]
+
+
+def bench(fn, grad_to_none=None):
+    """Median ms: triton.testing.do_bench on the GPU, three wall-clock runs on the CPU (smoke test only)."""
+    if DEV == "cuda":
+        return do_bench(fn, grad_to_none=grad_to_none)
+    ts = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(1e3 * (time.perf_counter() - t0))
+        for t in grad_to_none or []:
+            t.grad = None
+    return sorted(ts)[1]
 
 
 def time_op(fn, ins, do):
     """(fwd ms, fwd+bwd ms, peak MiB of one fwd+bwd above the inputs)."""
     with torch.no_grad():
-        t_f = do_bench(lambda: fn(*ins))
+        t_f = bench(lambda: fn(*ins))
 
     def step():
         fn(*ins).backward(do)
 
-    t_fb = do_bench(step, grad_to_none=ins)
+    t_fb = bench(step, grad_to_none=ins)
+    if DEV == "cpu":
+        step()
+        for t in ins:
+            t.grad = None
+        return t_f, t_fb, float("nan")
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
@@ -86,16 +121,23 @@ def sdpa_op(q, k, v, *_):
     return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
 
 
+_REF_CACHE = {}
+
+
 def errors(B, T, H, D, dtype):
-    """Forward and worst gradient rel. error of the triton op vs the float64 reference on a slice."""
+    """Forward and per-gradient rel. errors of the triton op vs the float64 reference on a slice
+    (the reference is computed once per slice and dtype and reused for every variant)."""
     ins = make_inputs(B, T, H, D, dtype, seed=1)
     sl = [t.detach()[:1, :min(T, 1025), :2].contiguous().requires_grad_() for t in ins]
+    do = torch.randn(sl[0].shape, device=DEV, generator=torch.Generator(device=DEV).manual_seed(2))
+    key = (tuple(sl[0].shape), dtype)
+    if key not in _REF_CACHE:
+        d = [t.detach().double().requires_grad_() for t in sl]
+        ref = 0.5 * (gka_scan_reference(*d[:5]) + gka_scan_reference(*d[:4], d[5], reverse=True))
+        _REF_CACHE[key] = (ref.detach(), torch.autograd.grad(ref, d, do.double()))
+    ref, grads_ref = _REF_CACHE[key]
     o = gka_scan_bidirectional(*sl, backend="triton")
-    d = [t.double() for t in sl]
-    ref = 0.5 * (gka_scan_reference(*d[:5]) + gka_scan_reference(*d[:4], d[5], reverse=True))
-    do = torch.randn(o.shape, device="cuda", generator=torch.Generator(device="cuda").manual_seed(2))
     grads = torch.autograd.grad(o, sl, do.to(o.dtype))
-    grads_ref = torch.autograd.grad(ref, sl, do.double())
     gerr = {n: rel(x, y) for n, x, y in zip(["q", "k", "v", "alpha", "g", "g_rev"], grads, grads_ref)}
     return rel(o, ref), gerr
 
@@ -103,15 +145,15 @@ def errors(B, T, H, D, dtype):
 def kernel_flops(B, T, H, D, ndir=2):
     """FLOPs (2 per multiply-add) the four kernels execute with the current config, padded chunks included.
 
-    tf32x3 dots count once (their 3 tensor-core products are not counted).
+    tf32x3 dots count once (their 3 tensor-core products are not counted); bf16 and tf32 steps count alike.
     """
-    BD, C, _, _, _ = gkf._config(D)
-    f1, f2 = gkf._iters(30, False)
-    b1, b2 = gkf._iters(30, True)
+    BD, C = gkf._config(D)[:2]
+    _, f1, fr, _, f2 = gkf._iters(30, False)
+    _, b1, br, _, b2 = gkf._iters(30, True)
     n = B * H * triton.cdiv(T, C) * C * ndir        # padded tokens over both directions
     it = 2 * BD * BD + 4 * C * BD                    # one application of A per token
-    fwd = (f1 + f2 + 1) * it + 4 * BD * BD + 2 * C * C + 8 * C * BD + 4 * BD * BD
-    bwd = (b1 + b2 + 1) * it + 14 * BD * BD + 4 * C * C + 20 * C * BD + 6 * BD * BD
+    fwd = (f1 + fr * (f2 + 1)) * it + 4 * BD * BD + 2 * C * C + 8 * C * BD + 4 * BD * BD
+    bwd = (b1 + br * (b2 + 1)) * it + 14 * BD * BD + 4 * C * C + 20 * C * BD + 6 * BD * BD
     return n * fwd, n * bwd
 
 
@@ -140,8 +182,9 @@ def profile_split(ins, do):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", nargs="*", default=DEFAULT_SHAPES, help="B,T,H,D")
-    p.add_argument("--variants", nargs="*", default=["tf32:0:0"],
-                   help="triton PREC:CHUNK:WARPS[:PREC_HI] (0 = default per head dim); the first one is used for errors")
+    p.add_argument("--variants", nargs="*", default=["default"],
+                   help="'default' or key=value,... overrides (sched, chunk, warps, cols, hi, states); "
+                        "the first one fills the main table")
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--no-torch", action="store_true", help="skip the torch backend")
     p.add_argument("--no-errors", action="store_true")
@@ -149,7 +192,7 @@ def main():
     p.add_argument("--json", default=None)
     args = p.parse_args()
     dtype = getattr(torch, args.dtype)
-    info = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
+    info = dict(gpu=torch.cuda.get_device_name() if DEV == "cuda" else "cpu", torch=torch.__version__, triton=triton.__version__,
                 date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), dtype=args.dtype,
                 command="python " + " ".join(sys.argv))
     print(json.dumps(info))
@@ -157,7 +200,7 @@ def main():
     for shape in args.shapes:
         B, T, H, D = (int(s) for s in shape.split(","))
         ins = make_inputs(B, T, H, D, dtype)
-        do = torch.randn(B, T, H, D, device="cuda", dtype=dtype)
+        do = torch.randn(B, T, H, D, device=DEV, dtype=dtype)
         row = dict(shape=[B, T, H, D], triton={})
         for variant in args.variants:
             set_variant(variant)
@@ -169,23 +212,27 @@ def main():
             nf, nb = kernel_flops(B, T, H, D)
             row["triton"][variant] += ((nf + nb) / row["triton"][variant][1] / 1e9,)  # TFLOP/s fwd+bwd
             print(shape, "triton", variant, ["%.3f" % x for x in row["triton"][variant]], flush=True)
+            if args.no_errors or row["triton"][variant][0] != row["triton"][variant][0]:
+                continue
+            for name, dt in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+                ef, eg = errors(B, T, H, D, dt)
+                row.setdefault("errors", {}).setdefault(variant, {})[name] = dict(fwd=ef, grad=eg)
+                if variant == args.variants[0]:
+                    row[f"err_{name}"] = dict(fwd=ef, grad=eg)
+                print(shape, "error", variant, name, "fwd %.2e" % ef,
+                      " ".join(f"d{n} {e:.2e}" for n, e in eg.items()), flush=True)
         set_variant(args.variants[0])
         if not args.no_torch:
             row["torch"] = time_op(gka_op("torch"), ins, do)
             print(shape, "torch", ["%.3f" % x for x in row["torch"]], flush=True)
         row["sdpa"] = time_op(sdpa_op, ins, do)
         print(shape, "sdpa", ["%.3f" % x for x in row["sdpa"]], flush=True)
-        if not args.no_errors:
-            for name, dt in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
-                ef, eg = errors(B, T, H, D, dt)
-                row[f"err_{name}"] = dict(fwd=ef, grad=eg)
-                print(shape, "error", name, "fwd %.2e" % ef, " ".join(f"d{n} {e:.2e}" for n, e in eg.items()),
-                      flush=True)
         nf, nb = kernel_flops(B, T, H, D)
         row["gflop_fwd"], row["gflop_bwd"] = nf / 1e9, nb / 1e9
         results.append(row)
         del ins, do
-        torch.cuda.empty_cache()
+        if DEV == "cuda":
+            torch.cuda.empty_cache()
 
     print("\n| B,T,H,D | triton fwd | triton fwd+bwd | torch fwd | torch fwd+bwd | SDPA fwd | SDPA fwd+bwd "
           "| peak MiB triton / torch | fwd+bwd us per 1k tok | err fwd bf16 / fp32 | max grad err bf16 / fp32 |")
@@ -200,19 +247,33 @@ def main():
         print(f"| {B},{T},{H},{D} | {tf:.2f} | {tfb:.2f} | {cf:.2f} | {cfb:.2f} | {sf:.2f} | {sfb:.2f} "
               f"| {tpk:.0f} / {cpk:.0f} | {1e6 * tfb / (B * T):.2f} | {eb[0]} / {ef32[0]} | {eb[1]} / {ef32[1]} |")
     if len(args.variants) > 1:
-        print("\n| B,T,H,D | " + " | ".join(f"{v} fwd / fwd+bwd (TFLOP/s)" for v in args.variants) + " |")
-        print("|---|" + "---|" * len(args.variants))
-        for row in results:
-            cells = [f"{row['triton'][v][0]:.2f} / {row['triton'][v][1]:.2f} ({row['triton'][v][3]:.0f})"
-                     for v in args.variants]
-            print(f"| {','.join(map(str, row['shape']))} | " + " | ".join(cells) + " |")
-    if args.profile:
+        print("\nKernel variants: fwd / fwd+bwd ms (TFLOP/s of the counted FLOPs); errors: fwd / worst gradient, "
+              "bf16 inputs ; fp32 inputs")
+        print("\n| variant | " + " | ".join(",".join(map(str, r["shape"])) for r in results) + " |")
+        print("|---|" + "---|" * len(results))
+        for v in args.variants:
+            cells = []
+            for row in results:
+                t = row["triton"][v]
+                err = row.get("errors", {}).get(v)
+                e = (" ; ".join(f"{err[n]['fwd']:.1e} / {max(err[n]['grad'].values()):.1e}" for n in ("bf16", "fp32"))
+                     if err else "-")
+                cells.append(f"{t[0]:.2f} / {t[1]:.2f} ({t[3]:.0f}); err {e}")
+            print(f"| `{v}` | " + " | ".join(cells) + " |")
+    if args.profile and DEV == "cuda":
         B, T, H, D = (int(s) for s in args.shapes[0].split(","))
         ins = make_inputs(B, T, H, D, dtype)
-        do = torch.randn(B, T, H, D, device="cuda", dtype=dtype)
-        print(f"\nper-kernel ms of one fwd+bwd at {args.shapes[0]} (variant {args.variants[0]}):")
-        for t, name in profile_split(ins, do)[:12]:
-            print(f"  {t:8.3f}  {name[:90]}")
+        do = torch.randn(B, T, H, D, device=DEV, dtype=dtype)
+        for v in args.variants:
+            set_variant(v)
+            try:
+                split = profile_split(ins, do)
+            except Exception as e:
+                print(f"\nprofile of {v} FAILED: {type(e).__name__} {str(e)[:200]}")
+                continue
+            print(f"\nper-kernel ms of one fwd+bwd at {args.shapes[0]} (variant {v}):")
+            for t, name in split[:8]:
+                print(f"  {t:8.3f}  {name[:90]}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(info=info, results=results), f, indent=1)

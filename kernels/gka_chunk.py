@@ -3,12 +3,17 @@
 Four kernels, each launched once for one or both scan directions (the direction is a grid axis; the
 reverse scan reads the tokens from the end with reverse indexing, no flipped copies):
 
-    _fwd_states_kernel   grid (B*H, NDIR)      chunk-start states H_p = sum k k^T, S_p = sum k v^T (sec. 3)
-    _fwd_solve_kernel    grid (NC, B*H, NDIR)  ||H_t||_F, lambda_t, 30 Chebyshev steps (sec. 2), GLA read-out
-    _bwd_solve_kernel    grid (NC, B*H, NDIR)  GLA gradients, second solve qbar = A^-1 xbar, intra-chunk
-                                               covariance/ridge gradients, per-chunk reverse-state increments
-    _bwd_states_kernel   grid (B*H, NDIR)      reverse-time accumulation R_t (sec. 4) and the GLA dh state,
-                                               inter-chunk gradients, reverse cumsum of the gate gradient
+    _fwd_states_kernel   grid (B*H, NDIR, BD/BN)  chunk-start states H_p = sum k k^T, S_p = sum k v^T (sec. 3),
+                                                  BN state columns per program
+    _fwd_solve_kernel    grid (NC, B*H, NDIR)     ||H_t||_F, lambda_t, the Chebyshev solve with refinement
+                                                  rounds (sec. 2), GLA read-out
+    _bwd_solve_kernel    grid (NC, B*H, NDIR)     GLA gradients, second solve qbar = A^-1 xbar, intra-chunk
+                                                  covariance/ridge gradients, per-chunk reverse-state increments
+    _bwd_states_kernel   grid (B*H, NDIR, BD/BN)  reverse-time accumulation R_t (sec. 4) and the GLA dS state,
+                                                  inter-chunk gradients, the write terms of the gate gradient
+
+Every output is per direction ([NDIR, ...], each element stored by one program, no atomics); the caller
+sums the directions and takes the reverse cumsum of the gate gradient.
 
 All state and solver arithmetic is fp32; q/k/v/alpha may be fp32, bf16 or fp16. Head dims are padded
 to BD (a power of two >= 16) with masks; T is a runtime argument (never specialised) and tails are masked.
@@ -60,11 +65,28 @@ def _state_ptr(ptr, slot, BD: tl.constexpr):
 
 
 @triton.jit
+def _state_block_ptr(ptr, slot, r0, c0, BD: tl.constexpr, BR: tl.constexpr, BN: tl.constexpr):
+    """Pointers of the [BR, BN] block at rows r0.., columns c0.. of one padded BD x BD fp32 state."""
+    rows = r0 + tl.arange(0, BR)
+    cols = c0 + tl.arange(0, BN)
+    return ptr + slot * BD * BD + rows[:, None] * BD + cols[None, :]
+
+
+@triton.jit
+def _dot(a, b, PREC: tl.constexpr):
+    """fp32-accumulated a @ b; PREC "bf16" rounds both operands to bf16 (twice the tensor-core rate of
+    tf32), otherwise it is tl.dot's input_precision ("tf32", "tf32x3", "ieee")."""
+    if PREC == "bf16":
+        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+    else:
+        return tl.dot(a, b, input_precision=PREC)
+
+
+@triton.jit
 def _apply_A(X, K, Hp, M, eG, lam, PREC: tl.constexpr):
     """A_t x_t for every row t (GKA.md sec. 3): e^{G_t} H_p x_t + sum_{j<=t} M_tj k_j (k_j . x_t) + lambda_t x_t."""
-    XK = tl.dot(X, tl.trans(K), input_precision=PREC) * M
-    return (eG[:, None] * tl.dot(X, Hp, input_precision=PREC)
-            + tl.dot(XK, K, input_precision=PREC) + lam[:, None] * X)
+    XK = _dot(X, tl.trans(K), PREC) * M
+    return eG[:, None] * _dot(X, Hp, PREC) + _dot(XK, K, PREC) + lam[:, None] * X
 
 
 @triton.jit
@@ -87,15 +109,18 @@ def _chebyshev(B_rhs, K, Hp, M, eG, lam, fro, num_iter, PREC: tl.constexpr):
 
 
 @triton.jit
-def _solve(B_rhs, K, Hp, M, eG, lam, fro, n_first, n_refine, PREC: tl.constexpr, PREC_HI: tl.constexpr):
-    """x = A^-1 b: Chebyshev with PREC dots, then one refinement step (GKA.md sec. 2).
+def _solve(B_rhs, K, Hp, M, eG, lam, fro, n_first, n_rounds, n_refine,
+           PREC_FIRST: tl.constexpr, PREC: tl.constexpr, PREC_HI: tl.constexpr):
+    """x = A^-1 b: n_first Chebyshev steps with PREC_FIRST products, then n_rounds refinement rounds
+    (GKA.md sec. 2 solver, classical iterative refinement around it).
 
-    With tf32 dots, A is applied with ~2e-4 relative error, which the condition number (up to 51) turns
-    into ~1e-2 error in x. Refinement: r = b - A x with PREC_HI (tf32x3, fp32-accurate) dots, then
-    x += Chebyshev(r) in PREC; the error becomes the product of the two solves' errors.
+    With tf32 (bf16) products A is applied with ~2e-4 (~4e-3) relative error, which the condition number
+    (up to 51) turns into ~1e-2 (~0.2) error in x. A round: r = b - A x with PREC_HI (tf32x3,
+    fp32-accurate) products, then x += Chebyshev(r) (n_refine steps, PREC products); each round
+    multiplies the error by about the inner solve's relative error.
     """
-    x = _chebyshev(B_rhs, K, Hp, M, eG, lam, fro, n_first, PREC)
-    if n_refine > 0:
+    x = _chebyshev(B_rhs, K, Hp, M, eG, lam, fro, n_first, PREC_FIRST)
+    for _ in range(n_rounds):
         r = B_rhs - _apply_A(x, K, Hp, M, eG, lam, PREC_HI)
         x += _chebyshev(r, K, Hp, M, eG, lam, fro, n_refine, PREC)
     return x
@@ -112,46 +137,68 @@ def _chunk_gates(gate_ptr, gate_off, tok, valid, BC: tl.constexpr):
     return gg, G, M
 
 
+@triton.jit
+def _load_cols(ptr, tok, valid, c0, D: tl.constexpr, BN: tl.constexpr):
+    """[BC, BN] fp32 tile of columns c0.. of a [.., D] row-major tensor (zeros outside tail and head dim)."""
+    offs = c0 + tl.arange(0, BN)
+    m = valid[:, None] & (offs[None, :] < D)
+    return tl.load(ptr + tok[:, None] * D + offs[None, :], mask=m, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _cols_ptr_mask(ptr, tok, valid, c0, D: tl.constexpr, BN: tl.constexpr):
+    offs = c0 + tl.arange(0, BN)
+    return ptr + tok[:, None] * D + offs[None, :], valid[:, None] & (offs[None, :] < D)
+
+
 @triton.jit(do_not_specialize=["T"])
 def _fwd_states_kernel(k_ptr, v_ptr, gate_ptr, hk_ptr, hv_ptr,
                        T, H, NBH, BTH, NC, dir_base,
-                       D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, PREC: tl.constexpr):
-    """H_p and S_p at the start of every chunk (GKA.md sec. 3 chunk-level scan)."""
+                       D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, BN: tl.constexpr,
+                       PREC: tl.constexpr):
+    """Columns c0..c0+BN of H_p and S_p at the start of every chunk (GKA.md sec. 3 chunk-level scan).
+
+    Grid (B*H, NDIR, BD / BN): the column blocks are independent (H_p[:, J] = sum k k_J^T), which
+    multiplies the programs of this sequential scan by BD / BN.
+    """
     i_bh = tl.program_id(0)
     i_s = tl.program_id(1)
+    c0 = tl.program_id(2) * BN
     rev = (dir_base + i_s) == 1
     i_b = i_bh // H
     i_h = i_bh % H
     gate_off = i_s.to(tl.int64) * BTH
-    Hk = tl.zeros([BD, BD], dtype=tl.float32)
-    Sv = tl.zeros([BD, BD], dtype=tl.float32)
+    Hk = tl.zeros([BD, BN], dtype=tl.float32)
+    Sv = tl.zeros([BD, BN], dtype=tl.float32)
     slot0 = (i_s.to(tl.int64) * NBH + i_bh) * NC
     for c in range(0, NC):
-        tl.store(_state_ptr(hk_ptr, slot0 + c, BD), Hk)
-        tl.store(_state_ptr(hv_ptr, slot0 + c, BD), Sv)
+        tl.store(_state_block_ptr(hk_ptr, slot0 + c, 0, c0, BD, BD, BN), Hk)
+        tl.store(_state_block_ptr(hv_ptr, slot0 + c, 0, c0, BD, BD, BN), Sv)
         valid, tok = _token_offsets(c, T, H, i_b, i_h, rev, BC)
         K = _load_rows(k_ptr, tok, valid, D, BD)
-        V = _load_rows(v_ptr, tok, valid, D, BD)
+        Kn = _load_cols(k_ptr, tok, valid, c0, D, BN)
+        Vn = _load_cols(v_ptr, tok, valid, c0, D, BN)
         gg = tl.load(gate_ptr + gate_off + tok, mask=valid, other=0.0).to(tl.float32)
         G = tl.cumsum(gg, 0)
         g_last = tl.sum(gg, 0)
         Kw = K * tl.exp(g_last - G)[:, None]
         decay = tl.exp(g_last)
-        Hk = decay * Hk + tl.dot(tl.trans(Kw), K, input_precision=PREC)
-        Sv = decay * Sv + tl.dot(tl.trans(Kw), V, input_precision=PREC)
+        Hk = decay * Hk + tl.dot(tl.trans(Kw), Kn, input_precision=PREC)
+        Sv = decay * Sv + tl.dot(tl.trans(Kw), Vn, input_precision=PREC)
 
 
 @triton.jit(do_not_specialize=["T"])
 def _fwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr,
                       o_ptr, x_ptr, fro_ptr,
-                      T, H, NBH, BTH, NC, dir_base, n_first, n_refine,
+                      T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
                       ridge_ratio, ridge_floor, fro2_floor, scale, out_scale,
-                      D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, PREC: tl.constexpr,
-                      PREC_HI: tl.constexpr, ACCUMULATE: tl.constexpr):
+                      D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, PREC_FIRST: tl.constexpr,
+                      PREC: tl.constexpr, PREC_HI: tl.constexpr):
     """Per chunk: ||H_t||_F, lambda_t, x_t = A_t^-1 q_t, q'_t, o_t = scale S_t q'_t (GKA.md secs. 1-3).
 
-    Only the Chebyshev steps use PREC dots; the rest uses PREC_HI: q' can be ~1/a = 50 times larger
-    than q, so the read-out S_t q'_t cancels and needs fp32-accurate products.
+    Only the Chebyshev steps use PREC_FIRST / PREC dots; the rest uses PREC_HI: q' can be ~1/a = 50
+    times larger than q, so the read-out S_t q'_t cancels and needs fp32-accurate products.
+    Each direction writes its own slice of o ([NDIR, B, T, H, D]; no atomics), summed by the caller.
     """
     c = tl.program_id(0)
     i_bh = tl.program_id(1)
@@ -177,7 +224,7 @@ def _fwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr,
     fro = tl.sqrt(tl.maximum(fro2, fro2_floor))
     lam = tl.maximum(ridge_ratio * fro, ridge_floor)
 
-    X = _solve(Q, K, Hp, M, eG, lam, fro, n_first, n_refine, PREC, PREC_HI)
+    X = _solve(Q, K, Hp, M, eG, lam, fro, n_first, n_rounds, n_refine, PREC_FIRST, PREC, PREC_HI)
     alpha = tl.load(a_ptr + tok, mask=valid, other=0.0).to(tl.float32)
     Qp = Q + alpha[:, None] * (X - Q)                  # q'_t = q_t + alpha_t (x_t - q_t)
 
@@ -187,12 +234,9 @@ def _fwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr,
     O = scale * (eG[:, None] * tl.dot(Qp, Sp, input_precision=PREC_HI)
                  + tl.dot(QK, V, input_precision=PREC_HI))
 
-    o_ptrs, m = _rows_ptr_mask(o_ptr, tok, valid, D, BD)
-    if ACCUMULATE:
-        tl.atomic_add(o_ptrs, out_scale * O, mask=m)
-    else:
-        tl.store(o_ptrs, out_scale * O, mask=m)
     dir_tok = gate_off + tok
+    o_ptrs, m = _rows_ptr_mask(o_ptr, dir_tok, valid, D, BD)
+    tl.store(o_ptrs, out_scale * O, mask=m)
     x_ptrs, _ = _rows_ptr_mask(x_ptr, dir_tok, valid, D, BD)
     tl.store(x_ptrs, X, mask=m)
     tl.store(fro_ptr + dir_tok, fro, mask=valid)
@@ -201,10 +245,10 @@ def _fwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr,
 @triton.jit(do_not_specialize=["T"])
 def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_ptr, fro_ptr, do_ptr,
                       dq_ptr, dk_ptr, dv_ptr, da_ptr, dG_ptr, u_ptr, w_ptr,
-                      T, H, NBH, BTH, NC, dir_base, n_first, n_refine,
+                      T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
                       ridge_ratio, ridge_floor, scale, out_scale,
-                      D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, PREC: tl.constexpr,
-                      PREC_HI: tl.constexpr):
+                      D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, PREC_FIRST: tl.constexpr,
+                      PREC: tl.constexpr, PREC_HI: tl.constexpr):
     """Per chunk: everything of the backward that needs no later chunk (GKA.md sec. 4).
 
     dq' from the read-out, xbar = alpha dq', qbar = A^-1 xbar (second Chebyshev solve),
@@ -212,7 +256,8 @@ def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_pt
     intra-chunk dk/dv and gate terms, and the chunk's increments of the reverse states:
     U_c = sum_t e^{G_t} Hbar_t (covariance, R of sec. 4) and W_c = scale sum_t e^{G_t} q'_t do_t^T (GLA).
     Three phases (read-out gradients, solve, covariance gradients) so that only the solve's operands
-    are live during the iterations; results are added to dq/dk/dv as soon as they are known.
+    are live during the iterations. Outputs are per direction ([NDIR, B, T, H, ...], plain stores, no
+    atomics): phase 1 stores its parts of dq/dk, phases 2 and 3 read them back after a barrier.
     """
     c = tl.program_id(0)
     i_bh = tl.program_id(1)
@@ -228,8 +273,8 @@ def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_pt
     eG = tl.exp(G)
     K = _load_rows(k_ptr, tok, valid, D, BD)
     alpha = tl.load(a_ptr + tok, mask=valid, other=0.0).to(tl.float32)
-    dq_ptrs, m = _rows_ptr_mask(dq_ptr, tok, valid, D, BD)
-    dk_ptrs, _ = _rows_ptr_mask(dk_ptr, tok, valid, D, BD)
+    dq_ptrs, m = _rows_ptr_mask(dq_ptr, dir_tok, valid, D, BD)
+    dk_ptrs, _ = _rows_ptr_mask(dk_ptr, dir_tok, valid, D, BD)
 
     # 1. read-out o_t = scale (e^{G_t} S_p^T q'_t + sum_j M_tj (q'_t . k_j) v_j)
     Q = _load_rows(q_ptr, tok, valid, D, BD)
@@ -242,12 +287,12 @@ def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_pt
     dQp = scale * (tl.dot(dOV, K, input_precision=PREC_HI)
                    + eG[:, None] * tl.dot(dO, tl.trans(Sp), input_precision=PREC_HI))
     QK = tl.dot(Qp, tl.trans(K), input_precision=PREC_HI) * M
-    dV_ptrs, _ = _rows_ptr_mask(dv_ptr, tok, valid, D, BD)
-    tl.atomic_add(dV_ptrs, scale * tl.dot(tl.trans(QK), dO, input_precision=PREC_HI), mask=m)
+    dv_ptrs, _ = _rows_ptr_mask(dv_ptr, dir_tok, valid, D, BD)
+    tl.store(dv_ptrs, scale * tl.dot(tl.trans(QK), dO, input_precision=PREC_HI), mask=m)
     dKg = scale * tl.dot(tl.trans(dOV), Qp, input_precision=PREC_HI)
-    tl.atomic_add(dk_ptrs, dKg, mask=m)
-    tl.atomic_add(dq_ptrs, (1.0 - alpha)[:, None] * dQp, mask=m)
-    tl.atomic_add(da_ptr + tok, tl.sum(dQp * (X - Q), 1), mask=valid)
+    tl.store(dk_ptrs, dKg, mask=m)
+    tl.store(dq_ptrs, (1.0 - alpha)[:, None] * dQp, mask=m)
+    tl.store(da_ptr + dir_tok, tl.sum(dQp * (X - Q), 1), mask=valid)
     # gate: read term q'.dq' minus write term k.dk (GLA part)
     dG = tl.sum(Qp * dQp, 1) - tl.sum(K * dKg, 1)
     Wg = scale * tl.dot(tl.trans(Qp * eG[:, None]), dO, input_precision=PREC_HI)
@@ -258,8 +303,9 @@ def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_pt
     Hp = tl.load(_state_ptr(hk_ptr, slot, BD))
     fro = tl.load(fro_ptr + dir_tok, mask=valid, other=1.0)
     lam = tl.maximum(ridge_ratio * fro, ridge_floor)
-    Qb = _solve(rhs, K, Hp, M, eG, lam, fro, n_first, n_refine, PREC, PREC_HI)
-    tl.atomic_add(dq_ptrs, Qb, mask=m)
+    Qb = _solve(rhs, K, Hp, M, eG, lam, fro, n_first, n_rounds, n_refine, PREC_FIRST, PREC, PREC_HI)
+    tl.debug_barrier()  # the phase-1 stores of this program are visible to all its threads after this
+    tl.store(dq_ptrs, tl.load(dq_ptrs, mask=m, other=0.0) + Qb, mask=m)
 
     # 3. covariance and ridge gradients; c_t is zero where the ridge floor is active
     X = _load_rows(x_ptr, dir_tok, valid, D, BD)
@@ -278,7 +324,7 @@ def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_pt
                   + tl.dot(tl.trans(QbK), X, input_precision=PREC_HI))
           + e[:, None] * tl.dot(K, Hp, input_precision=PREC_HI)
           + tl.dot(Wc * KK, K, input_precision=PREC_HI))
-    tl.atomic_add(dk_ptrs, 2.0 * RK, mask=m)
+    tl.store(dk_ptrs, tl.load(dk_ptrs, mask=m, other=0.0) + 2.0 * RK, mask=m)
     # gate: read term <Hbar_t, H_t> = -qbar.(H x) + c ||H||^2, minus write term k^T R k
     dG += -tl.sum(Qb * HX, 1) + cr * fro * fro - tl.sum(K * RK, 1)
     tl.store(dG_ptr + dir_tok, dG, mask=valid)
@@ -291,47 +337,51 @@ def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_pt
 
 
 @triton.jit(do_not_specialize=["T"])
-def _bwd_states_kernel(k_ptr, v_ptr, gate_ptr, u_ptr, w_ptr, dk_ptr, dv_ptr, dG_ptr, dg_ptr,
+def _bwd_states_kernel(k_ptr, v_ptr, gate_ptr, u_ptr, w_ptr, dk_ptr, dv_ptr, dgp_ptr,
                        T, H, NBH, BTH, NC, dir_base,
-                       D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, PREC: tl.constexpr):
-    """Reverse chunk scan: R (sum of later e^{..} Hbar_t, GKA.md sec. 4) and the GLA state gradient.
+                       D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, BN: tl.constexpr,
+                       PREC: tl.constexpr):
+    """Reverse chunk scan of R (sum of later e^{..} Hbar_t, GKA.md sec. 4) and of the GLA state gradient dS.
 
-    Adds the inter-chunk parts of dk (2 R k and the GLA term) and dv, and turns dL/dG^glob into the
-    gate gradient by a reverse cumsum in scan order.
+    Grid (B*H, NDIR, BD / BN): program n owns columns J = n*BN.. of dk and dv, so it carries R[:, J],
+    dS[J, :] (for dk = V dS^T) and dS[:, J] (for dv = K dS). Adds the inter-chunk parts to the per-direction
+    dk/dv written by _bwd_solve_kernel and stores its share of the write terms k.dk_gla + k^T R k of
+    dL/dG^glob into dgp[n] (the caller subtracts their sum and takes the reverse cumsum in scan order).
     """
     i_bh = tl.program_id(0)
     i_s = tl.program_id(1)
+    i_n = tl.program_id(2)
+    c0 = i_n * BN
     rev = (dir_base + i_s) == 1
     i_b = i_bh // H
     i_h = i_bh % H
     gate_off = i_s.to(tl.int64) * BTH
-    R = tl.zeros([BD, BD], dtype=tl.float32)
-    dS = tl.zeros([BD, BD], dtype=tl.float32)
-    run = tl.zeros([1], dtype=tl.float32)
+    R = tl.zeros([BD, BN], dtype=tl.float32)
+    dS_rows = tl.zeros([BN, BD], dtype=tl.float32)
+    dS_cols = tl.zeros([BD, BN], dtype=tl.float32)
     slot0 = (i_s.to(tl.int64) * NBH + i_bh) * NC
+    dgp_off = i_n.to(tl.int64) * tl.num_programs(1) * BTH
     for ci in range(0, NC):
         c = NC - 1 - ci
         valid, tok = _token_offsets(c, T, H, i_b, i_h, rev, BC)
         dir_tok = gate_off + tok
         K = _load_rows(k_ptr, tok, valid, D, BD)
         V = _load_rows(v_ptr, tok, valid, D, BD)
+        Kn = _load_cols(k_ptr, tok, valid, c0, D, BN)
         gg = tl.load(gate_ptr + dir_tok, mask=valid, other=0.0).to(tl.float32)
         G = tl.cumsum(gg, 0)
         g_last = tl.sum(gg, 0)
         w = tl.where(valid, tl.exp(g_last - G), 0.0)
         RK = w[:, None] * tl.dot(K, R, input_precision=PREC)
-        dKg = w[:, None] * tl.dot(V, tl.trans(dS), input_precision=PREC)
-        dV = w[:, None] * tl.dot(K, dS, input_precision=PREC)
-        m_ptrs, m = _rows_ptr_mask(dk_ptr, tok, valid, D, BD)
-        tl.atomic_add(m_ptrs, dKg + 2.0 * RK, mask=m)
-        m_ptrs, m = _rows_ptr_mask(dv_ptr, tok, valid, D, BD)
-        tl.atomic_add(m_ptrs, dV, mask=m)
-        dG = tl.load(dG_ptr + dir_tok, mask=valid, other=0.0)
-        dG = tl.where(valid, dG - tl.sum(K * dKg, 1) - tl.sum(K * RK, 1), 0.0)
-        # g_t enters G^glob_s for every s at or after t in scan order
-        dg = tl.cumsum(dG, 0, reverse=True) + tl.sum(run, 0)
-        run += tl.sum(dG, 0)
-        tl.store(dg_ptr + dir_tok, dg, mask=valid)
+        dKg = w[:, None] * tl.dot(V, tl.trans(dS_rows), input_precision=PREC)
+        dV = w[:, None] * tl.dot(K, dS_cols, input_precision=PREC)
+        dk_ptrs, m = _cols_ptr_mask(dk_ptr, dir_tok, valid, c0, D, BN)
+        tl.store(dk_ptrs, tl.load(dk_ptrs, mask=m, other=0.0) + dKg + 2.0 * RK, mask=m)
+        dv_ptrs, _ = _cols_ptr_mask(dv_ptr, dir_tok, valid, c0, D, BN)
+        tl.store(dv_ptrs, tl.load(dv_ptrs, mask=m, other=0.0) + dV, mask=m)
+        tl.store(dgp_ptr + dgp_off + dir_tok, tl.sum(Kn * dKg, 1) + tl.sum(Kn * RK, 1), mask=valid)
         decay = tl.exp(g_last)
-        R = decay * R + tl.load(_state_ptr(u_ptr, slot0 + c, BD))
-        dS = decay * dS + tl.load(_state_ptr(w_ptr, slot0 + c, BD))
+        slot = slot0 + c
+        R = decay * R + tl.load(_state_block_ptr(u_ptr, slot, 0, c0, BD, BD, BN))
+        dS_rows = decay * dS_rows + tl.load(_state_block_ptr(w_ptr, slot, c0, 0, BD, BN, BD))
+        dS_cols = decay * dS_cols + tl.load(_state_block_ptr(w_ptr, slot, 0, c0, BD, BD, BN))

@@ -4,7 +4,7 @@
     gka_scan_bidirectional_triton(q, k, v, alpha, g, g_rev, *, ridge_ratio=0.02, num_iter=30, scale=None)
 
 Same contract as gka_vision.ops.gka_scan (GKA.md sections 1-5). The bidirectional op runs both scan
-directions in one launch per kernel (direction = last grid axis) and returns 0.5 * (forward + reverse).
+directions in one launch per kernel (direction = a grid axis) and returns 0.5 * (forward + reverse).
 """
 import os
 
@@ -21,38 +21,67 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # chunks needs ~400 KB on the H200, over its 227 KB). Env GKA_TRITON_CHUNK overrides it (the CPU tests
 # use 16 to cover several chunks at T <= 40).
 CHUNK_SIZE = int(os.environ.get("GKA_TRITON_CHUNK", "0")) or None
-# tl.dot input precision of the Chebyshev steps ("tf32": fast, ~2e-4 relative per product) and of
-# everything else ("tf32x3": three tf32 products, fp32-accurate). Env GKA_TRITON_PRECISION and
-# GKA_TRITON_PRECISION_HI override them; the interpreter computes every dot in fp32 anyway.
-DOT_PRECISION = os.environ.get("GKA_TRITON_PRECISION", "tf32")
-DOT_PRECISION_HI = os.environ.get("GKA_TRITON_PRECISION_HI", "tf32x3")
 # Warps per program; None = 4 up to head dim 64, 8 above (two D x D fp32 states need 256 registers per
 # thread at 4 warps for BD = 128). Env GKA_TRITON_WARPS overrides it.
 NUM_WARPS = int(os.environ.get("GKA_TRITON_WARPS", "0")) or None
-# The solve is Chebyshev (num_iter - 10 steps), then one refinement round: r = b - A x with fp32-accurate
-# products, x += Chebyshev(r) (REFINE_ITERS steps). Measured by emulating tf32 rounding on CPU
-# (docs/kernels.md): forward error 8.5e-3 -> 6.5e-5 at T = 197, 1.2e-1 -> 1.1e-3 at T = 1 (rank-one H).
-REFINE_ITERS = 20
-# Extra Chebyshev steps of the backward solve qbar = A^-1 xbar, as in the torch backend
-# (gka_vision.ops.gka_chunked.BACKWARD_EXTRA_ITERS): the key and ridge gradients need qbar about
-# kappa times more accurate than x.
-BACKWARD_EXTRA_ITERS = 10
+# State columns per program of the two chunk-state scans (grid B*H x NDIR x BD/STATE_COLS); None = 32
+# (at most BD). Env GKA_TRITON_STATE_COLS overrides it.
+STATE_COLS = int(os.environ.get("GKA_TRITON_STATE_COLS", "0")) or None
+# tl.dot input precision of every product outside the Chebyshev steps (the residuals of the refinement
+# rounds, ||H_t||_F, the read-out and all gradient terms): "tf32x3" = three tf32 products, fp32-accurate.
+# PREC_STATES: the backward's reverse state scan (tf32 there costs ~1e-2 in the gate gradient, docs/kernels.md).
+DOT_PRECISION_HI = os.environ.get("GKA_TRITON_PRECISION_HI", "tf32x3")
+DOT_PRECISION_STATES = os.environ.get("GKA_TRITON_PRECISION_STATES", "tf32x3")
+# Solve schedule "P1:n1+RxP2:n2" for the forward solve x = A^-1 q, then "/" and the same for the backward
+# solve qbar = A^-1 xbar: n1 Chebyshev steps with P1 products ("bf16", "tf32", "ieee"), then R refinement
+# rounds (residual with DOT_PRECISION_HI products, then n2 Chebyshev steps with P2 products). n1 is the
+# count for num_iter = 30 and moves with num_iter (n1 + num_iter - 30, at least 1). The backward solve
+# needs more steps: the key and ridge gradients want qbar about kappa times more accurate than x
+# (gka_vision.ops.gka_chunked.BACKWARD_EXTRA_ITERS). Measured / predicted errors: docs/kernels.md.
+# Env GKA_TRITON_SCHEDULE overrides it.
+# Default: bf16 products in every Chebyshev step, 3 (forward) / 2 (backward) refinement rounds; predicted by
+# CPU emulation at 0.63 of the cost of "tf32:20+1xtf32:20/tf32:20+1xtf32:30" with smaller errors.
+SOLVE_SCHEDULE = os.environ.get("GKA_TRITON_SCHEDULE", "bf16:15+3xbf16:10/bf16:15+2xbf16:15")
+
+
+def _parse_schedule(spec):
+    """'P1:n1+RxP2:n2/P1:n1+RxP2:n2' -> ((P1, n1, R, P2, n2) forward, (...) backward)."""
+    out = []
+    try:
+        for part in spec.split("/"):
+            first, _, rest = part.partition("+")
+            p1, n1 = first.split(":")
+            if rest:
+                r, p2n2 = rest.split("x", 1)
+                p2, n2 = p2n2.split(":")
+            else:
+                r, p2, n2 = 0, p1, 0
+            out.append((p1, int(n1), int(r), p2, int(n2)))
+    except ValueError:
+        out = []
+    if len(out) != 2 or any(p not in ("bf16", "tf32", "tf32x3", "ieee") for s in out for p in (s[0], s[3])):
+        raise ValueError(f"GKA Triton solve schedule {spec!r}: expected 'P1:n1+RxP2:n2/P1:n1+RxP2:n2' "
+                         "with P in bf16, tf32, tf32x3, ieee (e.g. 'tf32:20+1xtf32:20/tf32:20+1xtf32:30')")
+    return out
 
 
 def _config(D):
-    """(BD, BC, PREC, PREC_HI, num_warps) for head dim D."""
+    """(BD, BC, BN, PREC_HI, PREC_STATES, num_warps) for head dim D."""
     BD = max(16, triton.next_power_of_2(D))
     BC = CHUNK_SIZE or (64 if BD <= 32 else 32 if BD <= 64 else 16)
+    BN = min(BD, STATE_COLS or 32)
     warps = NUM_WARPS or (4 if BD <= 64 else 8)
     if INTERPRET:
-        return BD, BC, "ieee", "ieee", warps
-    return BD, BC, DOT_PRECISION, DOT_PRECISION_HI, warps
+        return BD, BC, BN, "ieee", "ieee", warps
+    return BD, BC, BN, DOT_PRECISION_HI, DOT_PRECISION_STATES, warps
 
 
 def _iters(num_iter, backward):
-    """(first-round steps, refinement steps) of the solve."""
-    first = max(num_iter - 10, 1)
-    return first, REFINE_ITERS + (BACKWARD_EXTRA_ITERS if backward else 0)
+    """(P_first, first-round steps, rounds, P_refine, steps per round) of the forward or backward solve."""
+    p1, n1, r, p2, n2 = _parse_schedule(SOLVE_SCHEDULE)[1 if backward else 0]
+    if INTERPRET:  # the interpreter computes every dot in fp32 (and bf16 dots are wrong there)
+        p1 = p2 = "ieee"
+    return p1, max(n1 + num_iter - 30, 1), r, p2, n2
 
 
 def _check(q, k, v, alpha, gates):
@@ -74,6 +103,11 @@ def _check(q, k, v, alpha, gates):
         raise ValueError("gka_scan_triton: needs CUDA tensors (or TRITON_INTERPRET=1 on CPU)")
 
 
+def _sum_directions(t):
+    """[NDIR, ...] per-direction fp32 results -> their sum (the bidirectional op already scaled by 1/NDIR)."""
+    return t[0] if t.shape[0] == 1 else t.sum(0)
+
+
 class GKATritonFunction(torch.autograd.Function):
     """gates [NDIR, B, T, H] fp32; dir_base 0 (forward first) or 1 (a single reverse scan)."""
 
@@ -81,7 +115,8 @@ class GKATritonFunction(torch.autograd.Function):
     def forward(ctx, q, k, v, alpha, gates, dir_base, ridge_ratio, num_iter, scale):
         B, T, H, D = q.shape
         ndir = gates.shape[0]
-        BD, BC, prec, prec_hi, warps = _config(D)
+        BD, BC, BN, prec_hi, _, warps = _config(D)
+        p1, n1, rounds, p2, n2 = _iters(num_iter, False)
         NC = triton.cdiv(T, BC)
         NBH, BTH = B * H, B * T * H
         q, k, v, alpha = (t.contiguous() for t in (q, k, v, alpha))
@@ -89,21 +124,20 @@ class GKATritonFunction(torch.autograd.Function):
         f32 = dict(dtype=torch.float32, device=q.device)
         hk = torch.empty(ndir, NBH, NC, BD, BD, **f32)
         hv = torch.empty(ndir, NBH, NC, BD, BD, **f32)
-        o = (torch.zeros if ndir > 1 else torch.empty)(B, T, H, D, **f32)
+        o = torch.empty(ndir, B, T, H, D, **f32)
         x = torch.empty(ndir, B, T, H, D, **f32)
         fro = torch.empty(ndir, B, T, H, **f32)
         out_scale = 1.0 / ndir
-        _fwd_states_kernel[(NBH, ndir)](k, v, gates, hk, hv, T, H, NBH, BTH, NC, dir_base,
-                                        D=D, BD=BD, BC=BC, PREC=prec_hi, num_warps=warps)
+        _fwd_states_kernel[(NBH, ndir, BD // BN)](k, v, gates, hk, hv, T, H, NBH, BTH, NC, dir_base,
+                                                  D=D, BD=BD, BC=BC, BN=BN, PREC=prec_hi, num_warps=warps)
         _fwd_solve_kernel[(NC, NBH, ndir)](q, k, v, alpha, gates, hk, hv, o, x, fro,
-                                           T, H, NBH, BTH, NC, dir_base, *_iters(num_iter, False),
+                                           T, H, NBH, BTH, NC, dir_base, n1, rounds, n2,
                                            ridge_ratio, RIDGE_FLOOR, FRO2_FLOOR, scale, out_scale,
-                                           D=D, BD=BD, BC=BC, PREC=prec, PREC_HI=prec_hi,
-                                           ACCUMULATE=ndir > 1,
+                                           D=D, BD=BD, BC=BC, PREC_FIRST=p1, PREC=p2, PREC_HI=prec_hi,
                                            num_warps=warps)
         ctx.save_for_backward(q, k, v, alpha, gates, hk, hv, x, fro)
         ctx.opts = (dir_base, ridge_ratio, num_iter, scale, out_scale)
-        return o.to(q.dtype)
+        return _sum_directions(o).to(q.dtype)
 
     @staticmethod
     def backward(ctx, do):
@@ -111,29 +145,38 @@ class GKATritonFunction(torch.autograd.Function):
         dir_base, ridge_ratio, num_iter, scale, out_scale = ctx.opts
         B, T, H, D = q.shape
         ndir = gates.shape[0]
-        BD, BC, prec, prec_hi, warps = _config(D)
+        BD, BC, BN, prec_hi, prec_states, warps = _config(D)
+        p1, n1, rounds, p2, n2 = _iters(num_iter, True)
         NC = triton.cdiv(T, BC)
         NBH, BTH = B * H, B * T * H
         do = do.contiguous()
         f32 = dict(dtype=torch.float32, device=q.device)
-        dq = torch.zeros(B, T, H, D, **f32)
-        dk = torch.zeros(B, T, H, D, **f32)
-        dv = torch.zeros(B, T, H, D, **f32)
-        da = torch.zeros(B, T, H, **f32)
+        # per-direction results, every element written once by the solve kernel (plain stores)
+        dq = torch.empty(ndir, B, T, H, D, **f32)
+        dk = torch.empty(ndir, B, T, H, D, **f32)
+        dv = torch.empty(ndir, B, T, H, D, **f32)
+        da = torch.empty(ndir, B, T, H, **f32)
         dG = torch.empty(ndir, B, T, H, **f32)
-        dg = torch.empty(ndir, B, T, H, **f32)
+        dgp = torch.empty(BD // BN, ndir, B, T, H, **f32)
         u = torch.empty_like(hk)
         w = torch.empty_like(hv)
         _bwd_solve_kernel[(NC, NBH, ndir)](q, k, v, alpha, gates, hk, hv, x, fro, do,
                                            dq, dk, dv, da, dG, u, w,
-                                           T, H, NBH, BTH, NC, dir_base, *_iters(num_iter, True),
+                                           T, H, NBH, BTH, NC, dir_base, n1, rounds, n2,
                                            ridge_ratio, RIDGE_FLOOR, scale, out_scale,
-                                           D=D, BD=BD, BC=BC, PREC=prec, PREC_HI=prec_hi,
+                                           D=D, BD=BD, BC=BC, PREC_FIRST=p1, PREC=p2, PREC_HI=prec_hi,
                                            num_warps=warps)
-        _bwd_states_kernel[(NBH, ndir)](k, v, gates, u, w, dk, dv, dG, dg,
-                                        T, H, NBH, BTH, NC, dir_base,
-                                        D=D, BD=BD, BC=BC, PREC=prec_hi, num_warps=warps)
-        return (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), da.to(alpha.dtype), dg,
+        _bwd_states_kernel[(NBH, ndir, BD // BN)](k, v, gates, u, w, dk, dv, dgp,
+                                                  T, H, NBH, BTH, NC, dir_base,
+                                                  D=D, BD=BD, BC=BC, BN=BN, PREC=prec_states, num_warps=warps)
+        # dL/dG^glob_t (read terms from the solve kernel minus the inter-chunk write terms); g_t enters
+        # G^glob of every later position in scan order: reverse cumsum for the forward scan, cumsum over
+        # t for the reverse scan
+        dG = dG - dgp.sum(0)
+        dg = torch.stack([dG[s].cumsum(1) if dir_base + s == 1 else dG[s].flip(1).cumsum(1).flip(1)
+                          for s in range(ndir)])
+        return (_sum_directions(dq).to(q.dtype), _sum_directions(dk).to(k.dtype),
+                _sum_directions(dv).to(v.dtype), _sum_directions(da).to(alpha.dtype), dg,
                 None, None, None, None)
 
 

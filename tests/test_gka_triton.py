@@ -88,7 +88,12 @@ _CASES = ["fwd_T37_D16", "rev_T37_D16", "bi_T40_D32", "bi_T23_D20_dispatch", "re
 
 @pytest.fixture(scope="module")
 def interpreter_results():
-    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1", GKA_TRITON_CHUNK="16")
+    # 16-token chunks and 16-column state blocks: several chunks and several column programs of the state
+    # scans at T <= 40, D >= 17; the default solve schedule (several refinement rounds; the interpreter
+    # computes its bf16/tf32 products in fp32, so this checks the step counts and the algebra)
+    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1", GKA_TRITON_CHUNK="16",
+               GKA_TRITON_STATE_COLS="16")
+    env.pop("GKA_TRITON_SCHEDULE", None)
     proc = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
@@ -135,7 +140,11 @@ def test_triton_bad_inputs_raise():
         gka_scan_triton(big, big, big, a[:, :, :1], g[:, :, :1])
 
 
-def test_triton_backward_extra_iters_match_torch_backend():
-    from gka_kernels.gka_function import BACKWARD_EXTRA_ITERS
-    from gka_vision.ops.gka_chunked import BACKWARD_EXTRA_ITERS as TORCH_EXTRA
-    assert BACKWARD_EXTRA_ITERS == TORCH_EXTRA
+def test_solve_schedule_parsing():
+    from gka_kernels.gka_function import SOLVE_SCHEDULE, _parse_schedule
+    fwd, bwd = _parse_schedule(SOLVE_SCHEDULE)
+    assert fwd[1] >= 1 and bwd[1] >= 1
+    assert _parse_schedule("bf16:20+2xbf16:10/tf32:30") == [("bf16", 20, 2, "bf16", 10), ("tf32", 30, 0, "tf32", 0)]
+    for bad in ("tf32:20", "fp8:20+1xtf32:10/tf32:20", "tf32:x+1xtf32:10/tf32:20", "tf32:20+1tf32:10/tf32:20"):
+        with pytest.raises(ValueError, match="solve schedule"):
+            _parse_schedule(bad)
