@@ -6,7 +6,7 @@
 For every (B, T, H, D): median ms (triton.testing.do_bench) of the forward and forward+backward of
 gka_scan_bidirectional with backend="triton" (each kernel variant: "default" or comma-separated overrides
 of kernels/gka_function.py's settings, e.g. "sched=bf16:20+2xbf16:10/bf16:20+2xbf16:15,chunk=32,warps=4,
-cols=16,hi=tf32x3,states=tf32x3"), of the same op with
+cols=16,hi=tf32x3,states=tf32x3,grad=tf32"), of the same op with
 backend="torch", and of F.scaled_dot_product_attention (non-causal, [B, H, T, D]); peak memory of one
 forward+backward; relative error vs the float64 reference (exact solve) on a slice (first batch element,
 first 2 heads, at most 1025 tokens), for bf16 and fp32 inputs and every variant. Also prints the per-kernel time split
@@ -57,11 +57,11 @@ def rel(x, y):
 
 
 _DEFAULTS = dict(sched=gkf.SOLVE_SCHEDULE, chunk=gkf.CHUNK_SIZE, warps=gkf.NUM_WARPS, cols=gkf.STATE_COLS,
-                 hi=gkf.DOT_PRECISION_HI, states=gkf.DOT_PRECISION_STATES)
+                 hi=gkf.DOT_PRECISION_HI, states=gkf.DOT_PRECISION_STATES, grad=gkf.DOT_PRECISION_GRAD)
 
 
 def set_variant(variant):
-    """'default' or 'key=value,...' with keys sched, chunk, warps, cols (0 = per-head-dim default), hi, states."""
+    """'default' or 'key=value,...' with keys sched, chunk, warps, cols (0 = per-head-dim default), hi, states, grad."""
     cfg = dict(_DEFAULTS)
     if variant != "default":
         for item in variant.split(","):
@@ -71,7 +71,7 @@ def set_variant(variant):
             cfg[key] = (int(val) or None) if key in ("chunk", "warps", "cols") else val
     gkf._parse_schedule(cfg["sched"])  # a bad schedule fails here, with its message
     gkf.SOLVE_SCHEDULE, gkf.CHUNK_SIZE, gkf.NUM_WARPS, gkf.STATE_COLS = cfg["sched"], cfg["chunk"], cfg["warps"], cfg["cols"]
-    gkf.DOT_PRECISION_HI, gkf.DOT_PRECISION_STATES = cfg["hi"], cfg["states"]
+    gkf.DOT_PRECISION_HI, gkf.DOT_PRECISION_STATES, gkf.DOT_PRECISION_GRAD = cfg["hi"], cfg["states"], cfg["grad"]
 
 
 def bench(fn, grad_to_none=None):
@@ -183,7 +183,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", nargs="*", default=DEFAULT_SHAPES, help="B,T,H,D")
     p.add_argument("--variants", nargs="*", default=["default"],
-                   help="'default' or key=value,... overrides (sched, chunk, warps, cols, hi, states); "
+                   help="'default' or key=value,... overrides (sched, chunk, warps, cols, hi, states, grad); "
                         "the first one fills the main table")
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--no-torch", action="store_true", help="skip the torch backend")

@@ -248,7 +248,7 @@ def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_pt
                       T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
                       ridge_ratio, ridge_floor, scale, out_scale,
                       D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, PREC_FIRST: tl.constexpr,
-                      PREC: tl.constexpr, PREC_HI: tl.constexpr):
+                      PREC: tl.constexpr, PREC_HI: tl.constexpr, PREC_GRAD: tl.constexpr):
     """Per chunk: everything of the backward that needs no later chunk (GKA.md sec. 4).
 
     dq' from the read-out, xbar = alpha dq', qbar = A^-1 xbar (second Chebyshev solve),
@@ -258,6 +258,7 @@ def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_pt
     Three phases (read-out gradients, solve, covariance gradients) so that only the solve's operands
     are live during the iterations. Outputs are per direction ([NDIR, B, T, H, ...], plain stores, no
     atomics): phase 1 stores its parts of dq/dk, phases 2 and 3 read them back after a barrier.
+    PREC_HI: the residuals of the solve; PREC_GRAD: every other product.
     """
     c = tl.program_id(0)
     i_bh = tl.program_id(1)
@@ -283,19 +284,19 @@ def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_pt
     dO = out_scale * _load_rows(do_ptr, tok, valid, D, BD)
     Sp = tl.load(_state_ptr(hv_ptr, slot, BD))
     Qp = Q + alpha[:, None] * (X - Q)
-    dOV = tl.dot(dO, tl.trans(V), input_precision=PREC_HI) * M
-    dQp = scale * (tl.dot(dOV, K, input_precision=PREC_HI)
-                   + eG[:, None] * tl.dot(dO, tl.trans(Sp), input_precision=PREC_HI))
-    QK = tl.dot(Qp, tl.trans(K), input_precision=PREC_HI) * M
+    dOV = tl.dot(dO, tl.trans(V), input_precision=PREC_GRAD) * M
+    dQp = scale * (tl.dot(dOV, K, input_precision=PREC_GRAD)
+                   + eG[:, None] * tl.dot(dO, tl.trans(Sp), input_precision=PREC_GRAD))
+    QK = tl.dot(Qp, tl.trans(K), input_precision=PREC_GRAD) * M
     dv_ptrs, _ = _rows_ptr_mask(dv_ptr, dir_tok, valid, D, BD)
-    tl.store(dv_ptrs, scale * tl.dot(tl.trans(QK), dO, input_precision=PREC_HI), mask=m)
-    dKg = scale * tl.dot(tl.trans(dOV), Qp, input_precision=PREC_HI)
+    tl.store(dv_ptrs, scale * tl.dot(tl.trans(QK), dO, input_precision=PREC_GRAD), mask=m)
+    dKg = scale * tl.dot(tl.trans(dOV), Qp, input_precision=PREC_GRAD)
     tl.store(dk_ptrs, dKg, mask=m)
     tl.store(dq_ptrs, (1.0 - alpha)[:, None] * dQp, mask=m)
     tl.store(da_ptr + dir_tok, tl.sum(dQp * (X - Q), 1), mask=valid)
     # gate: read term q'.dq' minus write term k.dk (GLA part)
     dG = tl.sum(Qp * dQp, 1) - tl.sum(K * dKg, 1)
-    Wg = scale * tl.dot(tl.trans(Qp * eG[:, None]), dO, input_precision=PREC_HI)
+    Wg = scale * tl.dot(tl.trans(Qp * eG[:, None]), dO, input_precision=PREC_GRAD)
     tl.store(_state_ptr(w_ptr, slot, BD), Wg)
     rhs = alpha[:, None] * dQp
 
@@ -311,28 +312,28 @@ def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_pt
     X = _load_rows(x_ptr, dir_tok, valid, D, BD)
     ridge_active = valid & (ridge_ratio * fro > ridge_floor)
     cr = tl.where(ridge_active, -ridge_ratio * tl.sum(X * Qb, 1) / fro, 0.0)
-    XK = tl.dot(X, tl.trans(K), input_precision=PREC_HI) * M
-    QbK = tl.dot(Qb, tl.trans(K), input_precision=PREC_HI) * M
-    HX = eG[:, None] * tl.dot(X, Hp, input_precision=PREC_HI) + tl.dot(XK, K, input_precision=PREC_HI)
+    XK = tl.dot(X, tl.trans(K), input_precision=PREC_GRAD) * M
+    QbK = tl.dot(Qb, tl.trans(K), input_precision=PREC_GRAD) * M
+    HX = eG[:, None] * tl.dot(X, Hp, input_precision=PREC_GRAD) + tl.dot(XK, K, input_precision=PREC_GRAD)
     # e_j = sum_t M_tj c_t e^{G_t};  Wc_ij = sum_t M_ti c_t M_tj
     ce = cr * eG
     e = tl.sum(M * ce[:, None], 0)
-    Wc = tl.dot(tl.trans(M), M * cr[:, None], input_precision=PREC_HI)
-    KK = tl.dot(K, tl.trans(K), input_precision=PREC_HI)
+    Wc = tl.dot(tl.trans(M), M * cr[:, None], input_precision=PREC_GRAD)
+    KK = tl.dot(K, tl.trans(K), input_precision=PREC_GRAD)
     # (sum_{t>=j in chunk} M_tj Hbar_t) k_j
-    RK = (-0.5 * (tl.dot(tl.trans(XK), Qb, input_precision=PREC_HI)
-                  + tl.dot(tl.trans(QbK), X, input_precision=PREC_HI))
-          + e[:, None] * tl.dot(K, Hp, input_precision=PREC_HI)
-          + tl.dot(Wc * KK, K, input_precision=PREC_HI))
+    RK = (-0.5 * (tl.dot(tl.trans(XK), Qb, input_precision=PREC_GRAD)
+                  + tl.dot(tl.trans(QbK), X, input_precision=PREC_GRAD))
+          + e[:, None] * tl.dot(K, Hp, input_precision=PREC_GRAD)
+          + tl.dot(Wc * KK, K, input_precision=PREC_GRAD))
     tl.store(dk_ptrs, tl.load(dk_ptrs, mask=m, other=0.0) + 2.0 * RK, mask=m)
     # gate: read term <Hbar_t, H_t> = -qbar.(H x) + c ||H||^2, minus write term k^T R k
     dG += -tl.sum(Qb * HX, 1) + cr * fro * fro - tl.sum(K * RK, 1)
     tl.store(dG_ptr + dir_tok, dG, mask=valid)
 
     sigma = tl.sum(ce * eG, 0)
-    U = (-0.5 * (tl.dot(tl.trans(X * eG[:, None]), Qb, input_precision=PREC_HI)
-                 + tl.dot(tl.trans(Qb * eG[:, None]), X, input_precision=PREC_HI))
-         + sigma * Hp + tl.dot(tl.trans(K * e[:, None]), K, input_precision=PREC_HI))
+    U = (-0.5 * (tl.dot(tl.trans(X * eG[:, None]), Qb, input_precision=PREC_GRAD)
+                 + tl.dot(tl.trans(Qb * eG[:, None]), X, input_precision=PREC_GRAD))
+         + sigma * Hp + tl.dot(tl.trans(K * e[:, None]), K, input_precision=PREC_GRAD))
     tl.store(_state_ptr(u_ptr, slot, BD), U)
 
 

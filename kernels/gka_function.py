@@ -32,6 +32,8 @@ STATE_COLS = int(os.environ.get("GKA_TRITON_STATE_COLS", "0")) or None
 # PREC_STATES: the backward's reverse state scan (tf32 there costs ~1e-2 in the gate gradient, docs/kernels.md).
 DOT_PRECISION_HI = os.environ.get("GKA_TRITON_PRECISION_HI", "tf32x3")
 DOT_PRECISION_STATES = os.environ.get("GKA_TRITON_PRECISION_STATES", "tf32x3")
+# PREC_GRAD: the products of the backward solve kernel outside the solve (read-out and covariance gradients).
+DOT_PRECISION_GRAD = os.environ.get("GKA_TRITON_PRECISION_GRAD", "tf32x3")
 # Solve schedule "P1:n1+RxP2:n2" for the forward solve x = A^-1 q, then "/" and the same for the backward
 # solve qbar = A^-1 xbar: n1 Chebyshev steps with P1 products ("bf16", "tf32", "ieee"), then R refinement
 # rounds (residual with DOT_PRECISION_HI products, then n2 Chebyshev steps with P2 products). n1 is the
@@ -165,6 +167,7 @@ class GKATritonFunction(torch.autograd.Function):
                                            T, H, NBH, BTH, NC, dir_base, n1, rounds, n2,
                                            ridge_ratio, RIDGE_FLOOR, scale, out_scale,
                                            D=D, BD=BD, BC=BC, PREC_FIRST=p1, PREC=p2, PREC_HI=prec_hi,
+                                           PREC_GRAD="ieee" if INTERPRET else DOT_PRECISION_GRAD,
                                            num_warps=warps)
         _bwd_states_kernel[(NBH, ndir, BD // BN)](k, v, gates, u, w, dk, dv, dgp,
                                                   T, H, NBH, BTH, NC, dir_base,
