@@ -4,6 +4,7 @@
 #   bash scripts/gpu_kernel_check.sh [tests|bench|all|quick] [extra benchmark args...]
 # quick: a subset of the tests (D 64 and 128, T = 1, one direction, zero keys, bf16 and fp16, no recompilation) and the benchmark
 # with the default config only and without the slow torch backend (about 3-4 minutes on an H200).
+# Env TESTS_TIMEOUT / BENCH_TIMEOUT (seconds, default 400 each) bound the two halves of `all`.
 set -o pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-output/gpu_check}
@@ -24,9 +25,11 @@ if [ "$what" = quick ]; then
         | tee "$OUT/bench.log" || rc=1
 fi
 if [ "$what" = tests ] || [ "$what" = all ]; then
-    python3 -m pytest tests/gpu -v -s -p no:cacheprovider -o addopts="" 2>&1 | tee "$OUT/gpu_tests.log" || rc=1
+    timeout "${TESTS_TIMEOUT:-400}" python3 -m pytest tests/gpu -v -s -p no:cacheprovider -o addopts="" 2>&1 \
+        | tee "$OUT/gpu_tests.log" || rc=1
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
-    python3 benchmarks/bench_gka_core.py --profile --json "$OUT/bench.json" "$@" 2>&1 | tee "$OUT/bench.log" || rc=1
+    timeout "${BENCH_TIMEOUT:-400}" python3 benchmarks/bench_gka_core.py --profile --json "$OUT/bench.json" "$@" 2>&1 \
+        | tee "$OUT/bench.log" || rc=1
 fi
 exit $rc
