@@ -1,18 +1,34 @@
 """One harness for every model: GKA, the Mamba baselines, DeiT and MambaOut, timed the same way.
 
 For each model it measures, on one device, in one run:
-  - parameters, and GMACs at --flops-res (fvcore, batch 1, eval; the scan ops that fvcore cannot see
-    inside are counted by their own formulas: gka_vision.ops.FVCORE_HANDLES, selective_scan's handle,
-    and attention's scaled_dot_product_attention, which fvcore skips otherwise);
+  - parameters, and GMACs at --flops-res (fvcore, batch 1, eval, on the measurement device with the
+    PyTorch scan; the scan ops that fvcore cannot see inside are counted by their own formulas:
+    gka_vision.ops.FVCORE_HANDLES, selective_scan's handle, and attention's scaled_dot_product_attention);
   - inference throughput (images/s, autocast --dtype, no grad) at each --batch-sizes;
   - training-step throughput (forward + backward + AdamW step, autocast --dtype) and its peak memory;
   - a resolution sweep (--resolutions) at --sweep-batch: inference and training throughput and peak memory.
-It writes <out>/<prefix>.json, <prefix>.md (tables with command, hardware, versions, date) and PNG plots
-of throughput and memory against resolution. Out-of-memory points are recorded as OOM, not skipped silently.
+
+Bounded and robust, for a single GPU run under a wall-clock limit:
+  - points run in priority order: first the issue's targets (train img/s at the first batch size of
+    gkavision_tiny vs mambavision_tiny and gka_small vs mamba_vim_small, then peak memory at the largest
+    resolution of gka_tiny/gka_small vs deit_tiny/deit_small, then the targets at the other batch sizes),
+    then GMACs, then everything else; once --time-budget-s has passed, the remaining points are recorded
+    as "skipped (time budget)" without running;
+  - each point has --warmup untimed steps (the first compiles the Triton kernels) and then at most --iters
+    timed steps, fewer once --point-time-s of timed steps have run;
+  - any failure of a point (OOM, a Triton compile error, anything) is recorded with its message and the run
+    goes on; if a project model fails with a Triton scan, it falls back to the PyTorch scan (recorded);
+  - the Mamba baselines get their best available scan: on CUDA their first training point is also timed
+    with the PyTorch scan, and the faster of the two is kept for that model (both recorded);
+  - <out>/<prefix>.json and .md are rewritten after every point, so a kill leaves the data measured so far;
+    --render re-writes the .md and the plots from the .json.
+It writes <out>/<prefix>.json, <prefix>.md (target ratios, tables, command, hardware, versions, date) and
+PNG plots of throughput and memory against resolution.
 
 Examples:
-    python benchmarks/compare.py                      # the full comparison on a GPU, results in docs/
-    python benchmarks/compare.py --smoke --out /tmp/x  # a minute on CPU: two models, tiny sizes
+    python benchmarks/compare.py --time-budget-s 300    # the full comparison on a GPU, results in docs/
+    python benchmarks/compare.py --smoke --out /tmp/x   # a minute on CPU: two models, tiny sizes
+    python benchmarks/compare.py --render --out docs    # tables and plots again from docs/compare.json
 """
 from __future__ import annotations
 
@@ -24,7 +40,9 @@ import platform
 import statistics
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional
+import functools
+import types
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -47,12 +65,21 @@ SMOKE_KWARGS = {  # shallow versions, so that the CPU smoke run takes seconds
 }
 PROJECT_MODULES = ('gka_vit', 'mamba_vim', 'mambavision', 'gkavision')
 DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16, 'fp32': torch.float32}
+# the issue's targets, measured in the same run: (model, baseline, required ratio of training images/s)
+THROUGHPUT_TARGETS = [('gkavision_tiny', 'mambavision_tiny', 0.85),
+                      ('gka_small_patch16_224', 'mamba_vim_small_patch16_224', 1.0)]
+# (model, reference): peak memory at the largest resolution of the sweep must be below the reference's
+MEMORY_TARGETS = [('gka_tiny_patch16_224', 'deit_tiny_patch16_224'),
+                  ('gka_small_patch16_224', 'deit_small_patch16_224')]
+SKIPPED = 'skipped (time budget)'
+PENDING = 'pending'  # planned, not reached yet (what a killed run leaves in the json)
 
 
 # ------------------------------------------------------------------------------------------- models
 
-def _project_models() -> set:
-    return {n for m in PROJECT_MODULES for n in timm.list_models(module=m)}
+@functools.lru_cache(maxsize=None)
+def _project_models() -> frozenset:
+    return frozenset(n for m in PROJECT_MODULES for n in timm.list_models(module=m))
 
 
 def build_model(name: str, res: int, backend: Optional[str], device: torch.device,
@@ -73,14 +100,12 @@ def scan_backend_used(name: str, device: torch.device, backend: Optional[str]) -
     """Which scan implementation the model's mixers run with on this device ('-' for models without one)."""
     if name not in _project_models():
         return '-'
-    if backend and backend != 'auto':
-        return backend
     x = torch.zeros(1, 1, 1, device=device)
     if name.startswith('mamba'):
         from gka_vision.ops.selective_scan import _resolve_backend
-        return 'selective_scan:' + _resolve_backend('auto', x, x, x)
+        return 'selective_scan:' + (backend if backend and backend != 'auto' else _resolve_backend('auto', x, x, x))
     from gka_vision.ops.gka_scan import _resolve_backend as gka_resolve
-    return 'gka_scan:' + gka_resolve('auto', device)
+    return 'gka_scan:' + (backend if backend and backend != 'auto' else gka_resolve('auto', device))
 
 
 # -------------------------------------------------------------------------------------------- flops
@@ -96,6 +121,13 @@ def count_gmacs(model: torch.nn.Module, res: int, in_chans: int = 3) -> Optional
     return count_flops(model, (in_chans, res, res), device=next(model.parameters()).device)["gflops"]
 
 
+def set_scan_backend(model: torch.nn.Module, backend: str) -> None:
+    """Switch every scan mixer of a project model to `backend` (same weights)."""
+    for m in model.modules():
+        if hasattr(m, 'backend') and isinstance(getattr(m, 'backend'), str):
+            m.backend = backend
+
+
 # ------------------------------------------------------------------------------------------- timing
 
 def _sync(device: torch.device):
@@ -103,21 +135,14 @@ def _sync(device: torch.device):
         torch.cuda.synchronize(device)
 
 
-def _median_seconds(fn: Callable[[], None], warmup: int, iters: int, device: torch.device) -> float:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def _is_oom(err: BaseException) -> bool:
     return isinstance(err, torch.cuda.OutOfMemoryError) or 'out of memory' in str(err).lower()
+
+
+def _message(err: BaseException, limit: int = 600) -> str:
+    """One line: exception type and message (middle cut out when long, e.g. Triton compile errors)."""
+    text = ' '.join(f'{type(err).__name__}: {err}'.split())
+    return text if len(text) <= limit else text[:limit // 2] + ' [...] ' + text[-limit // 2:]
 
 
 def _reset_memory(device: torch.device):
@@ -130,9 +155,27 @@ def _peak_gb(device: torch.device) -> Optional[float]:
     return torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == 'cuda' else None
 
 
+def cuda_healthy(device: torch.device) -> bool:
+    """False when the CUDA context is unusable (e.g. after an illegal memory access in a kernel)."""
+    if device.type != 'cuda':
+        return True
+    try:
+        torch.cuda.synchronize(device)
+        return torch.ones(1, device=device).add(1).item() == 2.0
+    except Exception:  # noqa: BLE001
+        return False
+
+
 def measure(model: torch.nn.Module, batch: int, res: int, mode: str, dtype: torch.dtype, device: torch.device,
-            warmup: int, iters: int) -> Dict[str, Any]:
-    """Images/s and peak memory of inference ('infer') or one training step ('train'); OOM is recorded."""
+            warmup: int, iters: int, point_time_s: Optional[float] = None,
+            deadline: Optional[float] = None) -> Dict[str, Any]:
+    """Images/s and peak memory of inference ('infer') or one training step ('train').
+
+    `warmup` untimed steps (at least one: it compiles the Triton kernels; the others stop once they add up to
+    `point_time_s` or `deadline` has passed; all timed together as warmup_s), then up to
+    `iters` timed steps, stopping early once they add up to `point_time_s` (at least two) or `deadline`
+    (time.monotonic(), at least one) has passed; the median step gives images/s. A non-finite output or loss
+    is an error. Never raises: OOM gives status 'OOM', any other failure status 'error' with its message."""
     in_chans = getattr(model, 'in_chans', 3)
     num_classes = max(getattr(model, 'num_classes', 1000), 1)
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
@@ -144,7 +187,7 @@ def measure(model: torch.nn.Module, batch: int, res: int, mode: str, dtype: torc
 
             def step():
                 with torch.inference_mode(), autocast:
-                    model(x)
+                    return model(x)
         else:
             model.train()
             y = torch.randint(0, num_classes, (batch,), device=device)
@@ -156,26 +199,297 @@ def measure(model: torch.nn.Module, batch: int, res: int, mode: str, dtype: torc
                     loss = F.cross_entropy(model(x).float(), y)
                 loss.backward()
                 opt.step()
-        seconds = _median_seconds(step, warmup, iters, device)
-        return dict(img_s=batch / seconds, ms=1e3 * seconds, peak_gb=_peak_gb(device), status='ok')
-    except Exception as err:  # noqa: BLE001  (OOM is a result; anything else is re-raised)
-        if not _is_oom(err):
-            raise
-        return dict(img_s=None, ms=None, peak_gb=None, status='OOM')
+                return loss.detach()
+        t0 = time.perf_counter()
+        out = step()  # compiles
+        _sync(device)
+        t1 = time.perf_counter()
+        for _ in range(warmup - 1):  # slow steps (or the deadline) cut the warm-up short
+            if (point_time_s is not None and time.perf_counter() - t1 >= point_time_s) or \
+                    (deadline is not None and time.monotonic() > deadline):
+                break
+            out = step()
+            _sync(device)
+        warmup_s = time.perf_counter() - t0
+        if not bool(torch.isfinite(out.float()).all()):
+            raise FloatingPointError(f'non-finite {"loss" if mode == "train" else "output"} after warm-up')
+        del out
+        times: List[float] = []
+        while len(times) < max(iters, 1):
+            t0 = time.perf_counter()
+            step()
+            _sync(device)
+            times.append(time.perf_counter() - t0)
+            if point_time_s is not None and len(times) >= 2 and sum(times) >= point_time_s:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                break
+        seconds = statistics.median(times)
+        return dict(img_s=batch / seconds, ms=1e3 * seconds, peak_gb=_peak_gb(device), status='ok',
+                    iters=len(times), warmup_s=round(warmup_s, 2))
+    except Exception as err:  # noqa: BLE001  (a failed point is a result, the run goes on)
+        status = 'OOM' if _is_oom(err) else 'error'
+        return dict(img_s=None, ms=None, peak_gb=None, status=status, error=_message(err))
     finally:
         model.zero_grad(set_to_none=True)
         _reset_memory(device)
 
 
+# --------------------------------------------------------------------------------------------- plan
+
+Task = Tuple[str, str, int, str]  # (kind, model, batch size or resolution, mode)
+
+
+def plan(args) -> List[Task]:
+    """Every point of the run, most important first (see the module docstring). Kinds: 'bs' (a batch size at
+    --res), 'sweep' (a resolution at --sweep-batch), 'gmacs'."""
+    models, b0, top = args.models, args.batch_sizes[0], max(args.resolutions)
+    tasks: List[Task] = []
+
+    def add(*t):
+        if t not in tasks:
+            tasks.append(t)
+
+    thr = [m for pair in THROUGHPUT_TARGETS for m in pair[:2] if m in models]
+    mem = [m for pair in MEMORY_TARGETS for m in (pair[0], pair[1]) if m in models]
+    for m in thr:
+        add('bs', m, b0, 'train')
+    for mode in ('train', 'infer'):
+        for m in mem:
+            add('sweep', m, top, mode)
+    for b in args.batch_sizes[1:]:
+        for m in thr:
+            add('bs', m, b, 'train')
+    if not args.no_flops:
+        for m in models:
+            add('gmacs', m, args.flops_res, '-')
+    for m in models:
+        for mode in ('train', 'infer'):
+            for b in args.batch_sizes:
+                add('bs', m, b, mode)
+    for res in sorted(args.resolutions):
+        for m in models:
+            for mode in ('train', 'infer'):
+                add('sweep', m, res, mode)
+    return tasks
+
+
+# --------------------------------------------------------------------------------------------- runner
+
+class Runner:
+    """Runs the plan point by point within the time budget, recording every outcome, saving after each."""
+
+    def __init__(self, args, device: torch.device, env: Dict[str, Any], prefix: str):
+        self.args, self.device, self.env, self.prefix = args, device, env, prefix
+        self.dtype = DTYPES[args.dtype]
+        self.t_start = time.monotonic()
+        self.deadline = None if args.time_budget_s is None else self.t_start + args.time_budget_s
+        self.broken: Optional[str] = None  # set when the CUDA context died: nothing more can run
+        self.backend: Dict[str, Optional[str]] = {}
+        self.cache: Tuple[Optional[tuple], Any] = (None, None)
+        self.rows: Dict[str, Dict[str, Any]] = {}
+        self.sweep: Dict[Tuple[str, int], Dict[str, Any]] = {}
+        self.trialled: set = set()
+        self.tasks = plan(args)
+        for kind, name, a, mode in self.tasks:  # every planned point exists in the json from the start
+            row = self._row(name)
+            if kind == 'bs':
+                row[mode][str(a)] = dict(status=PENDING)
+            elif kind == 'sweep':
+                self.sweep.setdefault((name, a), dict(model=row['model'], name=name, res=a))[mode] = dict(
+                    status=PENDING)
+
+    # -- models
+    def _row(self, name: str) -> Dict[str, Any]:
+        if name not in self.rows:
+            extra = self.args.model_kwargs.get(name)
+            self.rows[name] = dict(model=name + (f' {json.dumps(extra)}' if extra else ''), name=name, scan='-',
+                                   params_m=None, gmacs=None, infer={}, train={})
+            project = name in _project_models()
+            self.backend[name] = self.args.backend if project else None
+            if project and name.startswith('mamba') and self.args.mamba_backend:
+                self.backend[name] = self.args.mamba_backend
+            if project and not name.startswith('mamba') and self.args.gka_backend:
+                self.backend[name] = self.args.gka_backend
+        return self.rows[name]
+
+    def _drop_model(self):
+        self.cache = (None, None)
+        if self.device.type == 'cuda':
+            torch.cuda.empty_cache()
+
+    def model(self, name: str, res: int) -> torch.nn.Module:
+        key = (name, res, self.backend[name])
+        if self.cache[0] == key:
+            if isinstance(self.cache[1], Exception):
+                raise self.cache[1]
+            return self.cache[1]
+        self._drop_model()
+        torch.manual_seed(0)
+        try:
+            model = build_model(name, res, self.backend[name], self.device, self.args.model_kwargs.get(name))
+        except Exception as err:  # noqa: BLE001
+            err = RuntimeError('model build failed: ' + _message(err))
+            self.cache = (key, err)
+            raise err
+        row = self.rows[name]
+        if row['params_m'] is None:
+            row['params_m'] = sum(p.numel() for p in model.parameters()) / 1e6
+        if row['scan'] == '-':
+            row['scan'] = scan_backend_used(name, self.device, self.backend[name])
+        self.cache = (key, model)
+        return model
+
+    # -- points
+    def _over_budget(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+    def _measure(self, model, batch, res, mode):
+        a = self.args
+        return measure(model, batch, res, mode, self.dtype, self.device, a.warmup, a.iters, a.point_time_s,
+                       self.deadline)
+
+    def _fallback(self, name: str, result: Dict[str, Any]) -> bool:
+        """After a non-OOM failure with a Triton scan: switch the model to the PyTorch scan. True if switched."""
+        row = self.rows[name]
+        if result['status'] != 'error' or self.backend[name] in (None, 'torch') or 'torch' in row['scan'] \
+                or 'model build failed' in result.get('error', ''):
+            return False
+        row['scan_fallback'] = f'{row["scan"]} failed, PyTorch scan used from then on: {result["error"]}'
+        row['scan'] = row['scan'].split(':')[0] + ':torch (fallback)'
+        self.backend[name] = 'torch'
+        self._drop_model()
+        return True
+
+    def _scan_trial(self, name: str, batch: int, res: int, result: Dict[str, Any]) -> Dict[str, Any]:
+        """Best available scan of a Mamba baseline: also time its first training point with the PyTorch scan
+        and keep the faster one for that model."""
+        row = self.rows[name]
+        if (name in self.trialled or not name.startswith('mamba') or name not in _project_models()
+                or self.args.scan_trials == 'off' or (self.device.type != 'cuda' and self.args.scan_trials == 'auto')
+                or 'torch' in row['scan'] or result['status'] != 'ok'
+                or self._over_budget()):
+            return result
+        self.trialled.add(name)
+        first = row['scan']
+        model = self.model(name, res)
+        set_scan_backend(model, 'torch')
+        alt = self._measure(model, batch, res, 'train')
+        row['scan_trials'] = {first: result, row['scan'].split(':')[0] + ':torch': alt}
+        if alt['status'] == 'ok' and alt['img_s'] > result['img_s']:
+            self.backend[name] = 'torch'
+            row['scan'] = row['scan'].split(':')[0] + ':torch (faster than ' + first.split(':')[-1] + ')'
+            self._drop_model()
+            return alt
+        set_scan_backend(model, self.backend[name] or 'auto')
+        return result
+
+    def run_task(self, task: Task) -> Dict[str, Any]:
+        kind, name, a, mode = task
+        if self.broken:
+            return dict(status='skipped (CUDA context broken)', error=self.broken)
+        if self._over_budget():
+            return dict(status=SKIPPED)
+        t0 = time.monotonic()
+        if kind == 'gmacs':
+            try:
+                extra = self.args.model_kwargs.get(name)
+                m = build_model(name, a, 'torch' if name in _project_models() else None, self.device, extra)
+                self.rows[name]['gmacs'] = count_gmacs(m, a)
+                result = dict(status='ok' if self.rows[name]['gmacs'] is not None else 'no fvcore')
+            except Exception as err:  # noqa: BLE001
+                result = dict(status='error', error=_message(err))
+            finally:
+                m = None
+                if self.device.type == 'cuda':
+                    torch.cuda.empty_cache()
+        else:
+            batch, res = (a, self.args.res) if kind == 'bs' else (self.args.sweep_batch, a)
+            for attempt in range(2):
+                try:
+                    model = self.model(name, res)
+                except Exception as err:  # noqa: BLE001
+                    result = dict(img_s=None, ms=None, peak_gb=None, status='error', error=str(err))
+                    break
+                result = self._measure(model, batch, res, mode)
+                if result['status'] == 'error' and not cuda_healthy(self.device):
+                    self.broken = f'{name} {kind} {a} {mode}: {result["error"]}'
+                    break
+                if attempt == 0 and self._fallback(name, result):
+                    continue
+                break
+            if kind == 'bs' and mode == 'train' and result['status'] == 'ok':
+                result = self._scan_trial(name, batch, res, result)
+            result['scan'] = self.rows[name]['scan']
+        result['seconds'] = round(time.monotonic() - t0, 2)
+        return result
+
+    def store(self, task: Task, result: Dict[str, Any]) -> None:
+        kind, name, a, mode = task
+        if kind == 'bs':
+            self.rows[name][mode][str(a)] = result
+        elif kind == 'sweep':
+            self.sweep[(name, a)][mode] = result
+        else:
+            self.rows[name]['gmacs_status'] = result
+
+    def run(self) -> Dict[str, Any]:
+        self.save()
+        for task in self.tasks:
+            result = self.run_task(task)
+            self.store(task, result)
+            if result['status'] != SKIPPED:
+                print(f'[compare] {time.monotonic() - self.t_start:6.1f}s {task[1]} {task[0]} {task[2]} {task[3]}: '
+                      + (f'{result["img_s"]:.1f} img/s, peak {_fmt(result.get("peak_gb"), ".2f")} GB'
+                         if result.get('img_s') else result['status'])
+                      + (f' [{result.get("scan")}]' if result.get('scan', '-') != '-' else '')
+                      + (f' ({result["error"]})' if result.get('error') else ''), flush=True)
+                self.save()
+        self._drop_model()
+        self.env['finished'] = True
+        return self.save()
+
+    def result(self) -> Dict[str, Any]:
+        counts: Dict[str, int] = {}
+        for t in self.tasks:
+            st = self._lookup(t).get('status', PENDING)
+            counts[st] = counts.get(st, 0) + 1
+        self.env['elapsed_s'] = round(time.monotonic() - self.t_start, 1)
+        self.env['point_status_counts'] = counts
+        order = {m: i for i, m in enumerate(self.args.models)}
+        sweep = sorted(self.sweep.values(), key=lambda s: (order.get(s['name'], 1e9), s['res']))
+        return dict(env=self.env, args=vars(self.args), rows=[self.rows[m] for m in self.args.models
+                                                             if m in self.rows], sweep=sweep)
+
+    def _lookup(self, task: Task) -> Dict[str, Any]:
+        kind, name, a, mode = task
+        if kind == 'bs':
+            return self.rows[name][mode][str(a)]
+        if kind == 'sweep':
+            return self.sweep[(name, a)][mode]
+        return self.rows[name].get('gmacs_status', dict(status=PENDING))
+
+    def save(self) -> Dict[str, Any]:
+        result = self.result()
+        tmp = self.prefix + '.json.tmp'
+        with open(tmp, 'w') as f:
+            json.dump(result, f, indent=1)
+        os.replace(tmp, self.prefix + '.json')
+        write_markdown(self.prefix + '.md', result)
+        return result
+
+
 # ------------------------------------------------------------------------------------------- report
 
-def environment(device: torch.device) -> Dict[str, Any]:
+def environment(device: torch.device, argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    args = sys.argv[1:] if argv is None else list(argv)
     env = dict(
         date=_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
-        command=' '.join([os.path.basename(sys.executable)] + sys.argv),
+        command=' '.join(['python', 'benchmarks/compare.py'] + args),
         python=platform.python_version(), torch=torch.__version__, timm=timm.__version__,
         gka_vision=getattr(gka_vision, '__version__', '?'), platform=platform.platform(),
         device=str(device), cpu=platform.processor() or platform.machine(), cpu_threads=torch.get_num_threads(),
+        cuda_visible_devices=os.environ.get('CUDA_VISIBLE_DEVICES'), finished=False,
     )
     try:
         import triton
@@ -196,25 +510,82 @@ def _fmt(v, spec='.0f') -> str:
     return format(v, spec) if isinstance(v, (int, float)) else str(v)
 
 
-def _cell(r: Dict[str, Any], key: str = 'img_s', spec: Optional[str] = None) -> str:
-    if r['status'] == 'OOM':
-        return 'OOM'
-    v = r[key]
+_SHORT = {'OOM': 'OOM', 'error': 'error', SKIPPED: 'skip', PENDING: 'n/r', 'skipped (CUDA context broken)': 'skip*'}
+
+
+def _cell(r: Optional[Dict[str, Any]], key: str = 'img_s', spec: Optional[str] = None) -> str:
+    if r is None:
+        return '-'
+    if r.get('status') != 'ok':
+        return _SHORT.get(r.get('status'), str(r.get('status')))
+    v = r.get(key)
     if spec is None and v is not None:
         spec = '.0f' if v >= 100 else '.3g'
     return _fmt(v, spec)
 
 
-def write_markdown(path: str, env: Dict[str, Any], rows: List[Dict[str, Any]], sweep: List[Dict[str, Any]],
-                   args) -> None:
+def _ok(r: Optional[Dict[str, Any]], key: str) -> Optional[float]:
+    return r[key] if r and r.get('status') == 'ok' and r.get(key) is not None else None
+
+
+def target_lines(result: Dict[str, Any]) -> List[str]:
+    """The issue's targets as ratios of numbers from this run."""
+    args = types.SimpleNamespace(**result['args'])
+    rows = {r['name']: r for r in result['rows']}
+    sweep = {(s['name'], s['res']): s for s in result['sweep']}
+    top = max(args.resolutions)
+    lines = ['## Targets (ratios of numbers measured in this run)', '',
+             '| target | model | reference | ratio | required | verdict |', '|---|---|---|---|---|---|']
+
+    def verdict(ratio, ok):
+        return '-' if ratio is None else ('**met**' if ok else '**NOT met**')
+
+    for m, ref, need in THROUGHPUT_TARGETS:
+        for b in args.batch_sizes:
+            a_ = rows.get(m, {}).get('train', {}).get(str(b))
+            r_ = rows.get(ref, {}).get('train', {}).get(str(b))
+            va, vr = _ok(a_, 'img_s'), _ok(r_, 'img_s')
+            ratio = va / vr if va and vr else None
+            lines.append(
+                f'| training img/s, batch {b}, {args.res}px | {m}: {_cell(a_)} ({rows.get(m, {}).get("scan", "-")}) '
+                f'| {ref}: {_cell(r_)} ({rows.get(ref, {}).get("scan", "-")}) | {_fmt(ratio, ".3f")} '
+                f'| >= {need} | {verdict(ratio, ratio is not None and ratio >= need)} |')
+    for m, ref in MEMORY_TARGETS:
+        for mode in ('train', 'infer'):
+            a_ = sweep.get((m, top), {}).get(mode)
+            r_ = sweep.get((ref, top), {}).get(mode)
+            va, vr = _ok(a_, 'peak_gb'), _ok(r_, 'peak_gb')
+            ratio = va / vr if va and vr else None
+            what = 'training step' if mode == 'train' else 'inference'
+            lines.append(f'| peak GB, {what}, {top}px, batch {args.sweep_batch} | {m}: {_cell(a_, "peak_gb", ".2f")} '
+                         f'| {ref}: {_cell(r_, "peak_gb", ".2f")} | {_fmt(ratio, ".3f")} | < 1 '
+                         f'| {verdict(ratio, ratio is not None and ratio < 1)} |')
+    lines += ['', 'The Mamba baselines run with their best available scan: on CUDA the first training point is '
+              'timed with the Triton (or mamba_ssm) scan and with the PyTorch scan, and the faster one is kept '
+              '(column "scan"; both timings under "Scan trials"). OOM means the point ran out of memory; '
+              '"skip": not run, time budget spent; "n/r": not reached (run killed); "error": see Errors.', '']
+    return lines
+
+
+def write_markdown(path: str, result: Dict[str, Any]) -> None:
+    env, rows, sweep = result['env'], result['rows'], result['sweep']
+    args = types.SimpleNamespace(**result['args'])
     bs = args.batch_sizes
+    counts = ', '.join(f'{k}: {v}' for k, v in env.get('point_status_counts', {}).items())
     lines = [
         f'# Model comparison ({env["date"]})', '',
         f'- command: `{env["command"]}`',
-        f'- device: {env.get("gpu", env["cpu"])} ({env["device"]}); torch {env["torch"]}, triton {env["triton"]}, '
+        f'- device: {env.get("gpu", env["cpu"])} ({env["device"]}, CUDA_VISIBLE_DEVICES='
+        f'{env.get("cuda_visible_devices")}); torch {env["torch"]}, triton {env["triton"]}, '
         f'timm {env["timm"]}, CUDA {env.get("cuda", "-")}, mamba_ssm importable: {env["mamba_ssm"]}',
-        f'- precision: autocast {args.dtype}; timing: median of {args.iters} iterations after {args.warmup} warm-up; '
-        f'GMACs: fvcore at {args.flops_res}px, batch 1 (one multiply-add = 1)', '',
+        f'- precision: autocast {args.dtype}; timing: median of at most {args.iters} steps (fewer once they add up '
+        f'to {args.point_time_s} s) after {args.warmup} warm-up steps (the first compiles the Triton kernels); '
+        f'GMACs: fvcore at {args.flops_res}px, batch 1 (one multiply-add = 1, so GFLOPs = 2 x GMACs)',
+        f'- time budget: {args.time_budget_s} s; elapsed {env.get("elapsed_s")} s; '
+        f'run {"finished" if env.get("finished") else "NOT finished (killed or still running)"}; points: {counts}',
+        '',
+    ] + target_lines(result) + [
+        f'## Throughput and memory at {args.res}px', '',
         '| model | scan | params (M) | GMACs | ' + ' | '.join(f'infer img/s bs{b}' for b in bs) + ' | '
         + ' | '.join(f'train img/s bs{b}' for b in bs) + ' | ' + ' | '.join(f'train peak GB bs{b}' for b in bs) + ' |',
         '|' + '---|' * (4 + 3 * len(bs)),
@@ -222,22 +593,46 @@ def write_markdown(path: str, env: Dict[str, Any], rows: List[Dict[str, Any]], s
     for r in rows:
         lines.append(
             f'| {r["model"]} | {r["scan"]} | {_fmt(r["params_m"], ".2f")} | {_fmt(r["gmacs"], ".2f")} | '
-            + ' | '.join(_cell(r['infer'][str(b)]) for b in bs) + ' | '
-            + ' | '.join(_cell(r['train'][str(b)]) for b in bs) + ' | '
-            + ' | '.join(_cell(r['train'][str(b)], 'peak_gb', '.2f') for b in bs) + ' |')
-    res = args.resolutions
-    lines += ['', f'## Resolution sweep (batch {args.sweep_batch})', '',
-              '| model | ' + ' | '.join(f'{r}px infer img/s / peak GB' for r in res) + ' | '
-              + ' | '.join(f'{r}px train img/s / peak GB' for r in res) + ' |',
+            + ' | '.join(_cell(r['infer'].get(str(b))) for b in bs) + ' | '
+            + ' | '.join(_cell(r['train'].get(str(b))) for b in bs) + ' | '
+            + ' | '.join(_cell(r['train'].get(str(b)), 'peak_gb', '.2f') for b in bs) + ' |')
+    res = sorted(args.resolutions)
+    lines += ['', f'## Resolution sweep (batch {args.sweep_batch}): img/s / peak GB', '',
+              '| model | ' + ' | '.join(f'{r}px infer' for r in res) + ' | '
+              + ' | '.join(f'{r}px train' for r in res) + ' |',
               '|' + '---|' * (1 + 2 * len(res))]
     for m in dict.fromkeys(s['model'] for s in sweep):
         by_res = {s['res']: s for s in sweep if s['model'] == m}
         cells = []
         for mode in ('infer', 'train'):
             for r in res:
-                s = by_res.get(r)
-                cells.append('-' if s is None else f'{_cell(s[mode])} / {_cell(s[mode], "peak_gb", ".2f")}')
+                s = by_res.get(r, {}).get(mode)
+                cells.append('-' if s is None else
+                             _cell(s) if s.get('status') != 'ok' else f'{_cell(s)} / {_cell(s, "peak_gb", ".2f")}')
         lines.append(f'| {m} | ' + ' | '.join(cells) + ' |')
+    trials = [(r['model'], k, v) for r in rows for k, v in r.get('scan_trials', {}).items()]
+    if trials:
+        lines += ['', f'## Scan trials (training, batch {bs[0]}, {args.res}px)', '',
+                  '| model | scan | img/s | peak GB |', '|---|---|---|---|']
+        lines += [f'| {m} | {k} | {_cell(v)} | {_cell(v, "peak_gb", ".2f")} |' for m, k, v in trials]
+    errors = []
+    for r in rows:
+        if r.get('scan_fallback'):
+            errors.append(f'- {r["model"]}: {r["scan_fallback"]}')
+        if r.get('gmacs_status', {}).get('error'):
+            errors.append(f'- {r["model"]} GMACs: {r["gmacs_status"]["error"]}')
+        for mode in ('infer', 'train'):
+            for b, v in r[mode].items():
+                if v.get('error'):
+                    errors.append(f'- {r["model"]} {mode} bs{b} {args.res}px ({v.get("status")}): {v["error"]}')
+    for s in sweep:
+        for mode in ('infer', 'train'):
+            v = s.get(mode) or {}
+            if v.get('error'):
+                errors.append(f'- {s["model"]} {mode} bs{args.sweep_batch} {s["res"]}px ({v.get("status")}): '
+                              f'{v["error"]}')
+    if errors:
+        lines += ['', '## Errors', ''] + errors
     with open(path, 'w') as f:
         f.write('\n'.join(lines) + '\n')
 
@@ -252,7 +647,8 @@ def write_plots(prefix: str, sweep: List[Dict[str, Any]]) -> List[str]:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
         for ax, mode in zip(axes, ('infer', 'train')):
             for m in dict.fromkeys(s['model'] for s in sweep):
-                pts = [(s['res'], s[mode][key]) for s in sweep if s['model'] == m and s[mode][key] is not None]
+                pts = [(s['res'], _ok(s.get(mode), key)) for s in sweep if s['model'] == m]
+                pts = [p for p in pts if p[1] is not None]
                 if pts:
                     ax.plot(*zip(*pts), marker='o', label=m)
             ax.set_xlabel('resolution (px)')
@@ -263,8 +659,8 @@ def write_plots(prefix: str, sweep: List[Dict[str, Any]]) -> List[str]:
             ax.grid(alpha=.3)
             if not ax.lines:
                 ax.text(0.5, 0.5, 'not measured on this device', ha='center', va='center', transform=ax.transAxes)
-        if axes[0].lines:
-            axes[0].legend(fontsize=7)
+        if axes[0].lines or axes[1].lines:
+            (axes[0] if axes[0].lines else axes[1]).legend(fontsize=7)
         fig.tight_layout()
         path = f'{prefix}_{suffix}_vs_resolution.png'
         fig.savefig(path, dpi=120)
@@ -278,21 +674,33 @@ def write_plots(prefix: str, sweep: List[Dict[str, Any]]) -> List[str]:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--models', nargs='+', default=None, help='timm names (default: the comparison set)')
-    p.add_argument('--batch-sizes', nargs='+', type=int, default=[128, 256])
+    p.add_argument('--batch-sizes', nargs='+', type=int, default=[128, 256],
+                   help='batch sizes at --res; the first is the one of the throughput targets')
     p.add_argument('--resolutions', nargs='+', type=int, default=[224, 384, 512, 768, 1024])
     p.add_argument('--sweep-batch', type=int, default=16)
     p.add_argument('--res', type=int, default=224, help='resolution of the batch-size measurements')
     p.add_argument('--flops-res', type=int, default=224)
     p.add_argument('--dtype', choices=sorted(DTYPES), default='bf16')
     p.add_argument('--backend', default='auto', help="scan backend of the project's models")
+    p.add_argument('--mamba-backend', default=None, help='selective-scan backend of the Mamba baselines '
+                   '(default: --backend), e.g. torch when the Triton selective scan failed its tests')
+    p.add_argument('--gka-backend', default=None, help='GKA backend of the GKA models (default: --backend)')
+    p.add_argument('--scan-trials', choices=['auto', 'on', 'off'], default='auto',
+                   help='time the Mamba baselines also with the PyTorch scan and keep the faster (auto: on CUDA)')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    p.add_argument('--warmup', type=int, default=5)
-    p.add_argument('--iters', type=int, default=20)
+    p.add_argument('--warmup', type=int, default=3, help='untimed steps per point (the first compiles)')
+    p.add_argument('--iters', type=int, default=20, help='at most this many timed steps per point')
+    p.add_argument('--point-time-s', type=float, default=1.0,
+                   help='stop timing a point once its timed steps add up to this (at least 2 steps)')
+    p.add_argument('--time-budget-s', type=float, default=None,
+                   help='wall-clock budget of the measurements; later points are recorded as skipped')
     p.add_argument('--no-flops', action='store_true')
+    p.add_argument('--no-plots', action='store_true')
     p.add_argument('--model-kwargs', type=json.loads, default=None,
                    help='JSON {model name: {kwarg: value}} of size overrides (recorded in the report)')
     p.add_argument('--out', default='docs', help='output folder')
     p.add_argument('--prefix', default='compare', help='file name prefix inside --out')
+    p.add_argument('--render', action='store_true', help='only re-write <prefix>.md and the plots from <prefix>.json')
     p.add_argument('--smoke', action='store_true',
                    help='CPU-sized run: two shallow models, fp32, batch 2, 64 px, resolutions 64 and 96, '
                         'one timed iteration')
@@ -306,57 +714,39 @@ def parse_args(argv=None):
         args.warmup, args.iters, args.dtype = 1, 1, 'fp32'  # bf16 matmuls are slow on CPU
         if args.backend == 'auto':
             args.backend = 'torch'
-    args.models = args.models or DEFAULT_MODELS
+    args.models = list(dict.fromkeys(args.models or DEFAULT_MODELS))
     args.model_kwargs = args.model_kwargs or {}
     return args
 
 
+def render(prefix: str, plots: bool = True) -> Dict[str, Any]:
+    with open(prefix + '.json') as f:
+        result = json.load(f)
+    write_markdown(prefix + '.md', result)
+    result['plots'] = write_plots(prefix, result['sweep']) if plots else []
+    return result
+
+
 def main(argv=None) -> Dict[str, Any]:
     args = parse_args(argv)
-    device = torch.device(args.device)
-    dtype = DTYPES[args.dtype]
-    os.makedirs(args.out, exist_ok=True)
     prefix = os.path.join(args.out, args.prefix)
-    env = environment(device)
+    if args.render:
+        result = render(prefix, not args.no_plots)
+        print(f'[compare] wrote {prefix}.md, ' + ', '.join(result['plots']))
+        return result
+    device = torch.device(args.device)
+    os.makedirs(args.out, exist_ok=True)
+    env = environment(device, argv)
     unknown = [m for m in args.models if m not in timm.list_models()]
     if unknown:
-        raise SystemExit(f'compare.py: unknown model name(s) {unknown}')
-
-    rows, sweep = [], []
-    for name in args.models:
-        torch.manual_seed(0)
-        extra = args.model_kwargs.get(name)
-        model = build_model(name, args.res, args.backend, device, extra)
-        row = dict(model=name + (f' {json.dumps(extra)}' if extra else ''),
-                   scan=scan_backend_used(name, device, args.backend),
-                   params_m=sum(p.numel() for p in model.parameters()) / 1e6, gmacs=None, infer={}, train={})
-        if not args.no_flops:
-            row['gmacs'] = count_gmacs(build_model(name, args.flops_res, 'torch' if name in _project_models()
-                                                   else None, torch.device('cpu'), extra), args.flops_res)
-        for b in args.batch_sizes:
-            for mode in ('infer', 'train'):
-                row[mode][str(b)] = measure(model, b, args.res, mode, dtype, device, args.warmup, args.iters)
-        print(f'[compare] {name}: {row["params_m"]:.2f}M params, {_fmt(row["gmacs"], ".2f")} GMACs, '
-              + ', '.join(f'bs{b} infer {_cell(row["infer"][str(b)])} / train {_cell(row["train"][str(b)])} img/s'
-                          for b in args.batch_sizes), flush=True)
-        rows.append(row)
-        del model
-        for res in args.resolutions:
-            model = build_model(name, res, args.backend, device, extra)
-            point = dict(model=row['model'], res=res)
-            for mode in ('infer', 'train'):
-                point[mode] = measure(model, args.sweep_batch, res, mode, dtype, device, args.warmup, args.iters)
-            sweep.append(point)
-            print(f'[compare]   {res}px: infer {_cell(point["infer"])} img/s {_cell(point["infer"], "peak_gb", ".2f")} GB,'
-                  f' train {_cell(point["train"])} img/s {_cell(point["train"], "peak_gb", ".2f")} GB', flush=True)
-            del model
-
-    result = dict(env=env, args=vars(args), rows=rows, sweep=sweep)
-    with open(prefix + '.json', 'w') as f:
-        json.dump(result, f, indent=1)
-    write_markdown(prefix + '.md', env, rows, sweep, args)
-    result['plots'] = write_plots(prefix, sweep)
-    print(f'[compare] wrote {prefix}.json, {prefix}.md, ' + ', '.join(result['plots']))
+        print(f'[compare] unknown model name(s) {unknown}: recorded as errors', flush=True)
+    runner = Runner(args, device, env, prefix)
+    print(f'[compare] {len(runner.tasks)} points, time budget {args.time_budget_s} s, device {device} '
+          f'{env.get("gpu", "")}', flush=True)
+    result = runner.run()
+    result['plots'] = [] if args.no_plots else write_plots(prefix, result['sweep'])
+    print(f'[compare] wrote {prefix}.json, {prefix}.md, ' + ', '.join(result['plots'])
+          + f'; points: {env["point_status_counts"]}, {env["elapsed_s"]} s', flush=True)
     return result
 
 

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# One GPU: the CUDA tests of the selective scan and the Mamba / GKAVision models, then benchmarks/compare.py
+# within a wall-clock budget. For the device tool:
+#   run(kind="nvidia-h200", carry=[".whl"], command="bash scripts/gpu_compare.sh")
+# (CUDA_VISIBLE_DEVICES=1 bash scripts/gpu_compare.sh to use the second GPU; it is honoured throughout.)
+# Writes at most 4 files to $OUT/compare: compare.md, compare.json, compare.log (tests + benchmark output),
+# compare_plots.tar (throughput and memory vs resolution PNGs).
+# TOTAL_S (default 380) bounds the whole script; TESTS_S (default 110) the tests. Extra args go to compare.py.
+set -o pipefail
+cd "$(dirname "$0")/.."
+t_start=$(date +%s)
+TOTAL_S=${TOTAL_S:-380}
+TESTS_S=${TESTS_S:-110}
+DEST=${OUT:-output}/compare
+SITE=${SITE:-/tmp/site}
+WORK=$(mktemp -d)
+mkdir -p "$DEST"
+LOG="$DEST/compare.log"
+export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
+if ls .whl/*.whl >/dev/null 2>&1; then  # fvcore for the GMACs, as scripts/gpu_ddp_fashion_mnist.sh does
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
+        .whl/*.whl >>"$LOG" 2>&1 || echo "wheel install failed (GMACs may be missing)" | tee -a "$LOG"
+fi
+# import without installing: gka_vision from the repo root, gka_kernels = the kernels/ folder
+linkdir=$(mktemp -d); ln -s "$PWD/kernels" "$linkdir/gka_kernels"
+export PYTHONPATH="$SITE:$PWD:$linkdir${PYTHONPATH:+:$PYTHONPATH}"
+{
+    echo "== $(date -u '+%Y-%m-%d %H:%M:%S UTC') CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES-unset}"
+    nvidia-smi --query-gpu=index,name,memory.used,memory.total,utilization.gpu --format=csv 2>&1
+    python3 -c "import torch, triton, timm; print('torch', torch.__version__, 'triton', triton.__version__, 'timm', timm.__version__, 'gpu', torch.cuda.get_device_name())"
+} >>"$LOG" 2>&1
+# 1) CUDA tests (Triton selective scan fwd+bwd vs the PyTorch scan; models with the auto backend)
+echo "== CUDA tests (timeout ${TESTS_S}s)" >>"$LOG"
+timeout -k 5 "$TESTS_S" python3 -m pytest tests/test_selective_scan.py tests/test_selective_scan_triton.py \
+    tests/test_mamba_models.py tests/test_gkavision.py -k cuda -v -p no:cacheprovider -o addopts="" \
+    >"$WORK/tests.log" 2>&1
+tests_rc=$?
+cat "$WORK/tests.log" >>"$LOG"
+echo "== CUDA tests rc=$tests_rc" >>"$LOG"
+extra=()
+if grep -q "test_selective_scan.py::test_cuda_triton.*FAILED\|test_selective_scan.py::test_cuda_triton.*ERROR" "$WORK/tests.log" \
+    || { [ "$tests_rc" -ne 0 ] && ! grep -q "test_selective_scan.py::test_cuda_triton.*PASSED" "$WORK/tests.log"; }; then
+    echo "== the Triton selective scan did not pass its CUDA test: Mamba baselines use the PyTorch scan" >>"$LOG"
+    extra+=(--mamba-backend torch)
+fi
+# 2) the comparison, within what is left (20 s kept for rendering and packing)
+left=$(( TOTAL_S - ($(date +%s) - t_start) - 20 ))
+budget=$(( left - 45 ))   # imports, CUDA init and the last point overrun the budget; the hard timeout is `left`
+[ "$budget" -lt 20 ] && budget=20 && left=60
+echo "== compare.py: time budget ${budget}s, hard timeout ${left}s" >>"$LOG"
+timeout -k 5 "$left" python3 benchmarks/compare.py --out "$WORK" --time-budget-s "$budget" --no-plots \
+    --warmup 2 --point-time-s 0.75 "${extra[@]}" "$@" >>"$LOG" 2>&1
+cmp_rc=$?
+echo "== compare.py rc=$cmp_rc" >>"$LOG"
+# tables and plots from the json (also after a kill: the json is rewritten after every point)
+if [ -f "$WORK/compare.json" ]; then
+    timeout 60 python3 benchmarks/compare.py --render --out "$WORK" >>"$LOG" 2>&1
+    cp "$WORK/compare.json" "$WORK/compare.md" "$DEST/" 2>>"$LOG"
+    (cd "$WORK" && tar cf "$DEST/compare_plots.tar" compare_*_vs_resolution.png) 2>>"$LOG"
+fi
+echo "== total $(( $(date +%s) - t_start ))s, tests rc=$tests_rc, compare rc=$cmp_rc" >>"$LOG"
+tail -n 40 "$LOG"
+exit $cmp_rc

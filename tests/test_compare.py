@@ -1,0 +1,144 @@
+"""benchmarks/compare.py's bookkeeping, fast on CPU with stand-in models: priority order of the plan, the time
+budget (later points recorded as skipped, not run), per-point errors recorded without aborting the run, the
+json written before and during the run, and --render from the json."""
+import importlib.util
+import json
+import os
+import time
+
+import pytest
+import torch
+from torch import nn
+
+_PATH = os.path.join(os.path.dirname(__file__), '..', 'benchmarks', 'compare.py')
+
+
+def _compare():
+    spec = importlib.util.spec_from_file_location('gka_compare_t', _PATH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class _Net(nn.Module):
+    def __init__(self, kind, backend=None):
+        super().__init__()
+        self.kind, self.num_classes, self.backend = kind, 10, backend or '-'
+        self.body = nn.Sequential(nn.Conv2d(3, 4, 8, 8), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+
+    def forward(self, x):
+        if self.kind == 'slow':
+            time.sleep(0.2)
+        if self.kind in ('crash', 'gka_fake') and self.training and self.backend != 'torch':
+            raise RuntimeError('triton compile failed: bad block size')
+        if self.kind == 'mamba_fake' and self.backend != 'torch':
+            time.sleep(0.05)
+        out = self.body(x)
+        return out * float('nan') if self.kind == 'nan' else out
+
+
+def _fake_build(name, res, backend, device, extra=None):
+    if name == 'broken':
+        raise ValueError('cannot build this one')
+    return _Net(name, backend).to(device)
+
+
+_ARGS = ['--device', 'cpu', '--batch-sizes', '2', '--res', '16', '--resolutions', '16', '32', '--sweep-batch', '2',
+         '--no-flops', '--no-plots', '--warmup', '1', '--iters', '2', '--dtype', 'fp32']
+
+
+def test_plan_puts_the_issue_targets_first():
+    cmp = _compare()
+    tasks = cmp.plan(cmp.parse_args([]))
+    assert tasks[:4] == [('bs', 'gkavision_tiny', 128, 'train'), ('bs', 'mambavision_tiny', 128, 'train'),
+                         ('bs', 'gka_small_patch16_224', 128, 'train'),
+                         ('bs', 'mamba_vim_small_patch16_224', 128, 'train')]
+    assert tasks[4:8] == [('sweep', m, 1024, 'train') for m in ('gka_tiny_patch16_224', 'deit_tiny_patch16_224',
+                                                                'gka_small_patch16_224', 'deit_small_patch16_224')]
+    assert len(tasks) == len(set(tasks)) == 10 * (1 + 4 + 10)  # gmacs, 2 batch sizes x 2 modes, 5 res x 2 modes
+
+
+def test_errors_are_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
+    cmp = _compare()
+    monkeypatch.setattr(cmp, 'build_model', _fake_build)
+    result = cmp.main(_ARGS + ['--models', 'ok', 'broken', 'nan', 'crash', '--out', str(tmp_path)])
+    rows = {r['name']: r for r in result['rows']}
+    assert rows['ok']['train']['2']['status'] == 'ok' and rows['ok']['infer']['2']['img_s'] > 0
+    for mode in ('train', 'infer'):
+        assert rows['broken'][mode]['2']['status'] == 'error'
+        assert 'cannot build this one' in rows['broken'][mode]['2']['error']
+        assert 'non-finite' in rows['nan'][mode]['2']['error']
+    assert rows['crash']['train']['2']['status'] == 'error' and 'bad block size' in rows['crash']['train']['2']['error']
+    assert rows['crash']['infer']['2']['status'] == 'ok'
+    assert all(s['train']['status'] == ('ok' if s['name'] == 'ok' else 'error') for s in result['sweep'])
+    data = json.loads((tmp_path / 'compare.json').read_text())
+    assert data['env']['finished'] and data['env']['point_status_counts'] == {'ok': 9, 'error': 15}
+    md = (tmp_path / 'compare.md').read_text()
+    assert '## Errors' in md and 'cannot build this one' in md and 'bad block size' in md and '## Targets' in md
+
+
+def test_time_budget_skips_the_remaining_points(tmp_path, monkeypatch):
+    cmp = _compare()
+    monkeypatch.setattr(cmp, 'build_model', _fake_build)
+    seen = []
+    real_measure = cmp.measure
+
+    def spy(*a, **k):  # the json on disk already lists every planned point while the first one runs
+        seen.append(json.loads((tmp_path / 'compare.json').read_text())['env']['point_status_counts'])
+        return real_measure(*a, **k)
+
+    monkeypatch.setattr(cmp, 'measure', spy)
+    t0 = time.monotonic()
+    result = cmp.main(_ARGS + ['--models', 'slow', 'ok', '--time-budget-s', '0.1', '--out', str(tmp_path)])
+    assert time.monotonic() - t0 < 10
+    assert len(seen) == 1 and seen[0] == {'pending': 12}
+    rows = {r['name']: r for r in result['rows']}
+    assert rows['slow']['train']['2']['status'] == 'ok'  # the first point ran, past the budget
+    assert rows['slow']['train']['2']['iters'] == 1      # and stopped timing at the deadline
+    skipped = [rows['slow']['infer']['2'], rows['ok']['train']['2'], rows['ok']['infer']['2']]
+    skipped += [s[m] for s in result['sweep'] for m in ('train', 'infer')]
+    assert all(r['status'] == cmp.SKIPPED for r in skipped)
+    assert result['env']['point_status_counts'] == {'ok': 1, cmp.SKIPPED: 11}
+    md = (tmp_path / 'compare.md').read_text()
+    assert '| skip |' in md and 'time budget: 0.1 s' in md
+    # --render rebuilds the markdown (and plots) from the json alone
+    os.remove(tmp_path / 'compare.md')
+    pytest.importorskip('matplotlib')
+    out = cmp.main(['--render', '--out', str(tmp_path)])
+    assert (tmp_path / 'compare.md').read_text() == md and len(out['plots']) == 2
+
+
+def test_target_ratios_in_markdown(tmp_path):
+    cmp = _compare()
+    args = cmp.parse_args(['--batch-sizes', '128', '--resolutions', '1024'])
+    ok = lambda v, k='img_s': dict(status='ok', **{k: v})  # noqa: E731
+    rows = [dict(name=n, model=n, scan='x', params_m=1.0, gmacs=None, infer={}, train={'128': ok(v)})
+            for n, v in (('gkavision_tiny', 90.0), ('mambavision_tiny', 100.0),
+                         ('gka_small_patch16_224', 50.0), ('mamba_vim_small_patch16_224', 60.0))]
+    sweep = [dict(name=n, model=n, res=1024, train=ok(v, 'peak_gb'), infer=ok(v / 2, 'peak_gb'))
+             for n, v in (('gka_tiny_patch16_224', 2.0), ('deit_tiny_patch16_224', 4.0))]
+    env = cmp.environment(torch.device('cpu'), ['--x'])
+    lines = '\n'.join(cmp.target_lines(dict(env=env, args=vars(args), rows=rows, sweep=sweep)))
+    assert '| 0.900 | >= 0.85 | **met** |' in lines
+    assert '| 0.833 | >= 1.0 | **NOT met** |' in lines
+    assert lines.count('| 0.500 | < 1 | **met** |') == 2
+    assert 'gka_small_patch16_224: - ' in lines  # not measured: no ratio, no verdict
+
+
+def test_triton_failure_falls_back_to_torch_scan_and_baselines_get_the_faster_scan(tmp_path, monkeypatch):
+    cmp = _compare()
+    monkeypatch.setattr(cmp, 'build_model', _fake_build)
+    monkeypatch.setattr(cmp, '_project_models', lambda: frozenset({'gka_fake', 'mamba_fake'}))
+    monkeypatch.setattr(cmp, 'scan_backend_used', lambda name, device, backend: (
+        'selective_scan:' if name.startswith('mamba') else 'gka_scan:') + ('torch' if backend == 'torch' else 'triton'))
+    result = cmp.main(_ARGS + ['--models', 'gka_fake', 'mamba_fake', '--scan-trials', 'on', '--out', str(tmp_path)])
+    rows = {r['name']: r for r in result['rows']}
+    gka = rows['gka_fake']
+    assert gka['train']['2']['status'] == 'ok' and gka['scan'] == 'gka_scan:torch (fallback)'
+    assert 'bad block size' in gka['scan_fallback']
+    mamba = rows['mamba_fake']
+    assert set(mamba['scan_trials']) == {'selective_scan:triton', 'selective_scan:torch'}
+    assert mamba['scan'] == 'selective_scan:torch (faster than triton)'
+    assert mamba['train']['2']['img_s'] == max(v['img_s'] for v in mamba['scan_trials'].values())
+    md = (tmp_path / 'compare.md').read_text()
+    assert '## Scan trials' in md and 'PyTorch scan used from then on' in md
