@@ -16,10 +16,9 @@ from .gka_chunk import (FRO2_FLOOR, RIDGE_FLOOR, _bwd_solve_kernel, _bwd_states_
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
-# One config per head dim (no autotune under the interpreter). Tokens per chunk: a power of two >= 16,
-# smaller for wide heads so the D x D state and the tiles fit in shared memory (BD = 128 with 64-token
-# chunks needs ~400 KB on the H200, over its 227 KB). Env GKA_TRITON_CHUNK overrides it (the CPU tests
-# use 16 to cover several chunks at T <= 40).
+# One config per head dim (no autotune under the interpreter). Tokens per chunk: 16 (H200 run 3,
+# docs/benchmarks.md: 7.3 ms fwd+bwd at (128,197,6,64) vs 10.5 ms with 32-token chunks, same errors; BD = 128
+# with 64-token chunks needs ~400 KB of shared memory, over the H200's 227 KB). Env GKA_TRITON_CHUNK overrides it.
 CHUNK_SIZE = int(os.environ.get("GKA_TRITON_CHUNK", "0")) or None
 # Warps per program; None = 4 up to head dim 64, 8 above (two D x D fp32 states need 256 registers per
 # thread at 4 warps for BD = 128). Env GKA_TRITON_WARPS overrides it.
@@ -70,7 +69,7 @@ def _parse_schedule(spec):
 def _config(D):
     """(BD, BC, BN, PREC_HI, PREC_STATES, num_warps) for head dim D."""
     BD = max(16, triton.next_power_of_2(D))
-    BC = CHUNK_SIZE or (64 if BD <= 32 else 32 if BD <= 64 else 16)
+    BC = CHUNK_SIZE or 16
     BN = min(BD, STATE_COLS or 32)
     warps = NUM_WARPS or (4 if BD <= 64 else 8)
     if INTERPRET:
