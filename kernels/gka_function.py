@@ -136,13 +136,15 @@ class GKATritonFunction(torch.autograd.Function):
                                            ridge_ratio, RIDGE_FLOOR, FRO2_FLOOR, scale, out_scale,
                                            D=D, BD=BD, BC=BC, PREC_FIRST=p1, PREC=p2, PREC_HI=prec_hi,
                                            num_warps=warps)
-        ctx.save_for_backward(q, k, v, alpha, gates, hk, hv, x, fro)
+        # the chunk states are recomputed in the backward (one cheap launch) rather than kept: at 16-token
+        # chunks they are 2 * BD / 16 floats per token and head, 8x the size of x
+        ctx.save_for_backward(q, k, v, alpha, gates, x, fro)
         ctx.opts = (dir_base, ridge_ratio, num_iter, scale, out_scale)
         return _sum_directions(o).to(q.dtype)
 
     @staticmethod
     def backward(ctx, do):
-        q, k, v, alpha, gates, hk, hv, x, fro = ctx.saved_tensors
+        q, k, v, alpha, gates, x, fro = ctx.saved_tensors
         dir_base, ridge_ratio, num_iter, scale, out_scale = ctx.opts
         B, T, H, D = q.shape
         ndir = gates.shape[0]
@@ -159,6 +161,10 @@ class GKATritonFunction(torch.autograd.Function):
         da = torch.empty(ndir, B, T, H, **f32)
         dG = torch.empty(ndir, B, T, H, **f32)
         dgp = torch.empty(BD // BN, ndir, B, T, H, **f32)
+        hk = torch.empty(ndir, NBH, NC, BD, BD, **f32)
+        hv = torch.empty(ndir, NBH, NC, BD, BD, **f32)
+        _fwd_states_kernel[(NBH, ndir, BD // BN)](k, v, gates, hk, hv, T, H, NBH, BTH, NC, dir_base,
+                                                  D=D, BD=BD, BC=BC, BN=BN, PREC=prec_hi, num_warps=warps)
         u = torch.empty_like(hk)
         w = torch.empty_like(hv)
         _bwd_solve_kernel[(NC, NBH, ndir)](q, k, v, alpha, gates, hk, hv, x, fro, do,
