@@ -333,7 +333,7 @@ class Runner:
             self.cache = (key, err)
             raise err
         row = self.rows[name]
-        if row['params_m'] is None:
+        if row['params_m'] is None and res == self.args.res:  # position embeddings grow with the resolution
             row['params_m'] = sum(p.numel() for p in model.parameters()) / 1e6
         if row['scan'] == '-':
             row['scan'] = scan_backend_used(name, self.device, self.backend[name])

@@ -142,3 +142,20 @@ def test_triton_failure_falls_back_to_torch_scan_and_baselines_get_the_faster_sc
     assert mamba['train']['2']['img_s'] == max(v['img_s'] for v in mamba['scan_trials'].values())
     md = (tmp_path / 'compare.md').read_text()
     assert '## Scan trials' in md and 'PyTorch scan used from then on' in md
+
+
+def test_params_are_counted_at_the_table_resolution(tmp_path, monkeypatch):
+    """The first point of a model may build it at 1024 px (memory target); its position embedding is larger
+    there, so the parameter count must come from the build at --res."""
+    cmp = _compare()
+
+    def build(name, res, backend, device, extra=None):
+        net = _Net('ok', backend)
+        net.pos = nn.Parameter(torch.zeros(res * res))  # grows with the resolution, like a position embedding
+        return net.to(device)
+
+    monkeypatch.setattr(cmp, 'build_model', build)
+    monkeypatch.setattr(cmp, 'plan', lambda args: [('sweep', 'ok', 32, 'train'), ('bs', 'ok', 2, 'train')])
+    result = cmp.main(_ARGS + ['--models', 'ok', '--out', str(tmp_path)])
+    n_body = sum(p.numel() for p in _Net('ok').parameters())
+    assert result['rows'][0]['params_m'] == pytest.approx((n_body + 16 * 16) / 1e6)
