@@ -25,6 +25,20 @@ that many times under the targets o 2e-3 / grads 1e-2 for fp32 inputs, 1e-2 / 3e
 The cost column counts operator applications per token of forward + backward solves in tf32-step
 equivalents: a bf16 step 0.5, a tf32 step 1, a tf32x3 residual 3 (ieee counted as 3).
 All states / read-out / gradient products stay tf32x3 as in the kernels.
+
+Backward products outside the solve (docs/kernels.md, "Which backward products need tf32x3"):
+
+    python benchmarks/emulate_tf32_gka.py --products
+    python benchmarks/emulate_tf32_gka.py --grad-prec "" "dV=tf32,KK=tf32,RK_h=bf16,U_k=bf16" --grad-sweep
+
+Every product of the backward outside the solve loops has a name (GRAD_PRODUCTS: dOV, dQp_k, dQp_s, QK,
+dV, dKg, Wg of _bwd_solve_kernel's phase 1; XK, QbK, HX_h, HX_k, Wc, KK, RK_xq, RK_qx, RK_h, RK_w, U_xq,
+U_qx, U_k of phase 3; st_RK, st_dKg, st_dV of _bwd_states_kernel); groups phase1, phase3, states,
+solve_kernel (phase1 + phase3), all. Each --grad-prec SPEC ("name=prec,group=prec,...", later items win,
+"" = default: tf32x3 everywhere) gives one table row of worst errors over --cases x --seeds;
+--grad-sweep adds one row per product alone at tf32. These rows use --schedule (default: the kernels'
+"bf16:15+3xbf16:10/bf16:15+2xbf16:15") and --chunk (default 16 = the kernels' BC). The last column is
+the _bwd_solve_kernel non-solve dot cost relative to all-tf32x3 (FLOPs x 3 for tf32x3, 1 tf32, 0.5 bf16).
 """
 import argparse
 import re
@@ -72,8 +86,9 @@ def inputs(B, T, H, D, dtype, gscale, seed=0):
 
 T_ = lambda x: x.transpose(-1, -2)  # noqa: E731
 
-def kernels(q, k, v, alpha, g, do, P, C=32, n1=20, n2=20, n2b=30, n1b=None, a_r=0.02, sched=None):
+def kernels(q, k, v, alpha, g, do, P, C=32, n1=20, n2=20, n2b=30, n1b=None, a_r=0.02, sched=None, GP=None):
     """P: dict of precisions: loop, hi, states. Returns o, (dq, dk, dv, dalpha, dg).
+    GP: optional {product name: precision} for the backward's non-solve products (GRAD_PRODUCTS).
     sched: optional (fwd, bwd) solve schedules, each (P1, n1, R, P2, n2) (see `parse_schedule`);
     it replaces n1, n2, n1b, n2b and P["loop"]."""
     B, T, H, D = q.shape
@@ -121,40 +136,46 @@ def kernels(q, k, v, alpha, g, do, P, C=32, n1=20, n2=20, n2b=30, n1b=None, a_r=
     a = A[..., None]
     Qp = Q + a * (X - Q)
     O = s * (eG[..., None] * mm(Qp, Sp, hi) + mm(mm(Qp, T_(K), hi) * M, V, hi))
-    # backward: bwd_solve
-    dOV = mm(dO, T_(V), hi) * M
-    dQp = s * (mm(dOV, K, hi) + eG[..., None] * mm(dO, T_(Sp), hi))
-    QK = mm(Qp, T_(K), hi) * M
-    dV = s * mm(T_(QK), dO, hi)
-    dKg = s * mm(T_(dOV), Qp, hi)
+    # backward: bwd_solve; every product outside the solve is named (GRAD_PRODUCTS) and takes its
+    # precision from GP (default P["hi"], i.e. PREC_GRAD = tf32x3); the bwd_states products from P["states"]
+    GP = GP or {}
+    gp = lambda name: GP.get(name, P["states"] if name.startswith("st_") else hi)  # noqa: E731
+    dOV = mm(dO, T_(V), gp("dOV")) * M
+    dQp = s * (mm(dOV, K, gp("dQp_k")) + eG[..., None] * mm(dO, T_(Sp), gp("dQp_s")))
+    QK = mm(Qp, T_(K), gp("QK")) * M
+    dV = s * mm(T_(QK), dO, gp("dV"))
+    dKg = s * mm(T_(dOV), Qp, gp("dKg"))
     dQ = (1 - a) * dQp
     dA = (dQp * (X - Q)).sum(-1)
     dG = (Qp * dQp).sum(-1) - (K * dKg).sum(-1)
-    Wg = s * mm(T_(Qp * eG[..., None]), dO, hi)
+    Wg = s * mm(T_(Qp * eG[..., None]), dO, gp("Wg"))
     Qb = solve(a * dQp, n1 if n1b is None else n1b, n2b, None if sched is None else sched[1])
     dQ = dQ + Qb
     act = a_r * fro > 1e-6
     cr = torch.where(act, -a_r * (X * Qb).sum(-1) / fro, torch.zeros_like(fro))
-    XK = mm(X, T_(K), hi) * M
-    QbK = mm(Qb, T_(K), hi) * M
-    HX = eG[..., None] * mm(X, Hp, hi) + mm(XK, K, hi)
+    XK = mm(X, T_(K), gp("XK")) * M
+    QbK = mm(Qb, T_(K), gp("QbK")) * M
+    HX = eG[..., None] * mm(X, Hp, gp("HX_h")) + mm(XK, K, gp("HX_k"))
     ce = cr * eG
     e = (M * ce[..., None]).sum(-2)
-    Wc = mm(T_(M), M * cr[..., None], hi)
-    RK = -0.5 * (mm(T_(XK), Qb, hi) + mm(T_(QbK), X, hi)) + e[..., None] * mm(K, Hp, hi) + mm(Wc * KK, K, hi)
+    Wc = mm(T_(M), M * cr[..., None], gp("Wc"))
+    KKg = mm(K, T_(K), gp("KK"))
+    RK = (-0.5 * (mm(T_(XK), Qb, gp("RK_xq")) + mm(T_(QbK), X, gp("RK_qx")))
+          + e[..., None] * mm(K, Hp, gp("RK_h")) + mm(Wc * KKg, K, gp("RK_w")))
     dK = dKg + 2 * RK
     dG = dG - (Qb * HX).sum(-1) + cr * fro * fro - (K * RK).sum(-1)
     sigma = (ce * eG).sum(-1)
-    U = -0.5 * (mm(T_(X * eG[..., None]), Qb, hi) + mm(T_(Qb * eG[..., None]), X, hi)) + sigma[..., None, None] * Hp + mm(T_(K * e[..., None]), K, hi)
+    U = (-0.5 * (mm(T_(X * eG[..., None]), Qb, gp("U_xq")) + mm(T_(Qb * eG[..., None]), X, gp("U_qx")))
+         + sigma[..., None, None] * Hp + mm(T_(K * e[..., None]), K, gp("U_k")))
     # bwd_states
     R = K.new_zeros(B, H, D, D); dS = K.new_zeros(B, H, D, D)
     run = K.new_zeros(B, H)
     dK = dK.clone(); dV = dV.clone(); dg = torch.zeros_like(dG)
     for c in reversed(range(N)):
         wc = w[:, :, c, :, None]
-        RKi = wc * mm(K[:, :, c], R, P["states"])
-        dKgi = wc * mm(V[:, :, c], T_(dS), P["states"])
-        dVi = wc * mm(K[:, :, c], dS, P["states"])
+        RKi = wc * mm(K[:, :, c], R, gp("st_RK"))
+        dKgi = wc * mm(V[:, :, c], T_(dS), gp("st_dKg"))
+        dVi = wc * mm(K[:, :, c], dS, gp("st_dV"))
         dK[:, :, c] += dKgi + 2 * RKi
         dV[:, :, c] += dVi
         dGc = dG[:, :, c] - (K[:, :, c] * dKgi).sum(-1) - (K[:, :, c] * RKi).sum(-1)
@@ -236,6 +257,116 @@ def run_schedules(schedules, cases, input_kinds, margin, seeds=1):
         print(f"| {text} | {cost(sc):g} | " + " | ".join(cells) + " |")
 
 
+# The backward's products outside the solve, as named here, with the kernel lines they emulate and their dot
+# shapes (m, k, n) per chunk for BC tokens, head dim D (the bwd_states ones per chunk and column block BN = D).
+GRAD_PRODUCTS = {
+    # _bwd_solve_kernel phase 1 (read-out gradients)
+    "dOV": ("dOV = dot(dO, V^T) * M", "CDC"),
+    "dQp_k": ("dQp = scale * (dot(dOV, K) + ...)", "CCD"),
+    "dQp_s": ("dQp = ... + eG * dot(dO, Sp^T)", "CDD"),
+    "QK": ("QK = dot(Qp, K^T) * M", "CDC"),
+    "dV": ("dv store: dot(QK^T, dO)", "CCD"),
+    "dKg": ("dKg = scale * dot(dOV^T, Qp)", "CCD"),
+    "Wg": ("Wg = scale * dot((Qp eG)^T, dO)", "DCD"),
+    # phase 3 (covariance / ridge gradients)
+    "XK": ("XK = dot(X, K^T) * M", "CDC"),
+    "QbK": ("QbK = dot(Qb, K^T) * M", "CDC"),
+    "HX_h": ("HX = eG * dot(X, Hp) + ...", "CDD"),
+    "HX_k": ("HX = ... + dot(XK, K)", "CCD"),
+    "Wc": ("Wc = dot(M^T, M cr)", "CCC"),
+    "KK": ("KK = dot(K, K^T) (phase 3)", "CDC"),
+    "RK_xq": ("RK = -0.5 (dot(XK^T, Qb) + ...)", "CCD"),
+    "RK_qx": ("RK = -0.5 (... + dot(QbK^T, X))", "CCD"),
+    "RK_h": ("RK = ... + e * dot(K, Hp)", "CDD"),
+    "RK_w": ("RK = ... + dot(Wc * KK, K)", "CCD"),
+    "U_xq": ("U = -0.5 (dot((X eG)^T, Qb) + ...)", "DCD"),
+    "U_qx": ("U = -0.5 (... + dot((Qb eG)^T, X))", "DCD"),
+    "U_k": ("U = ... + dot((K e)^T, K)", "DCD"),
+    # _bwd_states_kernel (PREC = prec_states there, not PREC_GRAD)
+    "st_RK": ("bwd_states RK = w * dot(K, R)", "CDD"),
+    "st_dKg": ("bwd_states dKg = w * dot(V, dS_rows^T)", "CDD"),
+    "st_dV": ("bwd_states dV = w * dot(K, dS_cols)", "CDD"),
+}
+GROUPS = {
+    "phase1": ["dOV", "dQp_k", "dQp_s", "QK", "dV", "dKg", "Wg"],
+    "phase3": ["XK", "QbK", "HX_h", "HX_k", "Wc", "KK", "RK_xq", "RK_qx", "RK_h", "RK_w", "U_xq", "U_qx", "U_k"],
+    "states": ["st_RK", "st_dKg", "st_dV"],
+}
+GROUPS["solve_kernel"] = GROUPS["phase1"] + GROUPS["phase3"]
+GROUPS["all"] = GROUPS["solve_kernel"] + GROUPS["states"]
+DEFAULT_SCHEDULE = "bf16:15+3xbf16:10/bf16:15+2xbf16:15"
+
+
+def product_flops(name, BC=16, D=64):
+    m_, k_, n_ = ({"C": BC, "D": D}[c] for c in GRAD_PRODUCTS[name][1])
+    return 2 * m_ * k_ * n_
+
+
+def parse_grad_prec(text):
+    """"dV=tf32,Wg=tf32,phase3=bf16" -> {product: precision}; groups expand, later items win; "" -> {}."""
+    out = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        name, _, prec = item.partition("=")
+        if prec not in COST:
+            raise ValueError(f"bad precision in {item!r}")
+        names = GROUPS.get(name, [name])
+        for n in names:
+            if n not in GRAD_PRODUCTS:
+                raise ValueError(f"unknown product {n!r}; products: {', '.join(GRAD_PRODUCTS)}; groups: {', '.join(GROUPS)}")
+            out[n] = prec
+    return out
+
+
+def dot_cost(GP, names=None):
+    """Cost of the named products (default: the bwd_solve kernel's) in tf32-dot units, and the tf32x3 cost."""
+    names = names or GROUPS["solve_kernel"]
+    c = sum(product_flops(n) * COST[GP.get(n, "tf32x3")] for n in names)
+    return c, sum(product_flops(n) * COST["tf32x3"] for n in names)
+
+
+def run_grad(specs, cases, input_kinds, seeds, schedule, chunk, sweep=False):
+    """Gradient errors per --grad-prec spec (worst over cases and seeds) against the float64 reference."""
+    torch.set_num_threads(1)
+    P = dict(loop="tf32", hi="tf32x3", states="tf32x3")
+    sc = parse_schedule(schedule)
+    specs = list(specs) + ([f"{n}=tf32" for n in GRAD_PRODUCTS] if sweep else [])
+    names = ["o", "dq", "dk", "dv", "dalpha", "dg"]
+    print(f"schedule {schedule}, chunk {chunk}, cases {' '.join(f'{T}:{gs}' for T, gs in cases)}, {seeds} seed(s)")
+    print("| inputs | --grad-prec | " + " | ".join(names) + " | worst grad | bwd_solve dot cost |")
+    print("|---|---|" + "---|" * len(names) + "---|---|")
+    for kind in input_kinds:
+        refs = []
+        for (T, gs), seed in [(c, sd) for c in cases for sd in range(seeds)]:
+            ins = inputs(2, T, 2, 64, torch.bfloat16 if kind == "bf16" else torch.float32, gs, seed=seed)
+            do = torch.randn(2, T, 2, 64, generator=torch.Generator().manual_seed(1 + 1000 * seed))
+            d = [t.double().requires_grad_() for t in ins]
+            ref = gka_scan_reference(*d)
+            refs.append((ins, do, ref.detach(), torch.autograd.grad(ref, d, do.double())))
+        rel = lambda x, y: ((x.double() - y).norm() / y.norm().clamp_min(1e-3)).item()  # noqa: E731
+        for spec in specs:
+            GP = parse_grad_prec(spec)
+            worst = [0.0] * len(names)
+            for ins, do, ref, gref in refs:
+                o, gr = kernels(*ins, do, P, C=chunk, sched=sc, GP=GP)
+                errs = [rel(o, ref)] + [rel(x, y) for x, y in zip(gr, gref)]
+                worst = [max(a_, b_) for a_, b_ in zip(worst, errs)]
+            c, c3 = dot_cost(GP)
+            cells = " | ".join(f"{e:.1e}" for e in worst)
+            print(f"| {kind} | {spec or '(default)'} | {cells} | {max(worst[1:]):.1e} | {c / c3:.3f} |", flush=True)
+
+
+def print_products(GP=None):
+    GP = GP or {}
+    c, c3 = dot_cost(GP)
+    print("| product | kernel line | dot (m x k x n) | FLOPs per chunk (BC=16, D=64) | share of bwd_solve non-solve |")
+    print("|---|---|---|---|---|")
+    for n, (line, shp) in GRAD_PRODUCTS.items():
+        share = f"{product_flops(n) / (c3 / 3):.3f}" if n in GROUPS["solve_kernel"] else "(bwd_states)"
+        dims = " x ".join({"C": "16", "D": "64"}[ch] for ch in shp)
+        print(f"| {n} | `{line}` | {dims} | {product_flops(n)} | {share} |")
+    print(f"\nwith {GP}: bwd_solve non-solve dot cost {c / c3:.3f} of all-tf32x3")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--schedules", nargs="+", help="solve schedules FWD/BWD (see module docstring)")
@@ -243,7 +374,20 @@ def main():
     ap.add_argument("--inputs", choices=["fp32", "bf16", "both"], default="both")
     ap.add_argument("--margin", type=float, default=3.0)
     ap.add_argument("--seeds", type=int, default=1, help="input seeds per case (worst is reported)")
+    ap.add_argument("--grad-prec", nargs="+", metavar="SPEC",
+                    help="backward product precisions, one table row per SPEC, e.g. 'dV=tf32,Wg=tf32' or "
+                         "'phase1=tf32' ('' = default: tf32x3 everywhere); see GRAD_PRODUCTS / GROUPS")
+    ap.add_argument("--grad-sweep", action="store_true", help="also one row per product set alone to tf32")
+    ap.add_argument("--schedule", default=DEFAULT_SCHEDULE, help="solve schedule for --grad-prec rows")
+    ap.add_argument("--chunk", type=int, default=16, help="chunk size for --grad-prec rows (kernel BC)")
+    ap.add_argument("--products", action="store_true", help="list the product names, shapes and FLOP shares")
     args = ap.parse_args()
+    if args.products:
+        return print_products()
+    if args.grad_prec is not None or args.grad_sweep:
+        cases = [(int(c.split(":")[0]), float(c.split(":")[1])) for c in args.cases]
+        kinds = ["fp32", "bf16"] if args.inputs == "both" else [args.inputs]
+        return run_grad(args.grad_prec or [], cases, kinds, args.seeds, args.schedule, args.chunk, args.grad_sweep)
     if args.schedules:
         cases = [(int(c.split(":")[0]), float(c.split(":")[1])) for c in args.cases]
         kinds = ["fp32", "bf16"] if args.inputs == "both" else [args.inputs]
