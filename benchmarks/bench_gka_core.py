@@ -57,11 +57,12 @@ def rel(x, y):
 
 
 _DEFAULTS = dict(sched=gkf.SOLVE_SCHEDULE, chunk=gkf.CHUNK_SIZE, warps=gkf.NUM_WARPS, cols=gkf.STATE_COLS,
-                 hi=gkf.DOT_PRECISION_HI, states=gkf.DOT_PRECISION_STATES, grad=gkf.DOT_PRECISION_GRAD)
+                 hi=gkf.DOT_PRECISION_HI, states=gkf.DOT_PRECISION_STATES, grad=gkf.DOT_PRECISION_GRAD,
+                 lo=gkf.DOT_PRECISION_LO)
 
 
 def set_variant(variant):
-    """'default' or 'key=value,...' with keys sched, chunk, warps, cols (0 = per-head-dim default), hi, states, grad."""
+    """'default' or 'key=value,...' with keys sched, chunk, warps, cols (0 = per-head-dim default), hi, states, grad, lo."""
     cfg = dict(_DEFAULTS)
     if variant != "default":
         for item in variant.split(","):
@@ -72,6 +73,7 @@ def set_variant(variant):
     gkf._parse_schedule(cfg["sched"])  # a bad schedule fails here, with its message
     gkf.SOLVE_SCHEDULE, gkf.CHUNK_SIZE, gkf.NUM_WARPS, gkf.STATE_COLS = cfg["sched"], cfg["chunk"], cfg["warps"], cfg["cols"]
     gkf.DOT_PRECISION_HI, gkf.DOT_PRECISION_STATES, gkf.DOT_PRECISION_GRAD = cfg["hi"], cfg["states"], cfg["grad"]
+    gkf.DOT_PRECISION_LO = cfg["lo"]
 
 
 def bench(fn, grad_to_none=None):
@@ -183,7 +185,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", nargs="*", default=DEFAULT_SHAPES, help="B,T,H,D")
     p.add_argument("--variants", nargs="*", default=["default"],
-                   help="'default' or key=value,... overrides (sched, chunk, warps, cols, hi, states, grad); "
+                   help="'default' or key=value,... overrides (sched, chunk, warps, cols, hi, states, grad, lo); "
                         "the first one fills the main table")
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--no-torch", action="store_true", help="skip the torch backend")

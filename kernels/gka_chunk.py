@@ -248,7 +248,8 @@ def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_pt
                       T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
                       ridge_ratio, ridge_floor, scale, out_scale,
                       D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, PREC_FIRST: tl.constexpr,
-                      PREC: tl.constexpr, PREC_HI: tl.constexpr, PREC_GRAD: tl.constexpr):
+                      PREC: tl.constexpr, PREC_HI: tl.constexpr, PREC_GRAD: tl.constexpr,
+                      PREC_LO: tl.constexpr):
     """Per chunk: everything of the backward that needs no later chunk (GKA.md sec. 4).
 
     dq' from the read-out, xbar = alpha dq', qbar = A^-1 xbar (second Chebyshev solve),
@@ -258,7 +259,8 @@ def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_pt
     Three phases (read-out gradients, solve, covariance gradients) so that only the solve's operands
     are live during the iterations. Outputs are per direction ([NDIR, B, T, H, ...], plain stores, no
     atomics): phase 1 stores its parts of dq/dk, phases 2 and 3 read them back after a barrier.
-    PREC_HI: the residuals of the solve; PREC_GRAD: every other product.
+    PREC_HI: the residuals of the solve; PREC_LO: the four products without cancellation (dv's, k k^T of the
+    ridge term, and the two ridge terms scaled by e); PREC_GRAD: every other product (docs/kernels.md).
     """
     c = tl.program_id(0)
     i_bh = tl.program_id(1)
@@ -289,7 +291,7 @@ def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_pt
                    + eG[:, None] * tl.dot(dO, tl.trans(Sp), input_precision=PREC_GRAD))
     QK = tl.dot(Qp, tl.trans(K), input_precision=PREC_GRAD) * M
     dv_ptrs, _ = _rows_ptr_mask(dv_ptr, dir_tok, valid, D, BD)
-    tl.store(dv_ptrs, scale * tl.dot(tl.trans(QK), dO, input_precision=PREC_GRAD), mask=m)
+    tl.store(dv_ptrs, scale * _dot(tl.trans(QK), dO, PREC_LO), mask=m)
     dKg = scale * tl.dot(tl.trans(dOV), Qp, input_precision=PREC_GRAD)
     tl.store(dk_ptrs, dKg, mask=m)
     tl.store(dq_ptrs, (1.0 - alpha)[:, None] * dQp, mask=m)
@@ -319,11 +321,11 @@ def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_pt
     ce = cr * eG
     e = tl.sum(M * ce[:, None], 0)
     Wc = tl.dot(tl.trans(M), M * cr[:, None], input_precision=PREC_GRAD)
-    KK = tl.dot(K, tl.trans(K), input_precision=PREC_GRAD)
+    KK = _dot(K, tl.trans(K), PREC_LO)
     # (sum_{t>=j in chunk} M_tj Hbar_t) k_j
     RK = (-0.5 * (tl.dot(tl.trans(XK), Qb, input_precision=PREC_GRAD)
                   + tl.dot(tl.trans(QbK), X, input_precision=PREC_GRAD))
-          + e[:, None] * tl.dot(K, Hp, input_precision=PREC_GRAD)
+          + e[:, None] * _dot(K, Hp, PREC_LO)
           + tl.dot(Wc * KK, K, input_precision=PREC_GRAD))
     tl.store(dk_ptrs, tl.load(dk_ptrs, mask=m, other=0.0) + 2.0 * RK, mask=m)
     # gate: read term <Hbar_t, H_t> = -qbar.(H x) + c ||H||^2, minus write term k^T R k
@@ -333,7 +335,7 @@ def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_pt
     sigma = tl.sum(ce * eG, 0)
     U = (-0.5 * (tl.dot(tl.trans(X * eG[:, None]), Qb, input_precision=PREC_GRAD)
                  + tl.dot(tl.trans(Qb * eG[:, None]), X, input_precision=PREC_GRAD))
-         + sigma * Hp + tl.dot(tl.trans(K * e[:, None]), K, input_precision=PREC_GRAD))
+         + sigma * Hp + _dot(tl.trans(K * e[:, None]), K, PREC_LO))
     tl.store(_state_ptr(u_ptr, slot, BD), U)
 
 

@@ -33,6 +33,8 @@ DOT_PRECISION_HI = os.environ.get("GKA_TRITON_PRECISION_HI", "tf32x3")
 DOT_PRECISION_STATES = os.environ.get("GKA_TRITON_PRECISION_STATES", "tf32x3")
 # PREC_GRAD: the products of the backward solve kernel outside the solve (read-out and covariance gradients).
 DOT_PRECISION_GRAD = os.environ.get("GKA_TRITON_PRECISION_GRAD", "tf32x3")
+# PREC_LO: the four backward products that tolerate tf32 (no cancellation; CPU emulation in docs/kernels.md).
+DOT_PRECISION_LO = os.environ.get("GKA_TRITON_PRECISION_LO", "tf32")
 # Solve schedule "P1:n1+RxP2:n2" for the forward solve x = A^-1 q, then "/" and the same for the backward
 # solve qbar = A^-1 xbar: n1 Chebyshev steps with P1 products ("bf16", "tf32", "ieee"), then R refinement
 # rounds (residual with DOT_PRECISION_HI products, then n2 Chebyshev steps with P2 products). n1 is the
@@ -173,6 +175,7 @@ class GKATritonFunction(torch.autograd.Function):
                                            ridge_ratio, RIDGE_FLOOR, scale, out_scale,
                                            D=D, BD=BD, BC=BC, PREC_FIRST=p1, PREC=p2, PREC_HI=prec_hi,
                                            PREC_GRAD="ieee" if INTERPRET else DOT_PRECISION_GRAD,
+                                           PREC_LO="ieee" if INTERPRET else DOT_PRECISION_LO,
                                            num_warps=warps)
         _bwd_states_kernel[(NBH, ndir, BD // BN)](k, v, gates, u, w, dk, dv, dgp,
                                                   T, H, NBH, BTH, NC, dir_base,
