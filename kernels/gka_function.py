@@ -33,8 +33,10 @@ DOT_PRECISION_HI = os.environ.get("GKA_TRITON_PRECISION_HI", "tf32x3")
 DOT_PRECISION_STATES = os.environ.get("GKA_TRITON_PRECISION_STATES", "tf32x3")
 # PREC_GRAD: the products of the backward solve kernel outside the solve (read-out and covariance gradients).
 DOT_PRECISION_GRAD = os.environ.get("GKA_TRITON_PRECISION_GRAD", "tf32x3")
-# PREC_LO: the four backward products that tolerate tf32 (no cancellation; CPU emulation in docs/kernels.md).
-DOT_PRECISION_LO = os.environ.get("GKA_TRITON_PRECISION_LO", "tf32")
+# PREC_LO: four backward products that the CPU emulation found harmless in tf32 (docs/kernels.md). On the
+# H200 (run 5, docs/benchmarks.md) tf32 there saved 5 % (7.64 -> 7.24 ms) but raised the fp32-input gate
+# gradient error from 5e-5 to 6.4e-3 at T = 577, so the default stays fp32-accurate.
+DOT_PRECISION_LO = os.environ.get("GKA_TRITON_PRECISION_LO", "tf32x3")
 # Solve schedule "P1:n1+RxP2:n2" for the forward solve x = A^-1 q, then "/" and the same for the backward
 # solve qbar = A^-1 xbar: n1 Chebyshev steps with P1 products ("bf16", "tf32", "ieee"), then R refinement
 # rounds (residual with DOT_PRECISION_HI products, then n2 Chebyshev steps with P2 products). n1 is the
