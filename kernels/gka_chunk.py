@@ -44,34 +44,6 @@ def _token_offsets(c, T, H, i_b, i_h, rev, BC: tl.constexpr):
 
 
 @triton.jit
-def _chunk_program(T, H, NBH, BTH, NC, dir_base, BC: tl.constexpr):
-    """Grid (NC, B*H, NDIR) of the solve kernels -> this program's chunk c, (batch*head) i_bh, direction
-    slot i_s, token mask and flat indices of its chunk, the direction's offset into [NDIR, B, T, H]
-    tensors, and the slot of its chunk-start state."""
-    c = tl.program_id(0)
-    i_bh = tl.program_id(1)
-    i_s = tl.program_id(2)
-    rev = (dir_base + i_s) == 1
-    valid, tok = _token_offsets(c, T, H, i_bh // H, i_bh % H, rev, BC)
-    gate_off = i_s.to(tl.int64) * BTH
-    slot = (i_s.to(tl.int64) * NBH + i_bh) * NC + c
-    return c, valid, tok, gate_off, slot
-
-
-@triton.jit
-def _scan_program(H, NBH, BTH, NC, dir_base, BN: tl.constexpr):
-    """Grid (B*H, NDIR, BD/BN) of the state-scan kernels -> batch, head, reverse flag, the direction's
-    offset into [NDIR, B, T, H] tensors, the slot of chunk 0's state, the first state column, i_s, i_n."""
-    i_bh = tl.program_id(0)
-    i_s = tl.program_id(1)
-    i_n = tl.program_id(2)
-    rev = (dir_base + i_s) == 1
-    gate_off = i_s.to(tl.int64) * BTH
-    slot0 = (i_s.to(tl.int64) * NBH + i_bh) * NC
-    return i_bh // H, i_bh % H, rev, gate_off, slot0, i_n * BN, i_s, i_n
-
-
-@triton.jit
 def _load_rows(ptr, tok, valid, D: tl.constexpr, BD: tl.constexpr):
     """[BC, BD] fp32 tile of a [B, T, H, D] tensor (zeros outside the tail and the head dim)."""
     offs_d = tl.arange(0, BD)
@@ -189,9 +161,16 @@ def _fwd_states_kernel(k_ptr, v_ptr, gate_ptr, hk_ptr, hv_ptr,
     Grid (B*H, NDIR, BD / BN): the column blocks are independent (H_p[:, J] = sum k k_J^T), which
     multiplies the programs of this sequential scan by BD / BN.
     """
-    i_b, i_h, rev, gate_off, slot0, c0, _, _ = _scan_program(H, NBH, BTH, NC, dir_base, BN)
+    i_bh = tl.program_id(0)
+    i_s = tl.program_id(1)
+    c0 = tl.program_id(2) * BN
+    rev = (dir_base + i_s) == 1
+    i_b = i_bh // H
+    i_h = i_bh % H
+    gate_off = i_s.to(tl.int64) * BTH
     Hk = tl.zeros([BD, BN], dtype=tl.float32)
     Sv = tl.zeros([BD, BN], dtype=tl.float32)
+    slot0 = (i_s.to(tl.int64) * NBH + i_bh) * NC
     for c in range(0, NC):
         tl.store(_state_block_ptr(hk_ptr, slot0 + c, 0, c0, BD, BD, BN), Hk)
         tl.store(_state_block_ptr(hv_ptr, slot0 + c, 0, c0, BD, BD, BN), Sv)
@@ -221,11 +200,19 @@ def _fwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr,
     times larger than q, so the read-out S_t q'_t cancels and needs fp32-accurate products.
     Each direction writes its own slice of o ([NDIR, B, T, H, D]; no atomics), summed by the caller.
     """
-    c, valid, tok, gate_off, slot = _chunk_program(T, H, NBH, BTH, NC, dir_base, BC)
+    c = tl.program_id(0)
+    i_bh = tl.program_id(1)
+    i_s = tl.program_id(2)
+    rev = (dir_base + i_s) == 1
+    i_b = i_bh // H
+    i_h = i_bh % H
+    gate_off = i_s.to(tl.int64) * BTH
+    valid, tok = _token_offsets(c, T, H, i_b, i_h, rev, BC)
     Q = _load_rows(q_ptr, tok, valid, D, BD)
     K = _load_rows(k_ptr, tok, valid, D, BD)
     gg, G, M = _chunk_gates(gate_ptr, gate_off, tok, valid, BC)
     eG = tl.exp(G)
+    slot = (i_s.to(tl.int64) * NBH + i_bh) * NC + c
     Hp = tl.load(_state_ptr(hk_ptr, slot, BD))
 
     # ||H_t||_F^2 = e^{2G_t}||H_p||^2 + 2 e^{G_t} sum_j M_tj k_j^T H_p k_j + sum_ij M_ti M_tj (k_i.k_j)^2
@@ -275,8 +262,16 @@ def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_pt
     PREC_HI: the residuals of the solve; PREC_LO: the four products without cancellation (dv's, k k^T of the
     ridge term, and the two ridge terms scaled by e); PREC_GRAD: every other product (docs/kernels.md).
     """
-    c, valid, tok, gate_off, slot = _chunk_program(T, H, NBH, BTH, NC, dir_base, BC)
+    c = tl.program_id(0)
+    i_bh = tl.program_id(1)
+    i_s = tl.program_id(2)
+    rev = (dir_base + i_s) == 1
+    i_b = i_bh // H
+    i_h = i_bh % H
+    gate_off = i_s.to(tl.int64) * BTH
+    valid, tok = _token_offsets(c, T, H, i_b, i_h, rev, BC)
     dir_tok = gate_off + tok
+    slot = (i_s.to(tl.int64) * NBH + i_bh) * NC + c
     gg, G, M = _chunk_gates(gate_ptr, gate_off, tok, valid, BC)
     eG = tl.exp(G)
     K = _load_rows(k_ptr, tok, valid, D, BD)
@@ -356,10 +351,18 @@ def _bwd_states_kernel(k_ptr, v_ptr, gate_ptr, u_ptr, w_ptr, dk_ptr, dv_ptr, dgp
     dk/dv written by _bwd_solve_kernel and stores its share of the write terms k.dk_gla + k^T R k of
     dL/dG^glob into dgp[n] (the caller subtracts their sum and takes the reverse cumsum in scan order).
     """
-    i_b, i_h, rev, gate_off, slot0, c0, _, i_n = _scan_program(H, NBH, BTH, NC, dir_base, BN)
+    i_bh = tl.program_id(0)
+    i_s = tl.program_id(1)
+    i_n = tl.program_id(2)
+    c0 = i_n * BN
+    rev = (dir_base + i_s) == 1
+    i_b = i_bh // H
+    i_h = i_bh % H
+    gate_off = i_s.to(tl.int64) * BTH
     R = tl.zeros([BD, BN], dtype=tl.float32)
     dS_rows = tl.zeros([BN, BD], dtype=tl.float32)
     dS_cols = tl.zeros([BD, BN], dtype=tl.float32)
+    slot0 = (i_s.to(tl.int64) * NBH + i_bh) * NC
     dgp_off = i_n.to(tl.int64) * tl.num_programs(1) * BTH
     for ci in range(0, NC):
         c = NC - 1 - ci

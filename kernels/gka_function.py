@@ -113,16 +113,6 @@ def _sum_directions(t):
     return t[0] if t.shape[0] == 1 else t.sum(0)
 
 
-def _chunk_states(k, v, gates, dir_base, T, H, NBH, BTH, NC, D, BD, BC, BN, prec, warps):
-    """Chunk-start states H_p and S_p, [NDIR, B*H, NC, BD, BD] fp32 each (forward, and again in the backward)."""
-    ndir = gates.shape[0]
-    hk = torch.empty(ndir, NBH, NC, BD, BD, dtype=torch.float32, device=k.device)
-    hv = torch.empty_like(hk)
-    _fwd_states_kernel[(NBH, ndir, BD // BN)](k, v, gates, hk, hv, T, H, NBH, BTH, NC, dir_base,
-                                              D=D, BD=BD, BC=BC, BN=BN, PREC=prec, num_warps=warps)
-    return hk, hv
-
-
 class GKATritonFunction(torch.autograd.Function):
     """gates [NDIR, B, T, H] fp32; dir_base 0 (forward first) or 1 (a single reverse scan)."""
 
@@ -137,11 +127,14 @@ class GKATritonFunction(torch.autograd.Function):
         q, k, v, alpha = (t.contiguous() for t in (q, k, v, alpha))
         gates = gates.float().contiguous()
         f32 = dict(dtype=torch.float32, device=q.device)
-        hk, hv = _chunk_states(k, v, gates, dir_base, T, H, NBH, BTH, NC, D, BD, BC, BN, prec_hi, warps)
+        hk = torch.empty(ndir, NBH, NC, BD, BD, **f32)
+        hv = torch.empty(ndir, NBH, NC, BD, BD, **f32)
         o = torch.empty(ndir, B, T, H, D, **f32)
         x = torch.empty(ndir, B, T, H, D, **f32)
         fro = torch.empty(ndir, B, T, H, **f32)
         out_scale = 1.0 / ndir
+        _fwd_states_kernel[(NBH, ndir, BD // BN)](k, v, gates, hk, hv, T, H, NBH, BTH, NC, dir_base,
+                                                  D=D, BD=BD, BC=BC, BN=BN, PREC=prec_hi, num_warps=warps)
         _fwd_solve_kernel[(NC, NBH, ndir)](q, k, v, alpha, gates, hk, hv, o, x, fro,
                                            T, H, NBH, BTH, NC, dir_base, n1, rounds, n2,
                                            ridge_ratio, RIDGE_FLOOR, FRO2_FLOOR, scale, out_scale,
@@ -172,7 +165,10 @@ class GKATritonFunction(torch.autograd.Function):
         da = torch.empty(ndir, B, T, H, **f32)
         dG = torch.empty(ndir, B, T, H, **f32)
         dgp = torch.empty(BD // BN, ndir, B, T, H, **f32)
-        hk, hv = _chunk_states(k, v, gates, dir_base, T, H, NBH, BTH, NC, D, BD, BC, BN, prec_hi, warps)
+        hk = torch.empty(ndir, NBH, NC, BD, BD, **f32)
+        hv = torch.empty(ndir, NBH, NC, BD, BD, **f32)
+        _fwd_states_kernel[(NBH, ndir, BD // BN)](k, v, gates, hk, hv, T, H, NBH, BTH, NC, dir_base,
+                                                  D=D, BD=BD, BC=BC, BN=BN, PREC=prec_hi, num_warps=warps)
         u = torch.empty_like(hk)
         w = torch.empty_like(hv)
         _bwd_solve_kernel[(NC, NBH, ndir)](q, k, v, alpha, gates, hk, hv, x, fro, do,
