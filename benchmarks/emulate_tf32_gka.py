@@ -4,7 +4,10 @@
 
 `kernels()` is a torch port of kernels/gka_chunk.py for one scan direction (forward and the implicit
 backward, same chunked formulas), where every product goes through `mm(a, b, prec)`: "ieee" (fp32),
-"tf32" (both operands rounded to 10 mantissa bits, round-to-nearest) or "tf32x3" (hi*hi + hi*lo + lo*hi).
+"tf32" (both operands rounded to 10 mantissa bits, round-to-nearest), "tf32t" (truncated instead, as the
+tensor core reads fp32 for input_precision="tf32"; matches H200 run 5 where "tf32" did not), "tf32x3"
+(hi*hi + hi*lo + lo*hi) or "bf16x3" (the same split with bf16 hi / lo parts, ~16 mantissa bits, the lo*lo
+term dropped; costed 1.5 tf32 products).
 It prints relative errors of the output and of every gradient against autograd through the float64
 reference (exact solve) for the precision schemes of run 1 and of the current kernels. Predictions for
 the GPU, which `tl.dot(input_precision=...)` makes there; the interpreter computes every dot in fp32.
@@ -36,9 +39,20 @@ dV, dKg, Wg of _bwd_solve_kernel's phase 1; XK, QbK, HX_h, HX_k, Wc, KK, RK_xq, 
 U_qx, U_k of phase 3; st_RK, st_dKg, st_dV of _bwd_states_kernel); groups phase1, phase3, states,
 solve_kernel (phase1 + phase3), all. Each --grad-prec SPEC ("name=prec,group=prec,...", later items win,
 "" = default: tf32x3 everywhere) gives one table row of worst errors over --cases x --seeds;
---grad-sweep adds one row per product alone at tf32. These rows use --schedule (default: the kernels'
+the forward's products outside the Chebyshev steps are named too (FWD_PRODUCTS: fro_kHk, fro_KK, fro_MKK,
+ro_QK, ro_S, ro_V of _fwd_solve_kernel; fst_K, fst_V of _fwd_states_kernel; res_f, res_b = the refinement
+residuals of the forward / backward solve), with groups residual, fwd, fwd_states, bwd_states (= states),
+scans (= PREC_STATES), and the kernels' other knobs hi (residual + fwd = PREC_HI), grad (PREC_GRAD, 16
+products), lo (PREC_LO: dV, KK, RK_h, U_k). Gate scale "w" in --cases (e.g. 577:w) = the benchmark's weak gates.
+--grad-sweep [PREC] adds one row per product alone at PREC (default tf32). These rows use --schedule (default: the kernels'
 "bf16:15+3xbf16:10/bf16:15+2xbf16:15") and --chunk (default 16 = the kernels' BC). The last column is
-the _bwd_solve_kernel non-solve dot cost relative to all-tf32x3 (FLOPs x 3 for tf32x3, 1 tf32, 0.5 bf16).
+the _bwd_solve_kernel non-solve dot cost relative to all-tf32x3 (FLOPs x 3 for tf32x3, 1.5 bf16x3, 1 tf32,
+0.5 bf16); before it the largest per-case error increase over the first spec, after it the dot cost of the
+whole forward + backward (Chebyshev steps included, `total_cost`) relative to the default; `--products`
+prints that cost split by part.
+
+    python benchmarks/emulate_tf32_gka.py --inputs both --seeds 3 --cases 33:0.5 33:0.02 33:w 197:0.5 \
+        197:0.02 197:w 577:0.5 577:0.02 577:w --grad-prec "" residual=bf16x3 fwd=bf16x3 bwd_states=bf16x3
 """
 import argparse
 import re
@@ -55,6 +69,13 @@ def tf32(x):
     return ((i + 0x1000) & ~0x1FFF).view(torch.float32)
 
 
+def tf32t(x):
+    """Truncate fp32 to tf32 (drop the low 13 bits): how the tensor core reads fp32 operands of
+    tl.dot(input_precision="tf32"); biased toward zero. Reproduces H200 run 5 (lo=tf32: dg 2.1e-3 / 6.4e-3
+    at T = 197 / 577), which round-to-nearest "tf32" underestimates 10-30x (docs/kernels.md)."""
+    return (x.contiguous().view(torch.int32) & ~0x1FFF).view(torch.float32)
+
+
 def bf16(x):
     """Round fp32 to bf16 (8 mantissa bits), round-to-nearest-even; kept in fp32."""
     return x.to(torch.bfloat16).float()
@@ -65,22 +86,33 @@ def mm(a, b, prec):
         return a @ b
     if prec == "tf32":
         return tf32(a) @ tf32(b)
+    if prec == "tf32t":
+        return tf32t(a) @ tf32t(b)
     if prec == "bf16":
         return bf16(a) @ bf16(b)
     if prec == "tf32x3":
         ah, bh = tf32(a), tf32(b)
         return ah @ bh + ah @ tf32(b - bh) + tf32(a - ah) @ bh
+    if prec == "bf16x3":  # a = a_hi + a_lo, both bf16; the lo*lo term dropped; small terms summed first
+        ah, bh = bf16(a), bf16(b)
+        return (ah @ bf16(b - bh) + bf16(a - ah) @ bh) + ah @ bh
     raise ValueError(prec)
 
 
 def inputs(B, T, H, D, dtype, gscale, seed=0):
+    """gscale: g ~ -gscale U(0, 1), or "w": the benchmark's weak gates g = -A dt, A ~ U(1, 16) per head,
+    dt ~ logU(1e-3, 1e-1) (long memories; run 5's tf32 failure at T = 577 came with those)."""
     gen = torch.Generator().manual_seed(seed)
     q = torch.nn.functional.normalize(torch.randn(B, T, H, D, generator=gen), dim=-1)
     beta = torch.sigmoid(torch.randn(B, T, H, 1, generator=gen))
     k = torch.nn.functional.normalize(torch.randn(B, T, H, D, generator=gen), dim=-1) * beta
     v = torch.randn(B, T, H, D, generator=gen) * beta
     alpha = torch.sigmoid(torch.randn(B, T, H, generator=gen))
-    g = -gscale * torch.rand(B, T, H, generator=gen)
+    if gscale == "w":
+        A = 1 + 15 * torch.rand(H, generator=gen)
+        g = -A * torch.exp(-6.9 + 4.6 * torch.rand(B, T, H, generator=gen))
+    else:
+        g = -gscale * torch.rand(B, T, H, generator=gen)
     return [t.to(dtype).float() for t in (q, k, v, alpha)] + [g]
 
 
@@ -88,7 +120,8 @@ T_ = lambda x: x.transpose(-1, -2)  # noqa: E731
 
 def kernels(q, k, v, alpha, g, do, P, C=32, n1=20, n2=20, n2b=30, n1b=None, a_r=0.02, sched=None, GP=None):
     """P: dict of precisions: loop, hi, states. Returns o, (dq, dk, dv, dalpha, dg).
-    GP: optional {product name: precision} for the backward's non-solve products (GRAD_PRODUCTS).
+    GP: optional {product name: precision} for the named products outside the Chebyshev steps
+    (PRODUCTS: the backward's GRAD_PRODUCTS, the forward's FWD_PRODUCTS, the residuals res_f / res_b).
     sched: optional (fwd, bwd) solve schedules, each (P1, n1, R, P2, n2) (see `parse_schedule`);
     it replaces n1, n2, n1b, n2b and P["loop"]."""
     B, T, H, D = q.shape
@@ -98,19 +131,22 @@ def kernels(q, k, v, alpha, g, do, P, C=32, n1=20, n2=20, n2b=30, n1b=None, a_r=
     G = m._chunk(g.float(), C).cumsum(-1)
     N = G.shape[2]
     M = m._decay_mask(G); eG = G.exp()
+    GP = GP or {}
+    gp = lambda name: GP.get(name, P["states"] if name.startswith(("st_", "fst_")) else P["hi"])  # noqa: E731
     glast = G[..., -1]
     w = (glast[..., None] - G).exp()
-    def states(X):
-        loc = mm(T_(K * w[..., None]), X, P["states"])
+    def states(X, name):
+        loc = mm(T_(K * w[..., None]), X, gp(name))
         st = [K.new_zeros(B, H, D, D)]
         for n in range(N - 1):
             st.append(glast[:, :, n, None, None].exp() * st[-1] + loc[:, :, n])
         return torch.stack(st, 2)
-    Hp, Sp = states(K), states(V)
+    Hp, Sp = states(K, "fst_K"), states(V, "fst_V")
     hi = P["hi"]
-    kHk = (mm(K, Hp, hi) * K).sum(-1)
-    KK = mm(K, T_(K), hi)
-    fro2 = eG**2 * Hp.square().sum((-1, -2))[..., None] + 2 * eG * (M * kHk[..., None, :]).sum(-1) + (mm(M, KK * KK, hi) * M).sum(-1)
+    kHk = (mm(K, Hp, gp("fro_kHk")) * K).sum(-1)
+    KK = mm(K, T_(K), gp("fro_KK"))
+    fro2 = (eG**2 * Hp.square().sum((-1, -2))[..., None] + 2 * eG * (M * kHk[..., None, :]).sum(-1)
+            + (mm(M, KK * KK, gp("fro_MKK")) * M).sum(-1))
     fro = fro2.clamp_min(1e-24).sqrt(); lam = (a_r * fro).clamp_min(1e-6)
     def apply(X, p):
         return eG[..., None] * mm(X, Hp, p) + mm(mm(X, T_(K), p) * M, K, p) + lam[..., None] * X
@@ -121,25 +157,23 @@ def kernels(q, k, v, alpha, g, do, P, C=32, n1=20, n2=20, n2b=30, n1b=None, a_r=
             om = 1 / (1 - r24 * om)
             x, xp = x - om * eta * (apply(x, p) - b) + (om - 1) * (x - xp), x
         return x
-    def solve(b, first, ref, sc=None):  # Chebyshev, then refinement round(s) with a `hi` residual
+    def solve(b, first, ref, sc=None, res=hi):  # Chebyshev, then refinement round(s) with a `res` residual
         if sc is not None:
             p1, m1, R, p2, m2 = sc
             x = cheb(b, m1, p1)
             for _ in range(R):
-                x = x + cheb(b - apply(x, hi), m2, p2)
+                x = x + cheb(b - apply(x, res), m2, p2)
             return x
         x = cheb(b, first)
         if ref:
-            x = x + cheb(b - apply(x, hi), ref)
+            x = x + cheb(b - apply(x, res), ref)
         return x
-    X = solve(Q, n1, n2, None if sched is None else sched[0])
+    X = solve(Q, n1, n2, None if sched is None else sched[0], gp("res_f"))
     a = A[..., None]
     Qp = Q + a * (X - Q)
-    O = s * (eG[..., None] * mm(Qp, Sp, hi) + mm(mm(Qp, T_(K), hi) * M, V, hi))
+    O = s * (eG[..., None] * mm(Qp, Sp, gp("ro_S")) + mm(mm(Qp, T_(K), gp("ro_QK")) * M, V, gp("ro_V")))
     # backward: bwd_solve; every product outside the solve is named (GRAD_PRODUCTS) and takes its
     # precision from GP (default P["hi"], i.e. PREC_GRAD = tf32x3); the bwd_states products from P["states"]
-    GP = GP or {}
-    gp = lambda name: GP.get(name, P["states"] if name.startswith("st_") else hi)  # noqa: E731
     dOV = mm(dO, T_(V), gp("dOV")) * M
     dQp = s * (mm(dOV, K, gp("dQp_k")) + eG[..., None] * mm(dO, T_(Sp), gp("dQp_s")))
     QK = mm(Qp, T_(K), gp("QK")) * M
@@ -149,7 +183,7 @@ def kernels(q, k, v, alpha, g, do, P, C=32, n1=20, n2=20, n2b=30, n1b=None, a_r=
     dA = (dQp * (X - Q)).sum(-1)
     dG = (Qp * dQp).sum(-1) - (K * dKg).sum(-1)
     Wg = s * mm(T_(Qp * eG[..., None]), dO, gp("Wg"))
-    Qb = solve(a * dQp, n1 if n1b is None else n1b, n2b, None if sched is None else sched[1])
+    Qb = solve(a * dQp, n1 if n1b is None else n1b, n2b, None if sched is None else sched[1], gp("res_b"))
     dQ = dQ + Qb
     act = a_r * fro > 1e-6
     cr = torch.where(act, -a_r * (X * Qb).sum(-1) / fro, torch.zeros_like(fro))
@@ -195,8 +229,8 @@ SCHEMES = {
 }
 
 
-COST = {"bf16": 0.5, "tf32": 1.0, "tf32x3": 3.0, "ieee": 3.0}
-_HALF = re.compile(r"^(bf16|tf32x3|tf32|ieee):(\d+)(?:\+(\d+)x(?:(bf16|tf32x3|tf32|ieee):)?(\d+))?$")
+COST = {"bf16": 0.5, "tf32": 1.0, "tf32t": 1.0, "tf32x3": 3.0, "ieee": 3.0, "bf16x3": 1.5}
+_HALF = re.compile(r"^(bf16x3|bf16|tf32x3|tf32|ieee):(\d+)(?:\+(\d+)x(?:(bf16x3|bf16|tf32x3|tf32|ieee):)?(\d+))?$")
 
 
 def parse_schedule(text):
@@ -287,6 +321,22 @@ GRAD_PRODUCTS = {
     "st_dKg": ("bwd_states dKg = w * dot(V, dS_rows^T)", "CDD"),
     "st_dV": ("bwd_states dV = w * dot(K, dS_cols)", "CDD"),
 }
+# The forward's products outside the Chebyshev steps (_fwd_solve_kernel's ||H_t||_F and read-out, PREC_HI
+# there; _fwd_states_kernel's H_p / S_p scan, run in the forward and again in the backward, PREC_HI too),
+# and the refinement residuals r = b - A x (3 A-applications CDC + CDD + CCD each; PREC_HI in both solves).
+FWD_PRODUCTS = {
+    "fro_kHk": ("kHk = sum(dot(K, Hp) * K, 1)", "CDD"),
+    "fro_KK": ("KK = dot(K, K^T) (||H||_F)", "CDC"),
+    "fro_MKK": ("dot(M, KK * KK)", "CCC"),
+    "ro_QK": ("QK = dot(Qp, K^T) * M", "CDC"),
+    "ro_S": ("O = scale (eG * dot(Qp, Sp) + ...)", "CDD"),
+    "ro_V": ("O = scale (... + dot(QK, V))", "CCD"),
+    "fst_K": ("fwd_states Hk += dot(Kw^T, Kn) (x2: forward + backward)", "DCD"),
+    "fst_V": ("fwd_states Sv += dot(Kw^T, Vn) (x2: forward + backward)", "DCD"),
+    "res_f": ("forward solve residual b - A x (per round)", "A"),
+    "res_b": ("backward solve residual b - A x (per round)", "A"),
+}
+PRODUCTS = {**GRAD_PRODUCTS, **FWD_PRODUCTS}
 GROUPS = {
     "phase1": ["dOV", "dQp_k", "dQp_s", "QK", "dV", "dKg", "Wg"],
     "phase3": ["XK", "QbK", "HX_h", "HX_k", "Wc", "KK", "RK_xq", "RK_qx", "RK_h", "RK_w", "U_xq", "U_qx", "U_k"],
@@ -294,12 +344,39 @@ GROUPS = {
 }
 GROUPS["solve_kernel"] = GROUPS["phase1"] + GROUPS["phase3"]
 GROUPS["all"] = GROUPS["solve_kernel"] + GROUPS["states"]
+GROUPS["residual"] = ["res_f", "res_b"]
+GROUPS["fwd"] = ["fro_kHk", "fro_KK", "fro_MKK", "ro_QK", "ro_S", "ro_V"]
+GROUPS["fwd_states"] = ["fst_K", "fst_V"]
+GROUPS["bwd_states"] = GROUPS["states"]
+GROUPS["scans"] = GROUPS["fwd_states"] + GROUPS["states"]
+# the kernels' knobs (kernels/gka_function.py): PREC_HI = residuals + forward read-out / norm (hi);
+# PREC_LO = four backward products (lo); PREC_GRAD = the other 16 (grad); PREC_STATES = both state scans (scans)
+GROUPS["lo"] = ["dV", "KK", "RK_h", "U_k"]
+GROUPS["grad"] = [n for n in GROUPS["solve_kernel"] if n not in GROUPS["lo"]]
+GROUPS["hi"] = GROUPS["residual"] + GROUPS["fwd"]
 DEFAULT_SCHEDULE = "bf16:15+3xbf16:10/bf16:15+2xbf16:15"
 
 
 def product_flops(name, BC=16, D=64):
-    m_, k_, n_ = ({"C": BC, "D": D}[c] for c in GRAD_PRODUCTS[name][1])
+    shp = PRODUCTS[name][1]
+    if shp == "A":  # one application of A: X K^T (CDC), X Hp (CDD), XK K (CCD)
+        return 2 * (BC * D * BC + BC * D * D + BC * BC * D)
+    m_, k_, n_ = ({"C": BC, "D": D}[c] for c in shp)
     return 2 * m_ * k_ * n_
+
+
+def total_cost(GP, schedule=None, BC=16, D=64):
+    """Dot cost of one forward + backward per chunk, head and direction in tf32-dot FLOP units (tf32x3 3,
+    bf16x3 1.5, tf32 1, bf16 0.5): {part: cost} with parts solve (Chebyshev steps), residual, fwd,
+    fwd_states (counted twice: the backward recomputes the states), solve_kernel (the 20), bwd_states."""
+    sched = parse_schedule(schedule or DEFAULT_SCHEDULE)
+    c = lambda n: product_flops(n, BC, D) * COST[GP.get(n, "tf32x3")]  # noqa: E731
+    A = product_flops("res_f", BC, D)
+    out = {"solve": sum(A * (COST[p1] * n1 + R * COST[p2] * n2) for p1, n1, R, p2, n2 in sched),
+           "residual": sched[0][2] * c("res_f") + sched[1][2] * c("res_b")}
+    for part, k in (("fwd", 1), ("fwd_states", 2), ("solve_kernel", 1), ("bwd_states", 1)):
+        out[part] = k * sum(c(n) for n in GROUPS[part])
+    return out
 
 
 def parse_grad_prec(text):
@@ -311,8 +388,8 @@ def parse_grad_prec(text):
             raise ValueError(f"bad precision in {item!r}")
         names = GROUPS.get(name, [name])
         for n in names:
-            if n not in GRAD_PRODUCTS:
-                raise ValueError(f"unknown product {n!r}; products: {', '.join(GRAD_PRODUCTS)}; groups: {', '.join(GROUPS)}")
+            if n not in PRODUCTS:
+                raise ValueError(f"unknown product {n!r}; products: {', '.join(PRODUCTS)}; groups: {', '.join(GROUPS)}")
             out[n] = prec
     return out
 
@@ -329,11 +406,15 @@ def run_grad(specs, cases, input_kinds, seeds, schedule, chunk, sweep=False):
     torch.set_num_threads(1)
     P = dict(loop="tf32", hi="tf32x3", states="tf32x3")
     sc = parse_schedule(schedule)
-    specs = list(specs) + ([f"{n}=tf32" for n in GRAD_PRODUCTS] if sweep else [])
+    sweep = "tf32" if sweep is True else sweep  # precision of the one-product-at-a-time rows
+    specs = list(specs) + ([f"{n}={sweep}" for n in PRODUCTS] if sweep else [])
     names = ["o", "dq", "dk", "dv", "dalpha", "dg"]
     print(f"schedule {schedule}, chunk {chunk}, cases {' '.join(f'{T}:{gs}' for T, gs in cases)}, {seeds} seed(s)")
-    print("| inputs | --grad-prec | " + " | ".join(names) + " | worst grad | bwd_solve dot cost |")
-    print("|---|---|" + "---|" * len(names) + "---|---|")
+    print("(increase: the largest error rise over the first spec's, same case, any output; fwd+bwd dot cost:"
+          " all dots of one forward + backward relative to all-tf32x3 outside the Chebyshev steps, see total_cost)")
+    print("| inputs | --grad-prec | " + " | ".join(names) + " | worst grad | increase | bwd_solve dot cost | fwd+bwd dot cost |")
+    print("|---|---|" + "---|" * len(names) + "---|---|---|---|")
+    base = sum(total_cost({}, schedule).values())
     for kind in input_kinds:
         refs = []
         for (T, gs), seed in [(c, sd) for c in cases for sd in range(seeds)]:
@@ -343,16 +424,23 @@ def run_grad(specs, cases, input_kinds, seeds, schedule, chunk, sweep=False):
             ref = gka_scan_reference(*d)
             refs.append((ins, do, ref.detach(), torch.autograd.grad(ref, d, do.double())))
         rel = lambda x, y: ((x.double() - y).norm() / y.norm().clamp_min(1e-3)).item()  # noqa: E731
+        first = None
         for spec in specs:
             GP = parse_grad_prec(spec)
             worst = [0.0] * len(names)
+            per_case = []
             for ins, do, ref, gref in refs:
                 o, gr = kernels(*ins, do, P, C=chunk, sched=sc, GP=GP)
                 errs = [rel(o, ref)] + [rel(x, y) for x, y in zip(gr, gref)]
+                per_case.append(errs)
                 worst = [max(a_, b_) for a_, b_ in zip(worst, errs)]
+            first = first or per_case
+            inc = max(e - e0 for pc, pc0 in zip(per_case, first) for e, e0 in zip(pc, pc0))
             c, c3 = dot_cost(GP)
+            tot = sum(total_cost(GP, schedule).values())
             cells = " | ".join(f"{e:.1e}" for e in worst)
-            print(f"| {kind} | {spec or '(default)'} | {cells} | {max(worst[1:]):.1e} | {c / c3:.3f} |", flush=True)
+            print(f"| {kind} | {spec or '(default)'} | {cells} | {max(worst[1:]):.1e} | {inc:.1e} | {c / c3:.3f} "
+                  f"| {tot / base:.3f} |", flush=True)
 
 
 def print_products(GP=None):
@@ -365,19 +453,29 @@ def print_products(GP=None):
         dims = " x ".join({"C": "16", "D": "64"}[ch] for ch in shp)
         print(f"| {n} | `{line}` | {dims} | {product_flops(n)} | {share} |")
     print(f"\nwith {GP}: bwd_solve non-solve dot cost {c / c3:.3f} of all-tf32x3")
+    parts = total_cost(GP)
+    tot = sum(parts.values())
+    print(f"fwd+bwd dot cost per chunk/head/direction, schedule {DEFAULT_SCHEDULE}, tf32-dot FLOP units: "
+          + ", ".join(f"{k} {v / 1e6:.2f}M ({v / tot:.1%})" for k, v in parts.items()) + f"; total {tot / 1e6:.2f}M")
+
+
+def parse_cases(items):
+    """["197:0.5", "577:w"] -> [(197, 0.5), (577, "w")] ("w": the benchmark's weak gates, see `inputs`)."""
+    return [(int(T), g if g == "w" else float(g)) for T, g in (c.split(":") for c in items)]
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--schedules", nargs="+", help="solve schedules FWD/BWD (see module docstring)")
-    ap.add_argument("--cases", nargs="+", default=["1:0.5", "33:0.5", "197:0.5", "197:0.02"], help="T:gscale")
+    ap.add_argument("--cases", nargs="+", default=["1:0.5", "33:0.5", "197:0.5", "197:0.02"], help="T:gscale (gscale 'w': weak gates -A dt as in bench_gka_core.py)")
     ap.add_argument("--inputs", choices=["fp32", "bf16", "both"], default="both")
     ap.add_argument("--margin", type=float, default=3.0)
     ap.add_argument("--seeds", type=int, default=1, help="input seeds per case (worst is reported)")
     ap.add_argument("--grad-prec", nargs="+", metavar="SPEC",
                     help="backward product precisions, one table row per SPEC, e.g. 'dV=tf32,Wg=tf32' or "
                          "'phase1=tf32' ('' = default: tf32x3 everywhere); see GRAD_PRODUCTS / GROUPS")
-    ap.add_argument("--grad-sweep", action="store_true", help="also one row per product set alone to tf32")
+    ap.add_argument("--grad-sweep", nargs="?", const="tf32", default=None, metavar="PREC",
+                    help="also one row per product (PRODUCTS) set alone to PREC (default tf32)")
     ap.add_argument("--schedule", default=DEFAULT_SCHEDULE, help="solve schedule for --grad-prec rows")
     ap.add_argument("--chunk", type=int, default=16, help="chunk size for --grad-prec rows (kernel BC)")
     ap.add_argument("--products", action="store_true", help="list the product names, shapes and FLOP shares")
@@ -385,11 +483,11 @@ def main():
     if args.products:
         return print_products()
     if args.grad_prec is not None or args.grad_sweep:
-        cases = [(int(c.split(":")[0]), float(c.split(":")[1])) for c in args.cases]
+        cases = parse_cases(args.cases)
         kinds = ["fp32", "bf16"] if args.inputs == "both" else [args.inputs]
         return run_grad(args.grad_prec or [], cases, kinds, args.seeds, args.schedule, args.chunk, args.grad_sweep)
     if args.schedules:
-        cases = [(int(c.split(":")[0]), float(c.split(":")[1])) for c in args.cases]
+        cases = parse_cases(args.cases)
         kinds = ["fp32", "bf16"] if args.inputs == "both" else [args.inputs]
         return run_schedules(args.schedules, cases, kinds, args.margin, args.seeds)
     legacy()

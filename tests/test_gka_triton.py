@@ -148,3 +148,42 @@ def test_solve_schedule_parsing():
     for bad in ("tf32:20", "fp8:20+1xtf32:10/tf32:20", "tf32:x+1xtf32:10/tf32:20", "tf32:20+1tf32:10/tf32:20"):
         with pytest.raises(ValueError, match="solve schedule"):
             _parse_schedule(bad)
+
+
+def test_bf16x3_products_option():
+    """bf16x3 (split bf16 hi/lo products): the emulation's product, the precision knobs and the kernel routing.
+    The interpreter's bf16 dot is unreliable, so the kernel path itself is only run on the GPU."""
+    import pathlib
+    root = pathlib.Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "benchmarks"))
+    import bench_gka_core as bench
+    import emulate_tf32_gka as emu
+    import gka_kernels.gka_function as gkf
+
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(16, 64, generator=gen), torch.randn(64, 64, generator=gen)
+    ref = a.double() @ b.double()
+    err = {p: ((emu.mm(a, b, p).double() - ref).norm() / ref.norm()).item()
+           for p in ("bf16", "tf32", "bf16x3", "tf32x3")}
+    assert err["tf32x3"] < err["bf16x3"] < err["tf32"] / 20 and err["bf16x3"] < 2e-5
+    # cost model: the 20 non-solve backward products all bf16x3 = half their tf32x3 cost
+    GP = emu.parse_grad_prec("grad=bf16x3,lo=bf16x3")
+    assert sorted(GP) == sorted(emu.GROUPS["solve_kernel"]) and emu.dot_cost(GP)[0] * 2 == emu.dot_cost({})[1]
+    assert set(emu.GROUPS["hi"]) == {"res_f", "res_b", "fro_kHk", "fro_KK", "fro_MKK", "ro_QK", "ro_S", "ro_V"}
+    assert set(emu.GROUPS["scans"]) == {"fst_K", "fst_V", "st_RK", "st_dKg", "st_dV"}
+    # kernel knobs: the precision is accepted by the schedule parser and the benchmark's variant keys
+    assert "bf16x3" in gkf.DOT_PRECISIONS
+    assert gkf._parse_schedule("bf16:15+3xbf16x3:10/bf16:15")[0][3] == "bf16x3"
+    saved = dict(bench._DEFAULTS)
+    try:
+        bench.set_variant("hi=bf16x3,grad=bf16x3,lo=bf16x3,states=bf16x3")
+        assert (gkf.DOT_PRECISION_HI, gkf.DOT_PRECISION_GRAD, gkf.DOT_PRECISION_LO,
+                gkf.DOT_PRECISION_STATES) == ("bf16x3",) * 4
+        with pytest.raises(SystemExit, match="bad precision"):
+            bench.set_variant("grad=bf16x4")
+    finally:
+        bench.set_variant("default")
+        assert bench._DEFAULTS == saved and gkf.DOT_PRECISION_GRAD == saved["grad"]
+    # every product of the kernels goes through _dot (one tl.dot(..., input_precision=PREC) left, in _dot)
+    src = (root / "kernels" / "gka_chunk.py").read_text()
+    assert src.count("input_precision=") == 1 and 'PREC == "bf16x3"' in src
