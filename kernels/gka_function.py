@@ -26,14 +26,9 @@ NUM_WARPS = int(os.environ.get("GKA_TRITON_WARPS", "0")) or None
 # State columns per program of the two chunk-state scans (grid B*H x NDIR x BD/STATE_COLS); None = 32
 # (at most BD). Env GKA_TRITON_STATE_COLS overrides it.
 STATE_COLS = int(os.environ.get("GKA_TRITON_STATE_COLS", "0")) or None
-# Dot precisions (gka_chunk._dot): "bf16", "tf32", "tf32x3" (three tf32 products, fp32-accurate), "ieee", and
-# "bf16x3" (three bf16 products of a hi/lo split, ~1e-5 relative error at half the tensor-core cost of tf32x3;
-# CPU-emulated only, not yet measured on the GPU: docs/kernels.md "bf16x3 products").
-DOT_PRECISIONS = ("bf16", "bf16x3", "tf32", "tf32x3", "ieee")
-# PREC_HI: the residuals of the refinement rounds of both solves, ||H_t||_F and the read-out.
-# PREC_STATES: the chunk-state scans, forward (H_p / S_p, also recomputed in the backward) and the backward's
-# reverse scan (tf32 there costs ~1e-2 in the gate gradient, docs/kernels.md). Until 2026-11-28 the forward
-# scan took PREC_HI; with both at their tf32x3 default nothing changes.
+# tl.dot input precision of every product outside the Chebyshev steps (the residuals of the refinement
+# rounds, ||H_t||_F, the read-out and all gradient terms): "tf32x3" = three tf32 products, fp32-accurate.
+# PREC_STATES: the backward's reverse state scan (tf32 there costs ~1e-2 in the gate gradient, docs/kernels.md).
 DOT_PRECISION_HI = os.environ.get("GKA_TRITON_PRECISION_HI", "tf32x3")
 DOT_PRECISION_STATES = os.environ.get("GKA_TRITON_PRECISION_STATES", "tf32x3")
 # PREC_GRAD: the products of the backward solve kernel outside the solve (read-out and covariance gradients).
@@ -69,9 +64,9 @@ def _parse_schedule(spec):
             out.append((p1, int(n1), int(r), p2, int(n2)))
     except ValueError:
         out = []
-    if len(out) != 2 or any(p not in DOT_PRECISIONS for s in out for p in (s[0], s[3])):
+    if len(out) != 2 or any(p not in ("bf16", "tf32", "tf32x3", "ieee") for s in out for p in (s[0], s[3])):
         raise ValueError(f"GKA Triton solve schedule {spec!r}: expected 'P1:n1+RxP2:n2/P1:n1+RxP2:n2' "
-                         f"with P in {', '.join(DOT_PRECISIONS)} (e.g. 'tf32:20+1xtf32:20/tf32:20+1xtf32:30')")
+                         "with P in bf16, tf32, tf32x3, ieee (e.g. 'tf32:20+1xtf32:20/tf32:20+1xtf32:30')")
     return out
 
 
@@ -125,7 +120,7 @@ class GKATritonFunction(torch.autograd.Function):
     def forward(ctx, q, k, v, alpha, gates, dir_base, ridge_ratio, num_iter, scale):
         B, T, H, D = q.shape
         ndir = gates.shape[0]
-        BD, BC, BN, prec_hi, prec_states, warps = _config(D)
+        BD, BC, BN, prec_hi, _, warps = _config(D)
         p1, n1, rounds, p2, n2 = _iters(num_iter, False)
         NC = triton.cdiv(T, BC)
         NBH, BTH = B * H, B * T * H
@@ -139,7 +134,7 @@ class GKATritonFunction(torch.autograd.Function):
         fro = torch.empty(ndir, B, T, H, **f32)
         out_scale = 1.0 / ndir
         _fwd_states_kernel[(NBH, ndir, BD // BN)](k, v, gates, hk, hv, T, H, NBH, BTH, NC, dir_base,
-                                                  D=D, BD=BD, BC=BC, BN=BN, PREC=prec_states, num_warps=warps)
+                                                  D=D, BD=BD, BC=BC, BN=BN, PREC=prec_hi, num_warps=warps)
         _fwd_solve_kernel[(NC, NBH, ndir)](q, k, v, alpha, gates, hk, hv, o, x, fro,
                                            T, H, NBH, BTH, NC, dir_base, n1, rounds, n2,
                                            ridge_ratio, RIDGE_FLOOR, FRO2_FLOOR, scale, out_scale,
@@ -173,7 +168,7 @@ class GKATritonFunction(torch.autograd.Function):
         hk = torch.empty(ndir, NBH, NC, BD, BD, **f32)
         hv = torch.empty(ndir, NBH, NC, BD, BD, **f32)
         _fwd_states_kernel[(NBH, ndir, BD // BN)](k, v, gates, hk, hv, T, H, NBH, BTH, NC, dir_base,
-                                                  D=D, BD=BD, BC=BC, BN=BN, PREC=prec_states, num_warps=warps)
+                                                  D=D, BD=BD, BC=BC, BN=BN, PREC=prec_hi, num_warps=warps)
         u = torch.empty_like(hk)
         w = torch.empty_like(hv)
         _bwd_solve_kernel[(NC, NBH, ndir)](q, k, v, alpha, gates, hk, hv, x, fro, do,

@@ -150,15 +150,13 @@ def test_solve_schedule_parsing():
             _parse_schedule(bad)
 
 
-def test_bf16x3_products_option():
-    """bf16x3 (split bf16 hi/lo products): the emulation's product, the precision knobs and the kernel routing.
-    The interpreter's bf16 dot is unreliable, so the kernel path itself is only run on the GPU."""
+def test_bf16x3_products_emulation():
+    """bf16x3 (split bf16 hi/lo products) in the CPU emulation: accuracy of the product and the cost model.
+    The kernel option itself is a patch waiting for a GPU run (docs/runs/2026-11-28_emulate_bf16x3/)."""
     import pathlib
     root = pathlib.Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(root / "benchmarks"))
-    import bench_gka_core as bench
     import emulate_tf32_gka as emu
-    import gka_kernels.gka_function as gkf
 
     gen = torch.Generator().manual_seed(0)
     a, b = torch.randn(16, 64, generator=gen), torch.randn(64, 64, generator=gen)
@@ -171,19 +169,3 @@ def test_bf16x3_products_option():
     assert sorted(GP) == sorted(emu.GROUPS["solve_kernel"]) and emu.dot_cost(GP)[0] * 2 == emu.dot_cost({})[1]
     assert set(emu.GROUPS["hi"]) == {"res_f", "res_b", "fro_kHk", "fro_KK", "fro_MKK", "ro_QK", "ro_S", "ro_V"}
     assert set(emu.GROUPS["scans"]) == {"fst_K", "fst_V", "st_RK", "st_dKg", "st_dV"}
-    # kernel knobs: the precision is accepted by the schedule parser and the benchmark's variant keys
-    assert "bf16x3" in gkf.DOT_PRECISIONS
-    assert gkf._parse_schedule("bf16:15+3xbf16x3:10/bf16:15")[0][3] == "bf16x3"
-    saved = dict(bench._DEFAULTS)
-    try:
-        bench.set_variant("hi=bf16x3,grad=bf16x3,lo=bf16x3,states=bf16x3")
-        assert (gkf.DOT_PRECISION_HI, gkf.DOT_PRECISION_GRAD, gkf.DOT_PRECISION_LO,
-                gkf.DOT_PRECISION_STATES) == ("bf16x3",) * 4
-        with pytest.raises(SystemExit, match="bad precision"):
-            bench.set_variant("grad=bf16x4")
-    finally:
-        bench.set_variant("default")
-        assert bench._DEFAULTS == saved and gkf.DOT_PRECISION_GRAD == saved["grad"]
-    # every product of the kernels goes through _dot (one tl.dot(..., input_precision=PREC) left, in _dot)
-    src = (root / "kernels" / "gka_chunk.py").read_text()
-    assert src.count("input_precision=") == 1 and 'PREC == "bf16x3"' in src
