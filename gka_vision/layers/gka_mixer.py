@@ -11,6 +11,12 @@ One layer, for tokens x [B, N, C] in raster order over an H x W grid (GKA.md sec
     out      = W_o concat_heads(GatedRMSNorm(o, W_gate x))
 
 q, k, v, beta and alpha are shared by both directions; only the forget gate is per direction.
+
+Activation memory (docs/benchmarks.md, "Activation memory at 1024 px"): the five small projections of x
+(beta, alpha, both forget gates, the output gate) run as one matmul, so autocast saves one low-precision copy
+of x for them instead of five; the q/k normalisation with the beta scaling and the gated RMSNorm are
+recomputed in the backward from their inputs (`recompute_elementwise`), so their fp32 intermediates are not
+kept. Same arithmetic, gradients equal up to rounding of the fused matmul.
 """
 import math
 from typing import Tuple
@@ -19,8 +25,28 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import torch.utils.checkpoint
+
 from ..ops import gka_scan_bidirectional
 from .norm import GatedRMSNorm
+
+
+def recompute_elementwise(fn, *args):
+    """fn(*args), with fn's intermediates recomputed in the backward instead of saved (non-reentrant
+    torch.utils.checkpoint; only the inputs are kept). For cheap elementwise chains whose saved tensors
+    (fp32 copies, normalised and scaled copies) cost more memory than recomputing them costs time."""
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or not torch.is_grad_enabled() \
+            or not any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+        return fn(*args)
+    return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)
+
+
+def _normalize_qk_scale_beta(qkv: torch.Tensor, beta: torch.Tensor):
+    """qkv [B, N, 3, nh, D], beta [B, N, nh, 1] -> q, k L2-normalised (eps 1e-6); k, v scaled by beta."""
+    q, k, v = qkv.unbind(2)
+    q = F.normalize(q, dim=-1, eps=1e-6)
+    k = F.normalize(k, dim=-1, eps=1e-6)
+    return q, k * beta, v * beta
 
 
 def _init_A_log(num_heads: int, a_min: float = 1.0, a_max: float = 16.0) -> torch.Tensor:
@@ -94,9 +120,19 @@ class BidirectionalGKAMixer(nn.Module):
         return {'A_log_fwd', 'A_log_bwd', 'dt_bias_fwd', 'dt_bias_bwd'}
 
     def _forget_gate(self, x: torch.Tensor, proj: nn.Linear, A_log: torch.Tensor, dt_bias: torch.Tensor):
-        # Mamba2-style log forget gate g <= 0, kept in fp32 (GKA.md section 1).
-        dt = F.softplus(proj(x).float() + dt_bias.float())
-        return -torch.exp(A_log.float()) * dt
+        # one direction's gate from x (the forward computes both from the fused projection)
+        return self._gate(proj(x), A_log, dt_bias)
+
+    def _small_projections(self, x: torch.Tensor):
+        """beta_proj, alpha_proj, a_proj_fwd, a_proj_bwd and gate_proj of x as one matmul (one saved x)."""
+        projs = (self.beta_proj, self.alpha_proj, self.a_proj_fwd, self.a_proj_bwd, self.gate_proj)
+        weight = torch.cat([p.weight for p in projs])
+        bias = torch.cat([p.bias if p.bias is not None else p.weight.new_zeros(p.out_features) for p in projs])
+        return F.linear(x, weight, bias).split([p.out_features for p in projs], dim=-1)
+
+    def _gate(self, a: torch.Tensor, A_log: torch.Tensor, dt_bias: torch.Tensor) -> torch.Tensor:
+        # Mamba2-style log forget gate g <= 0 from the projection a = W_a x, kept in fp32 (GKA.md section 1).
+        return -torch.exp(A_log.float()) * F.softplus(a.float() + dt_bias.float())
 
     def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
         if x.ndim != 3 or x.shape[-1] != self.dim:
@@ -109,16 +145,12 @@ class BidirectionalGKAMixer(nn.Module):
 
         u = self.conv(x.transpose(1, 2).reshape(B, C, H, W))
         u = F.silu(u).flatten(2).transpose(1, 2)
-        q, k, v = self.qkv(u).view(B, N, 3, nh, D).unbind(2)
-        q = F.normalize(q, dim=-1, eps=1e-6)
-        k = F.normalize(k, dim=-1, eps=1e-6)
-
-        beta = torch.sigmoid(self.beta_proj(x)).unsqueeze(-1)
-        k = k * beta
-        v = v * beta
-        alpha = torch.sigmoid(self.alpha_proj(x))
-        g_fwd = self._forget_gate(x, self.a_proj_fwd, self.A_log_fwd, self.dt_bias_fwd)
-        g_bwd = self._forget_gate(x, self.a_proj_bwd, self.A_log_bwd, self.dt_bias_bwd)
+        beta, alpha, a_fwd, a_bwd, gate = self._small_projections(x)
+        beta = torch.sigmoid(beta).unsqueeze(-1)
+        q, k, v = recompute_elementwise(_normalize_qk_scale_beta, self.qkv(u).view(B, N, 3, nh, D), beta)
+        alpha = torch.sigmoid(alpha)
+        g_fwd = self._gate(a_fwd, self.A_log_fwd, self.dt_bias_fwd)
+        g_bwd = self._gate(a_bwd, self.A_log_bwd, self.dt_bias_bwd)
 
         o = gka_scan_bidirectional(
             q, k, v, alpha, g_fwd, g_bwd,
@@ -126,7 +158,7 @@ class BidirectionalGKAMixer(nn.Module):
             num_iter=self.num_iter,
             backend=self.backend,
         )
-        o = self.norm(o, self.gate_proj(x).view(B, N, nh, D))
+        o = recompute_elementwise(self.norm, o, gate.view(B, N, nh, D))
         o = self.proj(o.reshape(B, N, C))
         return self.proj_drop(o)
 

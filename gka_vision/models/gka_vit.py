@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple, Type, Union
 
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, Mlp, resample_patch_embed, to_2tuple, trunc_normal_
@@ -47,8 +48,10 @@ class GKABlock(nn.Module):
             ridge_ratio: float = 0.02,
             num_iter: int = 30,
             backend: str = 'auto',
+            recompute_mixer: bool = False,
     ):
         super().__init__()
+        self.recompute_mixer = recompute_mixer
         self.norm1 = norm_layer(dim)
         self.mixer = BidirectionalGKAMixer(
             dim, num_heads, ridge_ratio=ridge_ratio, num_iter=num_iter, backend=backend, proj_drop=proj_drop)
@@ -60,9 +63,18 @@ class GKABlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
         x = x.reshape(B, H * W, C)  # raster order
-        x = x + self.drop_path1(self.mixer(self.norm1(x), (H, W)))
+        if self.recompute_mixer and torch.is_grad_enabled() and not torch.jit.is_tracing() \
+                and not torch.jit.is_scripting():
+            # keep only the block input (already kept by norm1); norm1 + mixer rerun in the backward
+            y = torch.utils.checkpoint.checkpoint(self._mix, x, (H, W), use_reentrant=False)
+        else:
+            y = self._mix(x, (H, W))
+        x = x + self.drop_path1(y)
         x = x + self.drop_path2(self.mlp(self.norm2(x)))
         return x.reshape(B, H, W, C)
+
+    def _mix(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+        return self.mixer(self.norm1(x), hw)
 
 
 class GKAViT(nn.Module):
@@ -79,6 +91,10 @@ class GKAViT(nn.Module):
         proj_drop_rate: after the mixer output projection and inside the MLP; drop_path_rate: stochastic
         depth, linearly increasing over the blocks.
         ridge_ratio, num_iter, backend: options of the GKA scan (see BidirectionalGKAMixer).
+        recompute_mixer: recompute each block's norm1 + token mixer in the backward (non-reentrant
+            torch.utils.checkpoint) and keep only the block input: the mixer's saved activations (most of
+            the model's at high resolution) are not held, for about one more mixer forward per step.
+            Also settable with `set_recompute_mixer`. Same gradients.
     """
 
     def __init__(
@@ -101,6 +117,7 @@ class GKAViT(nn.Module):
             ridge_ratio: float = 0.02,
             num_iter: int = 30,
             backend: str = 'auto',
+            recompute_mixer: bool = False,
     ):
         super().__init__()
         if global_pool not in ('', 'avg'):
@@ -133,7 +150,7 @@ class GKAViT(nn.Module):
             GKABlock(
                 embed_dim, num_heads, mlp_ratio=mlp_ratio, proj_drop=proj_drop_rate, drop_path=dpr[i],
                 norm_layer=norm_layer, act_layer=act_layer,
-                ridge_ratio=ridge_ratio, num_iter=num_iter, backend=backend,
+                ridge_ratio=ridge_ratio, num_iter=num_iter, backend=backend, recompute_mixer=recompute_mixer,
             )
             for i in range(depth)])
         self.feature_info = [
@@ -167,6 +184,12 @@ class GKAViT(nn.Module):
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True):
         self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def set_recompute_mixer(self, enable: bool = True):
+        """Recompute every block's norm1 + token mixer in the backward (see the class docstring)."""
+        for blk in self.blocks:
+            blk.recompute_mixer = enable
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:

@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint
 import torch.nn.functional as F
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -89,8 +90,10 @@ class MixerBlock(nn.Module):
     """Pre-norm token-mixer + MLP block on window tokens [B*, N, C] of a (h, w) window."""
 
     def __init__(self, dim: int, num_heads: int, mixer: str, mlp_ratio: float = 4., drop_path: float = 0.,
-                 proj_drop: float = 0., layer_scale: Optional[float] = None, **mixer_kwargs):
+                 proj_drop: float = 0., layer_scale: Optional[float] = None, recompute_mixer: bool = False,
+                 **mixer_kwargs):
         super().__init__()
+        self.recompute_mixer = recompute_mixer
         self.norm1 = nn.LayerNorm(dim, eps=1e-5)
         self.mixer = make_mixer(mixer, dim, num_heads, proj_drop=proj_drop, **mixer_kwargs)
         self.ls1 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
@@ -101,8 +104,18 @@ class MixerBlock(nn.Module):
         self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
 
     def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
-        x = x + self.drop_path1(self.ls1(self.mixer(self.norm1(x), hw)))
+        if self.recompute_mixer and torch.is_grad_enabled() and not torch.jit.is_tracing() \
+                and not torch.jit.is_scripting():
+            # keep only the block input (already kept by norm1); norm1 + mixer rerun in the backward
+            y = torch.utils.checkpoint.checkpoint(self._mix, x, hw, use_reentrant=False)
+        else:
+            y = self._mix(x, hw)
+        x = x + self.drop_path1(self.ls1(y))
         return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+
+
+    def _mix(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+        return self.mixer(self.norm1(x), hw)
 
 
 def window_partition(x: torch.Tensor, wh: int, ww: int) -> torch.Tensor:
@@ -177,6 +190,8 @@ class MambaVision(nn.Module):
         layer_scale, layer_scale_conv: LayerScale init of mixer/attention blocks and conv blocks (None: off).
         backend: scan backend of the mixer; d_state, d_conv, expand: Mamba mixer sizes;
         ridge_ratio, num_iter: GKA solve options.
+        recompute_mixer: recompute norm1 + token mixer of every mixer/attention block in the backward
+            (non-reentrant torch.utils.checkpoint), keeping only the block input; also `set_recompute_mixer`.
     """
 
     def __init__(
@@ -202,6 +217,7 @@ class MambaVision(nn.Module):
             expand: int = 1,
             ridge_ratio: float = 0.02,
             num_iter: int = 30,
+            recompute_mixer: bool = False,
     ):
         super().__init__()
         if global_pool not in ('', 'avg'):
@@ -236,7 +252,7 @@ class MambaVision(nn.Module):
                 prev, widths[i], depths[i], conv=i < 2, num_heads=num_heads[i], window_size=window_size[i],
                 mixer=mixer, mlp_ratio=mlp_ratio, drop_path=dpr[sum(depths[:i]):sum(depths[:i + 1])],
                 proj_drop=proj_drop_rate, layer_scale=layer_scale, layer_scale_conv=layer_scale_conv,
-                **mixer_kwargs))
+                recompute_mixer=recompute_mixer, **mixer_kwargs))
             self.feature_info.append(dict(num_chs=widths[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
             prev = widths[i]
         self.stages = nn.Sequential(*stages)
@@ -276,6 +292,13 @@ class MambaVision(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True):
         for s in self.stages:
             s.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def set_recompute_mixer(self, enable: bool = True):
+        """Recompute norm1 + token mixer (GKA/Mamba and attention) of every mixer block in the backward."""
+        for m in self.modules():
+            if isinstance(m, MixerBlock):
+                m.recompute_mixer = enable
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
