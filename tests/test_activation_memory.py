@@ -1,19 +1,16 @@
 """Activation memory: the saved-tensor counter (benchmarks/activation_memory.py), the mixer's smaller saved set
 and the recompute_mixer option (CPU, small shapes). Gradients must not change; the counts must drop."""
-import os
-import sys
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'benchmarks'))
+from benchmark_scripts import load_benchmark  # tests/benchmark_scripts.py
+from gka_vision.layers import BidirectionalGKAMixer
+from gka_vision.models.gka_vit import GKAViT
+from gka_vision.models.gkavision import GKAVision
+from gka_vision.ops import gka_scan_bidirectional
 
-import activation_memory as am  # noqa: E402
-from gka_vision.layers import BidirectionalGKAMixer  # noqa: E402
-from gka_vision.models.gka_vit import GKAViT  # noqa: E402
-from gka_vision.models.gkavision import GKAVision  # noqa: E402
-from gka_vision.ops import gka_scan_bidirectional  # noqa: E402
+am = load_benchmark('activation_memory')
 
 C, NH = 64, 2
 

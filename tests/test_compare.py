@@ -1,7 +1,6 @@
 """benchmarks/compare.py's bookkeeping, fast on CPU with stand-in models: priority order of the plan, the time
 budget (later points recorded as skipped, not run), per-point errors recorded without aborting the run, the
 json written before and during the run, and --render from the json."""
-import importlib.util
 import json
 import os
 import time
@@ -10,14 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-_PATH = os.path.join(os.path.dirname(__file__), '..', 'benchmarks', 'compare.py')
+from benchmark_scripts import load_benchmark  # tests/benchmark_scripts.py
 
 
 def _compare():
-    spec = importlib.util.spec_from_file_location('gka_compare_t', _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark('compare')
 
 
 class _Net(nn.Module):

@@ -153,10 +153,8 @@ def test_solve_schedule_parsing():
 def test_bf16x3_products_emulation():
     """bf16x3 (split bf16 hi/lo products) in the CPU emulation: accuracy of the product and the cost model.
     The kernel option itself is a patch waiting for a GPU run (docs/runs/2026-11-28_emulate_bf16x3/)."""
-    import pathlib
-    root = pathlib.Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(root / "benchmarks"))
-    import emulate_tf32_gka as emu
+    from benchmark_scripts import load_benchmark  # tests/benchmark_scripts.py
+    emu = load_benchmark("emulate_tf32_gka")
 
     gen = torch.Generator().manual_seed(0)
     a, b = torch.randn(16, 64, generator=gen), torch.randn(64, 64, generator=gen)

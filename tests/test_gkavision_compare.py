@@ -1,5 +1,4 @@
 """benchmarks/compare.py end to end on CPU (--smoke), and its FLOP counting of attention and scans."""
-import importlib.util
 import json
 import os
 
@@ -8,14 +7,11 @@ import torch
 
 import gka_vision  # noqa: F401
 
-_PATH = os.path.join(os.path.dirname(__file__), '..', 'benchmarks', 'compare.py')
+from benchmark_scripts import load_benchmark  # tests/benchmark_scripts.py
 
 
 def _compare():
-    spec = importlib.util.spec_from_file_location('gka_compare', _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark('compare')
 
 
 def test_smoke_run_writes_table_json_and_plots(tmp_path):

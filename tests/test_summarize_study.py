@@ -2,7 +2,6 @@
 (mean / std of top-1, winner, whether the gap exceeds the seed spread), the unequal-budget flag, the
 non-finite-loss flag, the plot and the tarball input; run folders are written with the engine's own
 RunLogger, and one real tiny CPU training run checks that the parser reads what train.py writes."""
-import importlib.util
 import json
 import math
 import tarfile
@@ -12,18 +11,10 @@ import pytest
 
 from gka_vision.engine.logger import EPOCH_FIELDS, STEP_FIELDS, RunLogger, read_csv
 
+from benchmark_scripts import load_benchmark  # tests/benchmark_scripts.py
+
 pytest.importorskip("matplotlib")
-_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "summarize_study.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("summarize_study", _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-ss = _load()
+ss = load_benchmark("summarize_study")
 
 
 def fake_run(root, tag, model, seed, top1, *, scheduled=None, rc=0, nan_at=None, steps_per_epoch=4,
