@@ -113,6 +113,17 @@ def _sum_directions(t):
     return t[0] if t.shape[0] == 1 else t.sum(0)
 
 
+def _chunk_states(k, v, gates, dir_base, T, H, NC, D, BD, BC, BN, prec, warps):
+    """Chunk-start states H_p and S_p, [NDIR, B*H, NC, BD, BD] fp32 each: in the forward, and again in the
+    backward (recomputing them is one cheap launch; keeping them would cost 8x the memory of x)."""
+    ndir, B = gates.shape[0], k.shape[0]
+    hk = torch.empty(ndir, B * H, NC, BD, BD, dtype=torch.float32, device=k.device)
+    hv = torch.empty_like(hk)
+    _fwd_states_kernel[(B * H, ndir, BD // BN)](k, v, gates, hk, hv, T, H, B * H, B * T * H, NC, dir_base,
+                                                D=D, BD=BD, BC=BC, BN=BN, PREC=prec, num_warps=warps)
+    return hk, hv
+
+
 class GKATritonFunction(torch.autograd.Function):
     """gates [NDIR, B, T, H] fp32; dir_base 0 (forward first) or 1 (a single reverse scan)."""
 
@@ -127,21 +138,16 @@ class GKATritonFunction(torch.autograd.Function):
         q, k, v, alpha = (t.contiguous() for t in (q, k, v, alpha))
         gates = gates.float().contiguous()
         f32 = dict(dtype=torch.float32, device=q.device)
-        hk = torch.empty(ndir, NBH, NC, BD, BD, **f32)
-        hv = torch.empty(ndir, NBH, NC, BD, BD, **f32)
+        hk, hv = _chunk_states(k, v, gates, dir_base, T, H, NC, D, BD, BC, BN, prec_hi, warps)
         o = torch.empty(ndir, B, T, H, D, **f32)
         x = torch.empty(ndir, B, T, H, D, **f32)
         fro = torch.empty(ndir, B, T, H, **f32)
         out_scale = 1.0 / ndir
-        _fwd_states_kernel[(NBH, ndir, BD // BN)](k, v, gates, hk, hv, T, H, NBH, BTH, NC, dir_base,
-                                                  D=D, BD=BD, BC=BC, BN=BN, PREC=prec_hi, num_warps=warps)
         _fwd_solve_kernel[(NC, NBH, ndir)](q, k, v, alpha, gates, hk, hv, o, x, fro,
                                            T, H, NBH, BTH, NC, dir_base, n1, rounds, n2,
                                            ridge_ratio, RIDGE_FLOOR, FRO2_FLOOR, scale, out_scale,
                                            D=D, BD=BD, BC=BC, PREC_FIRST=p1, PREC=p2, PREC_HI=prec_hi,
                                            num_warps=warps)
-        # the chunk states are recomputed in the backward (one cheap launch) rather than kept: at 16-token
-        # chunks they are 2 * BD / 16 floats per token and head, 8x the size of x
         ctx.save_for_backward(q, k, v, alpha, gates, x, fro)
         ctx.opts = (dir_base, ridge_ratio, num_iter, scale, out_scale)
         return _sum_directions(o).to(q.dtype)
@@ -165,10 +171,7 @@ class GKATritonFunction(torch.autograd.Function):
         da = torch.empty(ndir, B, T, H, **f32)
         dG = torch.empty(ndir, B, T, H, **f32)
         dgp = torch.empty(BD // BN, ndir, B, T, H, **f32)
-        hk = torch.empty(ndir, NBH, NC, BD, BD, **f32)
-        hv = torch.empty(ndir, NBH, NC, BD, BD, **f32)
-        _fwd_states_kernel[(NBH, ndir, BD // BN)](k, v, gates, hk, hv, T, H, NBH, BTH, NC, dir_base,
-                                                  D=D, BD=BD, BC=BC, BN=BN, PREC=prec_hi, num_warps=warps)
+        hk, hv = _chunk_states(k, v, gates, dir_base, T, H, NC, D, BD, BC, BN, prec_hi, warps)
         u = torch.empty_like(hk)
         w = torch.empty_like(hv)
         _bwd_solve_kernel[(NC, NBH, ndir)](q, k, v, alpha, gates, hk, hv, x, fro, do,
