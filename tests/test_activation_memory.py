@@ -30,8 +30,8 @@ def _reference_mixer_forward(m, x, hw):
     k = k * beta
     v = v * beta
     alpha = torch.sigmoid(m.alpha_proj(x))
-    g_fwd = m._forget_gate(x, m.a_proj_fwd, m.A_log_fwd, m.dt_bias_fwd)
-    g_bwd = m._forget_gate(x, m.a_proj_bwd, m.A_log_bwd, m.dt_bias_bwd)
+    g_fwd = m._gate(m.a_proj_fwd(x), m.A_log_fwd, m.dt_bias_fwd)
+    g_bwd = m._gate(m.a_proj_bwd(x), m.A_log_bwd, m.dt_bias_bwd)
     o = gka_scan_bidirectional(q, k, v, alpha, g_fwd, g_bwd, ridge_ratio=m.ridge_ratio, num_iter=m.num_iter,
                                backend=m.backend)
     o = m.norm(o, m.gate_proj(x).view(B, N, nh, D))

@@ -78,7 +78,7 @@ def test_forget_gates_are_fp32_and_nonpositive():
     m = _mixer()
     x = torch.randn(2, 12, DIM, dtype=torch.bfloat16)
     m = m.to(torch.bfloat16)
-    g = m._forget_gate(x, m.a_proj_fwd, m.A_log_fwd, m.dt_bias_fwd)
+    g = m._gate(m.a_proj_fwd(x), m.A_log_fwd, m.dt_bias_fwd)
     assert g.dtype == torch.float32
     assert (g <= 0).all()
 

@@ -119,10 +119,6 @@ class BidirectionalGKAMixer(nn.Module):
         """Gate parameters that must not be weight-decayed (names relative to this module)."""
         return {'A_log_fwd', 'A_log_bwd', 'dt_bias_fwd', 'dt_bias_bwd'}
 
-    def _forget_gate(self, x: torch.Tensor, proj: nn.Linear, A_log: torch.Tensor, dt_bias: torch.Tensor):
-        # one direction's gate from x (the forward computes both from the fused projection)
-        return self._gate(proj(x), A_log, dt_bias)
-
     def _small_projections(self, x: torch.Tensor):
         """beta_proj, alpha_proj, a_proj_fwd, a_proj_bwd and gate_proj of x as one matmul (one saved x)."""
         projs = (self.beta_proj, self.alpha_proj, self.a_proj_fwd, self.a_proj_bwd, self.gate_proj)
