@@ -17,13 +17,10 @@ WORK=$(mktemp -d)
 mkdir -p "$DEST"
 LOG="$DEST/compare.log"
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
-if ls .whl/*.whl >/dev/null 2>&1; then  # fvcore for the GMACs, as scripts/gpu_ddp_fashion_mnist.sh does
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
-        .whl/*.whl >>"$LOG" 2>&1 || echo "wheel install failed (GMACs may be missing)" | tee -a "$LOG"
-fi
-# import without installing: gka_vision from the repo root, gka_kernels = the kernels/ folder
-linkdir=$(mktemp -d); ln -s "$PWD/kernels" "$linkdir/gka_kernels"
-export PYTHONPATH="$SITE:$PWD:$linkdir${PYTHONPATH:+:$PYTHONPATH}"
+. scripts/device_env.sh
+# fvcore for the GMACs
+install_carried_wheels "$SITE" >>"$LOG" 2>&1 || echo "wheel install failed (GMACs may be missing)" | tee -a "$LOG"
+use_repo_imports "$SITE"
 {
     echo "== $(date -u '+%Y-%m-%d %H:%M:%S UTC') CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES-unset}"
     nvidia-smi --query-gpu=index,name,memory.used,memory.total,utilization.gpu --format=csv 2>&1

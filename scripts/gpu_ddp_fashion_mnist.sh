@@ -16,12 +16,9 @@ NPROC=${NPROC:-2}
 SITE=${SITE:-/tmp/site}
 mkdir -p "$OUT"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
-if ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl || exit 1
-fi
-# import without installing: gka_vision from the repo root, gka_kernels = the kernels/ folder
-linkdir=$(mktemp -d); ln -s "$PWD/kernels" "$linkdir/gka_kernels"
-export PYTHONPATH="$SITE:$PWD:$linkdir${PYTHONPATH:+:$PYTHONPATH}"
+. scripts/device_env.sh
+install_carried_wheels "$SITE" || exit 1
+use_repo_imports "$SITE"
 python3 - <<'PY' 2>&1 | tee "$OUT/env.log" || exit 1
 import torch, timm, webdataset, omegaconf, gka_vision
 print("torch", torch.__version__, "cuda", torch.version.cuda, "gpus", torch.cuda.device_count(),

@@ -52,13 +52,12 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}  # 12 runs share the cores
 
 # ---- wheels (what the image lacks) into a --target dir; gka_vision from the repo root, gka_kernels = kernels/
+. scripts/device_env.sh
 if [ "$DRY" != 1 ] && ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl \
-        >>"$LOG" 2>&1 || { say "pip install of .whl/ failed"; exit 1; }
+    install_carried_wheels "$SITE" >>"$LOG" 2>&1 || { say "pip install of .whl/ failed"; exit 1; }
     export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 fi
-linkdir=$(mktemp -d); ln -s "$PWD/kernels" "$linkdir/gka_kernels"
-export PYTHONPATH="$PWD:$linkdir${PYTHONPATH:+:$PYTHONPATH}"
+use_repo_imports
 
 # ---- environment record (also passed to the summariser for study.md's header)
 rm -f "$ROOT/env.json"

@@ -10,9 +10,9 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-output/gpu_check}
 mkdir -p "$OUT"
 what=${1:-all}; shift || true
-# import without installing: gka_vision from the repo root, gka_kernels = the kernels/ folder
-linkdir=$(mktemp -d); ln -s "$PWD/kernels" "$linkdir/gka_kernels"
-export PYTHONPATH="$PWD:$linkdir${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+. scripts/device_env.sh
+use_repo_imports
+export PYTHONUNBUFFERED=1
 python3 - <<'PY' 2>&1 | tee "$OUT/env.log"
 import torch, triton, gka_kernels, gka_vision
 print("gpu", torch.cuda.get_device_name(), "torch", torch.__version__, "triton", triton.__version__)
