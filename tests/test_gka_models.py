@@ -14,7 +14,8 @@ from safetensors.torch import save_file
 import gka_vision  # noqa: F401  (registers the models)
 from gka_vision.models.gka_vit import checkpoint_filter_fn
 
-from timm_api import check_grad_checkpointing_identical, check_default_cfg_and_head, create, images, load  # tests/timm_api.py
+from timm_api import (check_cuda_train_step, check_default_cfg_and_head, check_grad_checkpointing_identical,  # tests/timm_api.py
+                      check_param_count, create, images, load, meta_model)
 
 MODELS = timm.list_models(module='gka_vit')
 TINY = dict(img_size=64, embed_dim=64, depth=3, num_heads=2, num_iter=4, backend='torch')
@@ -42,11 +43,7 @@ def test_all_sizes_registered():
 
 @pytest.mark.parametrize('name', MODELS)
 def test_param_count_within_10_percent(name):
-    with torch.device('meta'):
-        model = timm.create_model(name)
-    n = sum(p.numel() for p in model.parameters())
-    target = PARAM_TARGETS[name]
-    assert abs(n - target) <= 0.1 * target, f'{name}: {n / 1e6:.2f}M params, target {target / 1e6:.0f}M'
+    check_param_count(meta_model(name), PARAM_TARGETS[name], name)
 
 
 @pytest.mark.parametrize('name', MODELS)
@@ -255,10 +252,4 @@ def test_no_weight_decay_and_param_groups():
 @pytest.mark.skipif(not torch.cuda.is_available() or os.environ.get('GKA_SKIP_GPU') == '1', reason='needs CUDA')
 @pytest.mark.parametrize('name', MODELS)
 def test_cuda_auto_backend(name):
-    model = timm.create_model(name, num_classes=10).cuda().train()
-    x = torch.randn(2, 3, 224, 224, device='cuda')
-    with torch.autocast('cuda', dtype=torch.bfloat16):
-        out = model(x)
-    out.float().mean().backward()
-    assert torch.isfinite(out.float()).all()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    check_cuda_train_step(name)

@@ -13,7 +13,8 @@ from safetensors.torch import save_file
 import gka_vision  # noqa: F401  (registers the models)
 from gka_vision.models.mambavision import HybridStage, window_partition, window_reverse
 
-from timm_api import check_default_cfg_and_head, check_grad_checkpointing_identical, create, images, load  # tests/timm_api.py
+from timm_api import (check_cuda_train_step, check_default_cfg_and_head, check_grad_checkpointing_identical,  # tests/timm_api.py
+                      check_param_count, create, images, load, meta_model)
 
 torch.set_num_threads(1)
 
@@ -34,19 +35,13 @@ def _load(name, path, seed=0, **kwargs):
 _x = images
 
 
-def _meta(name):
-    with torch.device('meta'):
-        return timm.create_model(name)
-
-
 def test_registered():
     assert {'mambavision_tiny', 'gkavision_tiny', 'gkavision_small', 'gkavision_base'} <= set(MODELS)
 
 
 def test_mambavision_tiny_size():
-    model = _meta('mambavision_tiny')
-    n = sum(p.numel() for p in model.parameters())
-    assert abs(n - 31.8e6) <= 0.1 * 31.8e6, f'{n / 1e6:.2f}M params, MambaVision-T has 31.8M'
+    model = meta_model('mambavision_tiny')
+    check_param_count(model, 31.8e6, 'mambavision_tiny (MambaVision-T has 31.8M)')
     assert [len(s.blocks) for s in model.stages] == [1, 3, 8, 4]
     assert model.feature_info[-1]['num_chs'] == model.num_features == 640
 
@@ -57,7 +52,7 @@ def test_mambavision_tiny_size():
     ('gkavision_base', [128, 256, 512, 1024], 64),
 ])
 def test_gkavision_sizes_use_gka_mixers(name, widths, head_dim):
-    model = _meta(name)
+    model = meta_model(name)
     assert [f['num_chs'] for f in model.feature_info] == widths
     mixers = [m for m in model.modules() if type(m).__name__ == 'BidirectionalGKAMixer']
     assert mixers and all(m.head_dim == head_dim for m in mixers)
@@ -65,7 +60,7 @@ def test_gkavision_sizes_use_gka_mixers(name, widths, head_dim):
 
 
 def test_gkavision_tiny_is_mambavision_tiny_with_another_mixer():
-    mv, gv = _meta('mambavision_tiny').state_dict(), _meta('gkavision_tiny').state_dict()
+    mv, gv = meta_model('mambavision_tiny').state_dict(), meta_model('gkavision_tiny').state_dict()
     non_mixer = lambda sd: {k: tuple(v.shape) for k, v in sd.items() if '.mixer.' not in k}  # noqa: E731
     assert non_mixer(mv) == non_mixer(gv)
     assert {k.split('.mixer.')[0] for k in mv if '.mixer.' in k} == {k.split('.mixer.')[0] for k in gv if '.mixer.' in k}
@@ -222,10 +217,4 @@ def test_bf16_autocast_and_param_groups(name):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 @pytest.mark.parametrize('name', ['mambavision_tiny', 'gkavision_tiny'])
 def test_cuda_auto_backend(name):
-    model = timm.create_model(name, num_classes=10).cuda().train()
-    x = torch.randn(2, 3, 224, 224, device='cuda')
-    with torch.autocast('cuda', dtype=torch.bfloat16):
-        out = model(x)
-    out.float().mean().backward()
-    assert torch.isfinite(out.float()).all()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    check_cuda_train_step(name)

@@ -13,7 +13,8 @@ import gka_vision  # noqa: F401  (registers the models)
 from gka_vision.layers.mamba_mixer import BidirectionalMambaMixer, MambaVisionMixer
 from gka_vision.ops.selective_scan import selective_scan
 
-from timm_api import check_grad_checkpointing_identical, check_default_cfg_and_head, create, images, load  # tests/timm_api.py
+from timm_api import (check_cuda_train_step, check_default_cfg_and_head, check_grad_checkpointing_identical,  # tests/timm_api.py
+                      check_param_count, create, images, load, meta_model)
 
 torch.set_num_threads(1)
 
@@ -127,11 +128,8 @@ def test_all_sizes_registered():
 
 @pytest.mark.parametrize('name', MODELS)
 def test_param_count_and_width(name):
-    with torch.device('meta'):
-        model = timm.create_model(name)
-    n = sum(p.numel() for p in model.parameters())
-    target = PARAM_TARGETS[name]
-    assert abs(n - target) <= 0.1 * target, f'{name}: {n / 1e6:.2f}M params, target {target / 1e6:.0f}M'
+    model = meta_model(name)
+    check_param_count(model, PARAM_TARGETS[name], name)
     assert model.embed_dim == WIDTHS[name] and len(model.blocks) == 24
 
 
@@ -233,13 +231,7 @@ def test_bf16_autocast_and_param_groups(name):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 @pytest.mark.parametrize('name', ['mamba_vim_tiny_patch16_224', 'mambavision_tiny'])
 def test_cuda_auto_backend(name):
-    model = timm.create_model(name, num_classes=10).cuda().train()
-    x = torch.randn(2, 3, 224, 224, device='cuda')
-    with torch.autocast('cuda', dtype=torch.bfloat16):
-        out = model(x)
-    out.float().mean().backward()
-    assert torch.isfinite(out.float()).all()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    model, x = check_cuda_train_step(name)
     # the same weights through the PyTorch scan give the same logits (fp32, eval)
     model.eval()
     with torch.no_grad():

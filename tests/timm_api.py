@@ -58,3 +58,28 @@ def check_grad_checkpointing_identical(make_model, x, grad_atol):
     torch.testing.assert_close(out1, out0, rtol=0, atol=0)
     for n in g0:
         torch.testing.assert_close(g1[n], g0[n], rtol=1e-5, atol=grad_atol, msg=n)
+
+
+def meta_model(name, **kwargs):
+    """The model built on the meta device (no memory, no init): for parameter counts and structure."""
+    with torch.device('meta'):
+        return timm.create_model(name, **kwargs)
+
+
+def check_param_count(model, target, what):
+    """The model's parameter count is within 10 % of `target` (what: the name in the failure message)."""
+    n = sum(p.numel() for p in model.parameters())
+    assert abs(n - target) <= 0.1 * target, f'{what}: {n / 1e6:.2f}M params, target {target / 1e6:.1f}M'
+
+
+def check_cuda_train_step(name):
+    """One bf16-autocast training step of the model on CUDA at 224 px (the scan backend 'auto'): the output
+    and every parameter gradient exist and are finite. Returns (model, x) for further checks."""
+    model = timm.create_model(name, num_classes=10).cuda().train()
+    x = torch.randn(2, 3, 224, 224, device='cuda')
+    with torch.autocast('cuda', dtype=torch.bfloat16):
+        out = model(x)
+    out.float().mean().backward()
+    assert torch.isfinite(out.float()).all()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    return model, x
