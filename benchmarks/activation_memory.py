@@ -51,7 +51,7 @@ class _TritonGKAStandIn(torch.autograd.Function):
     """Saves what kernels/gka_function.py GKATritonFunction saves (same shapes and dtypes)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, alpha, gates):
+    def forward(ctx, q, k, v, alpha, gates, sequential_backward=False):
         B, T, H, D = q.shape
         ndir = gates.shape[0]
         q, k, v, alpha = (t.contiguous() for t in (q, k, v, alpha))
@@ -59,7 +59,7 @@ class _TritonGKAStandIn(torch.autograd.Function):
         x = torch.zeros(ndir, B, T, H, D, dtype=torch.float32, device=q.device)
         fro = torch.zeros(ndir, B, T, H, dtype=torch.float32, device=q.device)
         ctx.save_for_backward(q, k, v, alpha, gates, x, fro)
-        _record_scan_transient(B, T, H, D, ndir)
+        _record_scan_transient(B, T, H, D, ndir, sequential_backward)
         return (q.float() * 0.5 + k.float() * 0.25 + v.float() * 0.25 + alpha.float().unsqueeze(-1)
                 + gates.sum(0).unsqueeze(-1)).to(q.dtype)
 
@@ -68,15 +68,16 @@ class _TritonGKAStandIn(torch.autograd.Function):
         q, k, v, alpha, gates, x, fro = ctx.saved_tensors
         do = do.float()
         return ((do * 0.5).to(q.dtype), (do * 0.25).to(k.dtype), (do * 0.25).to(v.dtype),
-                do.sum(-1).to(alpha.dtype), do.sum(-1).expand_as(gates).contiguous())
+                do.sum(-1).to(alpha.dtype), do.sum(-1).expand_as(gates).contiguous(), None)
 
 
 class _StandInTritonModule:
     """Replaces gka_kernels for gka_vision.ops.gka_scan (bidirectional and single scans)."""
 
     @staticmethod
-    def gka_scan_bidirectional_triton(q, k, v, alpha, g, g_rev, **_):
-        return _TritonGKAStandIn.apply(q, k, v, alpha, torch.stack([g.float(), g_rev.float()]))
+    def gka_scan_bidirectional_triton(q, k, v, alpha, g, g_rev, sequential_backward=False, **_):
+        return _TritonGKAStandIn.apply(q, k, v, alpha, torch.stack([g.float(), g_rev.float()]),
+                                       sequential_backward)
 
     @staticmethod
     def gka_scan_triton(q, k, v, alpha, g, gk=None, reverse=False, **_):
@@ -147,18 +148,24 @@ class CudaAutocastPolicy(TorchFunctionMode):
 _scan_transient = []  # bytes of each scan backward's transient buffers
 
 
-def scan_backward_transient_bytes(B, T, H, D, ndir, chunk=16, state_cols=32):
-    """Transient fp32 buffers of GKATritonFunction.backward: hk, hv, u, w [NDIR, B*H, NC, BD, BD];
-    dq, dk, dv [NDIR, B, T, H, D]; da, dG [NDIR, B, T, H]; dgp [BD/BN, NDIR, B, T, H]; the summed grads."""
+def scan_backward_transient_bytes(B, T, H, D, ndir, sequential=False, chunk=16, state_cols=32):
+    """Peak transient fp32 buffers of GKATritonFunction.backward (kernels/gka_function.py _backward).
+
+    Per launch set over n directions: the chunk states hk, hv [n, B*H, NC, BD, BD] (U, W are stored over
+    them), dq, dk, dv [n, B, T, H, D], da, dG [n, B, T, H], dgp [BD/BN, n, B, T, H]; the states are freed
+    before the direction sums [B, T, H, D] x 3. Sequential (two directions one after the other): the first
+    direction's gradients stay while the second's launches run, and the second's are added in place."""
     BD = max(16, 1 << (D - 1).bit_length())
     NC = math.ceil(T / chunk)
-    states = 4 * ndir * B * H * NC * BD * BD * 4
-    grads = 3 * ndir * B * T * H * D * 4 + (2 + BD // min(BD, state_cols)) * ndir * B * T * H * 4
-    return states + grads + 3 * B * T * H * D * 4
+    per_dir_states = 2 * B * H * NC * BD * BD * 4
+    per_dir_grads = 3 * B * T * H * D * 4 + (2 + BD // min(BD, state_cols)) * B * T * H * 4
+    if sequential and ndir == 2:
+        return per_dir_states + 2 * per_dir_grads
+    return max(ndir * (per_dir_states + per_dir_grads), ndir * per_dir_grads + 3 * B * T * H * D * 4)
 
 
-def _record_scan_transient(B, T, H, D, ndir):
-    _scan_transient.append((B, T, H, D, ndir))
+def _record_scan_transient(B, T, H, D, ndir, sequential=False):
+    _scan_transient.append((B, T, H, D, ndir, sequential))
 
 
 def _is_param_copy(t, depth=3):
@@ -314,7 +321,8 @@ def measure(name, img_size=1024, batch=16, kwargs=None, dtype=torch.bfloat16, in
     total = sum(per_module.values())
     n_params = sum(p.numel() for p in model.parameters())
     state = 16 * n_params  # fp32 param + grad + AdamW exp_avg + exp_avg_sq
-    transient = max((scan_backward_transient_bytes(batch, T, H, D, nd) for (_, T, H, D, nd) in s1), default=0)
+    transient = max((scan_backward_transient_bytes(batch, T, H, D, nd, sq) for (_, T, H, D, nd, sq) in s1),
+                    default=0)
     images = batch * 3 * img_size * img_size * 4
     return dict(model=name, img_size=img_size, batch=batch, kwargs=kwargs or {}, params=n_params,
                 saved_bytes=total, state_bytes=state, scan_transient_bytes=transient, input_bytes=images,

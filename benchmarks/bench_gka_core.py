@@ -6,7 +6,7 @@
 For every (B, T, H, D): median ms (triton.testing.do_bench) of the forward and forward+backward of
 gka_scan_bidirectional with backend="triton" (each kernel variant: "default" or comma-separated overrides
 of kernels/gka_function.py's settings, e.g. "sched=bf16:20+2xbf16:10/bf16:20+2xbf16:15,chunk=32,warps=4,
-cols=16,hi=tf32x3,states=tf32x3,grad=tf32"), of the same op with
+cols=16,hi=tf32x3,states=tf32x3,grad=tf32,lo=bf16x3"; precisions: kernels/gka_function.py DOT_PRECISIONS), of the same op with
 backend="torch", and of F.scaled_dot_product_attention (non-causal, [B, H, T, D]); peak memory of one
 forward+backward; relative error vs the float64 reference (exact solve) on a slice (first batch element,
 first 2 heads, at most 1025 tokens), for bf16 and fp32 inputs and every variant. Also prints the per-kernel time split
@@ -71,6 +71,10 @@ def set_variant(variant):
                 raise SystemExit(f"bench_gka_core: unknown variant key {key!r} in {variant!r} (keys: {sorted(cfg)})")
             cfg[key] = (int(val) or None) if key in ("chunk", "warps", "cols") else val
     gkf._parse_schedule(cfg["sched"])  # a bad schedule fails here, with its message
+    for key in ("hi", "states", "grad", "lo"):
+        if cfg[key] not in gkf.DOT_PRECISIONS:
+            raise SystemExit(f"bench_gka_core: bad precision {key}={cfg[key]!r} in {variant!r} "
+                             f"(one of {', '.join(gkf.DOT_PRECISIONS)})")
     gkf.SOLVE_SCHEDULE, gkf.CHUNK_SIZE, gkf.NUM_WARPS, gkf.STATE_COLS = cfg["sched"], cfg["chunk"], cfg["warps"], cfg["cols"]
     gkf.DOT_PRECISION_HI, gkf.DOT_PRECISION_STATES, gkf.DOT_PRECISION_GRAD = cfg["hi"], cfg["states"], cfg["grad"]
     gkf.DOT_PRECISION_LO = cfg["lo"]

@@ -71,6 +71,8 @@ THROUGHPUT_TARGETS = [('gkavision_tiny', 'mambavision_tiny', 0.85),
 # (model, reference): peak memory at the largest resolution of the sweep must be below the reference's
 MEMORY_TARGETS = [('gka_tiny_patch16_224', 'deit_tiny_patch16_224'),
                   ('gka_small_patch16_224', 'deit_small_patch16_224')]
+# NAME@VARIANT: NAME built with these extra kwargs, a row of its own (e.g. gka_tiny_patch16_224@recompute)
+VARIANT_KWARGS = {'recompute': dict(recompute_mixer=True)}
 SKIPPED = 'skipped (time budget)'
 PENDING = 'pending'  # planned, not reached yet (what a killed run leaves in the json)
 
@@ -82,22 +84,40 @@ def _project_models() -> frozenset:
     return frozenset(n for m in PROJECT_MODULES for n in timm.list_models(module=m))
 
 
+def timm_name(name: str) -> str:
+    """The timm model of a row name: 'gka_tiny_patch16_224@recompute' -> 'gka_tiny_patch16_224'."""
+    return name.split('@', 1)[0]
+
+
+def variant_kwargs(name: str) -> Dict[str, Any]:
+    """Extra create_model kwargs of a NAME@VARIANT row (VARIANT_KWARGS); a bad variant is an error naming it."""
+    if '@' not in name:
+        return {}
+    variant = name.split('@', 1)[1]
+    if variant not in VARIANT_KWARGS:
+        raise ValueError(f'unknown model variant {variant!r} in {name!r} (known: {sorted(VARIANT_KWARGS)})')
+    return dict(VARIANT_KWARGS[variant])
+
+
 def build_model(name: str, res: int, backend: Optional[str], device: torch.device,
                 extra: Optional[Dict[str, Any]] = None) -> torch.nn.Module:
     """Create `name` for inputs of res x res. Isotropic models get img_size=res (their position embedding
-    is stored at that grid); the project's models get the scan backend; `extra` overrides sizes."""
-    kwargs: Dict[str, Any] = dict(extra or {})
-    if backend and name in _project_models():
+    is stored at that grid); the project's models get the scan backend; a NAME@VARIANT row its variant's
+    kwargs; `extra` overrides sizes."""
+    kwargs: Dict[str, Any] = {**variant_kwargs(name), **(extra or {})}
+    base = timm_name(name)
+    if backend and base in _project_models():
         kwargs['backend'] = backend
     try:
-        model = timm.create_model(name, img_size=res, **kwargs)
+        model = timm.create_model(base, img_size=res, **kwargs)
     except TypeError:  # hierarchical / conv models take any size without img_size
-        model = timm.create_model(name, **kwargs)
+        model = timm.create_model(base, **kwargs)
     return model.to(device)
 
 
 def scan_backend_used(name: str, device: torch.device, backend: Optional[str]) -> str:
     """Which scan implementation the model's mixers run with on this device ('-' for models without one)."""
+    name = timm_name(name)
     if name not in _project_models():
         return '-'
     x = torch.zeros(1, 1, 1, device=device)
@@ -305,7 +325,7 @@ class Runner:
             extra = self.args.model_kwargs.get(name)
             self.rows[name] = dict(model=name + (f' {json.dumps(extra)}' if extra else ''), name=name, scan='-',
                                    params_m=None, gmacs=None, infer={}, train={})
-            project = name in _project_models()
+            project = timm_name(name) in _project_models()
             self.backend[name] = self.args.backend if project else None
             if project and name.startswith('mamba') and self.args.mamba_backend:
                 self.backend[name] = self.args.mamba_backend
@@ -365,7 +385,7 @@ class Runner:
         """Best available scan of a Mamba baseline: also time its first training point with the PyTorch scan
         and keep the faster one for that model."""
         row = self.rows[name]
-        if (name in self.trialled or not name.startswith('mamba') or name not in _project_models()
+        if (name in self.trialled or not name.startswith('mamba') or timm_name(name) not in _project_models()
                 or self.args.scan_trials == 'off' or (self.device.type != 'cuda' and self.args.scan_trials == 'auto')
                 or 'torch' in row['scan'] or result['status'] != 'ok'
                 or self._over_budget()):
@@ -394,7 +414,8 @@ class Runner:
         if kind == 'gmacs':
             try:
                 extra = self.args.model_kwargs.get(name)
-                m = build_model(name, a, 'torch' if name in _project_models() else None, self.device, extra)
+                m = build_model(name, a, 'torch' if timm_name(name) in _project_models() else None, self.device,
+                                extra)
                 self.rows[name]['gmacs'] = count_gmacs(m, a)
                 result = dict(status='ok' if self.rows[name]['gmacs'] is not None else 'no fvcore')
             except Exception as err:  # noqa: BLE001
@@ -550,7 +571,8 @@ def target_lines(result: Dict[str, Any]) -> List[str]:
                 f'| training img/s, batch {b}, {args.res}px | {m}: {_cell(a_)} ({rows.get(m, {}).get("scan", "-")}) '
                 f'| {ref}: {_cell(r_)} ({rows.get(ref, {}).get("scan", "-")}) | {_fmt(ratio, ".3f")} '
                 f'| >= {need} | {verdict(ratio, ratio is not None and ratio >= need)} |')
-    for m, ref in MEMORY_TARGETS:
+    variants = [(n, ref) for m, ref in MEMORY_TARGETS for n in rows if timm_name(n) == m and n != m]
+    for m, ref in MEMORY_TARGETS + variants:
         for mode in ('train', 'infer'):
             a_ = sweep.get((m, top), {}).get(mode)
             r_ = sweep.get((ref, top), {}).get(mode)
@@ -673,7 +695,9 @@ def write_plots(prefix: str, sweep: List[Dict[str, Any]]) -> List[str]:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--models', nargs='+', default=None, help='timm names (default: the comparison set)')
+    p.add_argument('--models', nargs='+', default=None,
+                   help='timm names (default: the comparison set); NAME@VARIANT adds NAME built with a variant\'s '
+                        f'kwargs as a row of its own (variants: {VARIANT_KWARGS})')
     p.add_argument('--batch-sizes', nargs='+', type=int, default=[128, 256],
                    help='batch sizes at --res; the first is the one of the throughput targets')
     p.add_argument('--resolutions', nargs='+', type=int, default=[224, 384, 512, 768, 1024])
@@ -737,7 +761,8 @@ def main(argv=None) -> Dict[str, Any]:
     device = torch.device(args.device)
     os.makedirs(args.out, exist_ok=True)
     env = environment(device, argv)
-    unknown = [m for m in args.models if m not in timm.list_models()]
+    unknown = [m for m in args.models if timm_name(m) not in timm.list_models()
+               or ('@' in m and m.split('@', 1)[1] not in VARIANT_KWARGS)]
     if unknown:
         print(f'[compare] unknown model name(s) {unknown}: recorded as errors', flush=True)
     runner = Runner(args, device, env, prefix)

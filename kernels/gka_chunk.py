@@ -75,9 +75,20 @@ def _state_block_ptr(ptr, slot, r0, c0, BD: tl.constexpr, BR: tl.constexpr, BN: 
 @triton.jit
 def _dot(a, b, PREC: tl.constexpr):
     """fp32-accumulated a @ b; PREC "bf16" rounds both operands to bf16 (twice the tensor-core rate of
-    tf32), otherwise it is tl.dot's input_precision ("tf32", "tf32x3", "ieee")."""
+    tf32), "bf16x3" is a split hi/lo bf16 product (~1e-5 relative error, half the cost of tf32x3),
+    otherwise it is tl.dot's input_precision ("tf32", "tf32x3", "ieee")."""
     if PREC == "bf16":
         return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+    elif PREC == "bf16x3":
+        # a = a_hi + a_lo with a_hi = bf16(a), a_lo = bf16(a - a_hi) (~16 mantissa bits), fp32 accumulation:
+        # a_hi b_lo + a_lo b_hi + a_hi b_hi (the small terms first), 3 bf16 products = 1.5 tf32 products
+        a_hi = a.to(tl.bfloat16)
+        b_hi = b.to(tl.bfloat16)
+        a_lo = (a - a_hi.to(tl.float32)).to(tl.bfloat16)
+        b_lo = (b - b_hi.to(tl.float32)).to(tl.bfloat16)
+        acc = tl.dot(a_hi, b_lo)
+        acc = tl.dot(a_lo, b_hi, acc)
+        return tl.dot(a_hi, b_hi, acc)
     else:
         return tl.dot(a, b, input_precision=PREC)
 
@@ -183,8 +194,8 @@ def _fwd_states_kernel(k_ptr, v_ptr, gate_ptr, hk_ptr, hv_ptr,
         g_last = tl.sum(gg, 0)
         Kw = K * tl.exp(g_last - G)[:, None]
         decay = tl.exp(g_last)
-        Hk = decay * Hk + tl.dot(tl.trans(Kw), Kn, input_precision=PREC)
-        Sv = decay * Sv + tl.dot(tl.trans(Kw), Vn, input_precision=PREC)
+        Hk = decay * Hk + _dot(tl.trans(Kw), Kn, PREC)
+        Sv = decay * Sv + _dot(tl.trans(Kw), Vn, PREC)
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -216,11 +227,11 @@ def _fwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr,
     Hp = tl.load(_state_ptr(hk_ptr, slot, BD))
 
     # ||H_t||_F^2 = e^{2G_t}||H_p||^2 + 2 e^{G_t} sum_j M_tj k_j^T H_p k_j + sum_ij M_ti M_tj (k_i.k_j)^2
-    kHk = tl.sum(tl.dot(K, Hp, input_precision=PREC_HI) * K, 1)
-    KK = tl.dot(K, tl.trans(K), input_precision=PREC_HI)
+    kHk = tl.sum(_dot(K, Hp, PREC_HI) * K, 1)
+    KK = _dot(K, tl.trans(K), PREC_HI)
     fro2 = (eG * eG * tl.sum(tl.sum(Hp * Hp, 1), 0)
             + 2.0 * eG * tl.sum(M * kHk[None, :], 1)
-            + tl.sum(tl.dot(M, KK * KK, input_precision=PREC_HI) * M, 1))
+            + tl.sum(_dot(M, KK * KK, PREC_HI) * M, 1))
     fro = tl.sqrt(tl.maximum(fro2, fro2_floor))
     lam = tl.maximum(ridge_ratio * fro, ridge_floor)
 
@@ -230,9 +241,9 @@ def _fwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr,
 
     V = _load_rows(v_ptr, tok, valid, D, BD)
     Sp = tl.load(_state_ptr(hv_ptr, slot, BD))
-    QK = tl.dot(Qp, tl.trans(K), input_precision=PREC_HI) * M
-    O = scale * (eG[:, None] * tl.dot(Qp, Sp, input_precision=PREC_HI)
-                 + tl.dot(QK, V, input_precision=PREC_HI))
+    QK = _dot(Qp, tl.trans(K), PREC_HI) * M
+    O = scale * (eG[:, None] * _dot(Qp, Sp, PREC_HI)
+                 + _dot(QK, V, PREC_HI))
 
     dir_tok = gate_off + tok
     o_ptrs, m = _rows_ptr_mask(o_ptr, dir_tok, valid, D, BD)
@@ -256,6 +267,8 @@ def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_pt
     Hbar_t = -(qbar x^T + x qbar^T)/2 + c_t H_t with c_t = -a (x . qbar) / ||H_t||_F (the ridge term),
     intra-chunk dk/dv and gate terms, and the chunk's increments of the reverse states:
     U_c = sum_t e^{G_t} Hbar_t (covariance, R of sec. 4) and W_c = scale sum_t e^{G_t} q'_t do_t^T (GLA).
+    U_c and W_c may be stored over this chunk's H_p and S_p (u_ptr = hk_ptr, w_ptr = hv_ptr: the backward
+    then holds two chunk-state buffers, not four); each slot is read and written by this program only.
     Three phases (read-out gradients, solve, covariance gradients) so that only the solve's operands
     are live during the iterations. Outputs are per direction ([NDIR, B, T, H, ...], plain stores, no
     atomics): phase 1 stores its parts of dq/dk, phases 2 and 3 read them back after a barrier.
@@ -286,19 +299,20 @@ def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_pt
     dO = out_scale * _load_rows(do_ptr, tok, valid, D, BD)
     Sp = tl.load(_state_ptr(hv_ptr, slot, BD))
     Qp = Q + alpha[:, None] * (X - Q)
-    dOV = tl.dot(dO, tl.trans(V), input_precision=PREC_GRAD) * M
-    dQp = scale * (tl.dot(dOV, K, input_precision=PREC_GRAD)
-                   + eG[:, None] * tl.dot(dO, tl.trans(Sp), input_precision=PREC_GRAD))
-    QK = tl.dot(Qp, tl.trans(K), input_precision=PREC_GRAD) * M
+    dOV = _dot(dO, tl.trans(V), PREC_GRAD) * M
+    dQp = scale * (_dot(dOV, K, PREC_GRAD)
+                   + eG[:, None] * _dot(dO, tl.trans(Sp), PREC_GRAD))
+    QK = _dot(Qp, tl.trans(K), PREC_GRAD) * M
     dv_ptrs, _ = _rows_ptr_mask(dv_ptr, dir_tok, valid, D, BD)
     tl.store(dv_ptrs, scale * _dot(tl.trans(QK), dO, PREC_LO), mask=m)
-    dKg = scale * tl.dot(tl.trans(dOV), Qp, input_precision=PREC_GRAD)
+    dKg = scale * _dot(tl.trans(dOV), Qp, PREC_GRAD)
     tl.store(dk_ptrs, dKg, mask=m)
     tl.store(dq_ptrs, (1.0 - alpha)[:, None] * dQp, mask=m)
     tl.store(da_ptr + dir_tok, tl.sum(dQp * (X - Q), 1), mask=valid)
     # gate: read term q'.dq' minus write term k.dk (GLA part)
     dG = tl.sum(Qp * dQp, 1) - tl.sum(K * dKg, 1)
-    Wg = scale * tl.dot(tl.trans(Qp * eG[:, None]), dO, input_precision=PREC_GRAD)
+    Wg = scale * _dot(tl.trans(Qp * eG[:, None]), dO, PREC_GRAD)
+    tl.debug_barrier()  # all threads have read S_p: W may overwrite it (the host passes w_ptr = hv_ptr)
     tl.store(_state_ptr(w_ptr, slot, BD), Wg)
     rhs = alpha[:, None] * dQp
 
@@ -314,28 +328,29 @@ def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_pt
     X = _load_rows(x_ptr, dir_tok, valid, D, BD)
     ridge_active = valid & (ridge_ratio * fro > ridge_floor)
     cr = tl.where(ridge_active, -ridge_ratio * tl.sum(X * Qb, 1) / fro, 0.0)
-    XK = tl.dot(X, tl.trans(K), input_precision=PREC_GRAD) * M
-    QbK = tl.dot(Qb, tl.trans(K), input_precision=PREC_GRAD) * M
-    HX = eG[:, None] * tl.dot(X, Hp, input_precision=PREC_GRAD) + tl.dot(XK, K, input_precision=PREC_GRAD)
+    XK = _dot(X, tl.trans(K), PREC_GRAD) * M
+    QbK = _dot(Qb, tl.trans(K), PREC_GRAD) * M
+    HX = eG[:, None] * _dot(X, Hp, PREC_GRAD) + _dot(XK, K, PREC_GRAD)
     # e_j = sum_t M_tj c_t e^{G_t};  Wc_ij = sum_t M_ti c_t M_tj
     ce = cr * eG
     e = tl.sum(M * ce[:, None], 0)
-    Wc = tl.dot(tl.trans(M), M * cr[:, None], input_precision=PREC_GRAD)
+    Wc = _dot(tl.trans(M), M * cr[:, None], PREC_GRAD)
     KK = _dot(K, tl.trans(K), PREC_LO)
     # (sum_{t>=j in chunk} M_tj Hbar_t) k_j
-    RK = (-0.5 * (tl.dot(tl.trans(XK), Qb, input_precision=PREC_GRAD)
-                  + tl.dot(tl.trans(QbK), X, input_precision=PREC_GRAD))
+    RK = (-0.5 * (_dot(tl.trans(XK), Qb, PREC_GRAD)
+                  + _dot(tl.trans(QbK), X, PREC_GRAD))
           + e[:, None] * _dot(K, Hp, PREC_LO)
-          + tl.dot(Wc * KK, K, input_precision=PREC_GRAD))
+          + _dot(Wc * KK, K, PREC_GRAD))
     tl.store(dk_ptrs, tl.load(dk_ptrs, mask=m, other=0.0) + 2.0 * RK, mask=m)
     # gate: read term <Hbar_t, H_t> = -qbar.(H x) + c ||H||^2, minus write term k^T R k
     dG += -tl.sum(Qb * HX, 1) + cr * fro * fro - tl.sum(K * RK, 1)
     tl.store(dG_ptr + dir_tok, dG, mask=valid)
 
     sigma = tl.sum(ce * eG, 0)
-    U = (-0.5 * (tl.dot(tl.trans(X * eG[:, None]), Qb, input_precision=PREC_GRAD)
-                 + tl.dot(tl.trans(Qb * eG[:, None]), X, input_precision=PREC_GRAD))
-         + sigma * Hp + _dot(tl.trans(K * e[:, None]), K, PREC_LO))
+    # sum_t e^{G_t} (x_t qbar_t^T + qbar_t x_t^T) = P + P^T: one product instead of two
+    P = _dot(tl.trans(X * eG[:, None]), Qb, PREC_GRAD)
+    U = -0.5 * (P + tl.trans(P)) + sigma * Hp + _dot(tl.trans(K * e[:, None]), K, PREC_LO)
+    tl.debug_barrier()  # all threads have read H_p: U may overwrite it (the host passes u_ptr = hk_ptr)
     tl.store(_state_ptr(u_ptr, slot, BD), U)
 
 
@@ -375,9 +390,9 @@ def _bwd_states_kernel(k_ptr, v_ptr, gate_ptr, u_ptr, w_ptr, dk_ptr, dv_ptr, dgp
         G = tl.cumsum(gg, 0)
         g_last = tl.sum(gg, 0)
         w = tl.where(valid, tl.exp(g_last - G), 0.0)
-        RK = w[:, None] * tl.dot(K, R, input_precision=PREC)
-        dKg = w[:, None] * tl.dot(V, tl.trans(dS_rows), input_precision=PREC)
-        dV = w[:, None] * tl.dot(K, dS_cols, input_precision=PREC)
+        RK = w[:, None] * _dot(K, R, PREC)
+        dKg = w[:, None] * _dot(V, tl.trans(dS_rows), PREC)
+        dV = w[:, None] * _dot(K, dS_cols, PREC)
         dk_ptrs, m = _cols_ptr_mask(dk_ptr, dir_tok, valid, c0, D, BN)
         tl.store(dk_ptrs, tl.load(dk_ptrs, mask=m, other=0.0) + dKg + 2.0 * RK, mask=m)
         dv_ptrs, _ = _cols_ptr_mask(dv_ptr, dir_tok, valid, c0, D, BN)

@@ -1,7 +1,8 @@
 """The autograd.Function around the chunked GKA kernels, and the two public entry points.
 
     gka_scan_triton(q, k, v, alpha, g, *, gk=None, ridge_ratio=0.02, num_iter=30, scale=None, reverse=False)
-    gka_scan_bidirectional_triton(q, k, v, alpha, g, g_rev, *, ridge_ratio=0.02, num_iter=30, scale=None)
+    gka_scan_bidirectional_triton(q, k, v, alpha, g, g_rev, *, ridge_ratio=0.02, num_iter=30, scale=None,
+                                  sequential_backward=False)
 
 Same contract as gka_vision.ops.gka_scan (GKA.md sections 1-5). The bidirectional op runs both scan
 directions in one launch per kernel (direction = a grid axis) and returns 0.5 * (forward + reverse).
@@ -26,9 +27,14 @@ NUM_WARPS = int(os.environ.get("GKA_TRITON_WARPS", "0")) or None
 # State columns per program of the two chunk-state scans (grid B*H x NDIR x BD/STATE_COLS); None = 32
 # (at most BD). Env GKA_TRITON_STATE_COLS overrides it.
 STATE_COLS = int(os.environ.get("GKA_TRITON_STATE_COLS", "0")) or None
-# tl.dot input precision of every product outside the Chebyshev steps (the residuals of the refinement
-# rounds, ||H_t||_F, the read-out and all gradient terms): "tf32x3" = three tf32 products, fp32-accurate.
-# PREC_STATES: the backward's reverse state scan (tf32 there costs ~1e-2 in the gate gradient, docs/kernels.md).
+# Dot precisions (gka_chunk._dot): "bf16", "tf32", "tf32x3" (three tf32 products, fp32-accurate), "ieee", and
+# "bf16x3" (three bf16 products of a hi/lo split, ~1e-5 relative error at half the tensor-core cost of tf32x3;
+# CPU-emulated only, not yet measured on the GPU: docs/kernels.md "bf16x3 products").
+DOT_PRECISIONS = ("bf16", "bf16x3", "tf32", "tf32x3", "ieee")
+# PREC_HI: the residuals of the refinement rounds of both solves, ||H_t||_F and the read-out.
+# PREC_STATES: the chunk-state scans, forward (H_p / S_p, also recomputed in the backward) and the backward's
+# reverse scan (tf32 there costs ~1e-2 in the gate gradient, docs/kernels.md). Until 2026-11-28 the forward
+# scan took PREC_HI; with both at their tf32x3 default nothing changes.
 DOT_PRECISION_HI = os.environ.get("GKA_TRITON_PRECISION_HI", "tf32x3")
 DOT_PRECISION_STATES = os.environ.get("GKA_TRITON_PRECISION_STATES", "tf32x3")
 # PREC_GRAD: the products of the backward solve kernel outside the solve (read-out and covariance gradients).
@@ -64,9 +70,9 @@ def _parse_schedule(spec):
             out.append((p1, int(n1), int(r), p2, int(n2)))
     except ValueError:
         out = []
-    if len(out) != 2 or any(p not in ("bf16", "tf32", "tf32x3", "ieee") for s in out for p in (s[0], s[3])):
+    if len(out) != 2 or any(p not in DOT_PRECISIONS for s in out for p in (s[0], s[3])):
         raise ValueError(f"GKA Triton solve schedule {spec!r}: expected 'P1:n1+RxP2:n2/P1:n1+RxP2:n2' "
-                         "with P in bf16, tf32, tf32x3, ieee (e.g. 'tf32:20+1xtf32:20/tf32:20+1xtf32:30')")
+                         f"with P in {', '.join(DOT_PRECISIONS)} (e.g. 'tf32:20+1xtf32:20/tf32:20+1xtf32:30')")
     return out
 
 
@@ -128,17 +134,17 @@ class GKATritonFunction(torch.autograd.Function):
     """gates [NDIR, B, T, H] fp32; dir_base 0 (forward first) or 1 (a single reverse scan)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, alpha, gates, dir_base, ridge_ratio, num_iter, scale):
+    def forward(ctx, q, k, v, alpha, gates, dir_base, ridge_ratio, num_iter, scale, sequential_backward=False):
         B, T, H, D = q.shape
         ndir = gates.shape[0]
-        BD, BC, BN, prec_hi, _, warps = _config(D)
+        BD, BC, BN, prec_hi, prec_states, warps = _config(D)
         p1, n1, rounds, p2, n2 = _iters(num_iter, False)
         NC = triton.cdiv(T, BC)
         NBH, BTH = B * H, B * T * H
         q, k, v, alpha = (t.contiguous() for t in (q, k, v, alpha))
         gates = gates.float().contiguous()
         f32 = dict(dtype=torch.float32, device=q.device)
-        hk, hv = _chunk_states(k, v, gates, dir_base, T, H, NC, D, BD, BC, BN, prec_hi, warps)
+        hk, hv = _chunk_states(k, v, gates, dir_base, T, H, NC, D, BD, BC, BN, prec_states, warps)
         o = torch.empty(ndir, B, T, H, D, **f32)
         x = torch.empty(ndir, B, T, H, D, **f32)
         fro = torch.empty(ndir, B, T, H, **f32)
@@ -149,51 +155,68 @@ class GKATritonFunction(torch.autograd.Function):
                                            D=D, BD=BD, BC=BC, PREC_FIRST=p1, PREC=p2, PREC_HI=prec_hi,
                                            num_warps=warps)
         ctx.save_for_backward(q, k, v, alpha, gates, x, fro)
-        ctx.opts = (dir_base, ridge_ratio, num_iter, scale, out_scale)
+        ctx.opts = (dir_base, ridge_ratio, num_iter, scale, out_scale, sequential_backward)
         return _sum_directions(o).to(q.dtype)
 
     @staticmethod
     def backward(ctx, do):
         q, k, v, alpha, gates, x, fro = ctx.saved_tensors
-        dir_base, ridge_ratio, num_iter, scale, out_scale = ctx.opts
-        B, T, H, D = q.shape
-        ndir = gates.shape[0]
-        BD, BC, BN, prec_hi, prec_states, warps = _config(D)
-        p1, n1, rounds, p2, n2 = _iters(num_iter, True)
-        NC = triton.cdiv(T, BC)
-        NBH, BTH = B * H, B * T * H
+        dir_base, ridge_ratio, num_iter, scale, out_scale, sequential = ctx.opts
         do = do.contiguous()
-        f32 = dict(dtype=torch.float32, device=q.device)
-        # per-direction results, every element written once by the solve kernel (plain stores)
-        dq = torch.empty(ndir, B, T, H, D, **f32)
-        dk = torch.empty(ndir, B, T, H, D, **f32)
-        dv = torch.empty(ndir, B, T, H, D, **f32)
-        da = torch.empty(ndir, B, T, H, **f32)
-        dG = torch.empty(ndir, B, T, H, **f32)
-        dgp = torch.empty(BD // BN, ndir, B, T, H, **f32)
-        hk, hv = _chunk_states(k, v, gates, dir_base, T, H, NC, D, BD, BC, BN, prec_hi, warps)
-        u = torch.empty_like(hk)
-        w = torch.empty_like(hv)
-        _bwd_solve_kernel[(NC, NBH, ndir)](q, k, v, alpha, gates, hk, hv, x, fro, do,
-                                           dq, dk, dv, da, dG, u, w,
-                                           T, H, NBH, BTH, NC, dir_base, n1, rounds, n2,
-                                           ridge_ratio, RIDGE_FLOOR, scale, out_scale,
-                                           D=D, BD=BD, BC=BC, PREC_FIRST=p1, PREC=p2, PREC_HI=prec_hi,
-                                           PREC_GRAD="ieee" if INTERPRET else DOT_PRECISION_GRAD,
-                                           PREC_LO="ieee" if INTERPRET else DOT_PRECISION_LO,
-                                           num_warps=warps)
-        _bwd_states_kernel[(NBH, ndir, BD // BN)](k, v, gates, u, w, dk, dv, dgp,
-                                                  T, H, NBH, BTH, NC, dir_base,
-                                                  D=D, BD=BD, BC=BC, BN=BN, PREC=prec_states, num_warps=warps)
-        # dL/dG^glob_t (read terms from the solve kernel minus the inter-chunk write terms); g_t enters
-        # G^glob of every later position in scan order: reverse cumsum for the forward scan, cumsum over
-        # t for the reverse scan
-        dG = dG - dgp.sum(0)
-        dg = torch.stack([dG[s].cumsum(1) if dir_base + s == 1 else dG[s].flip(1).cumsum(1).flip(1)
-                          for s in range(ndir)])
-        return (_sum_directions(dq).to(q.dtype), _sum_directions(dk).to(k.dtype),
-                _sum_directions(dv).to(v.dtype), _sum_directions(da).to(alpha.dtype), dg,
-                None, None, None, None)
+        args = (q, k, v, alpha, do, ridge_ratio, num_iter, scale, out_scale)
+        if sequential and gates.shape[0] == 2:
+            # one direction after the other: half the transient chunk-state and per-direction gradient buffers
+            grads = list(_backward(*args, gates[:1], x[:1], fro[:1], dir_base=0))
+            rev = _backward(*args, gates[1:], x[1:], fro[1:], dir_base=1)
+            for acc, r in zip(grads[:4], rev[:4]):
+                acc += r
+            grads[4] = torch.cat([grads[4], rev[4]])
+        else:
+            grads = _backward(*args, gates, x, fro, dir_base=dir_base)
+        dq, dk, dv, da, dg = grads
+        return (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), da.to(alpha.dtype), dg,
+                None, None, None, None, None)
+
+
+def _backward(q, k, v, alpha, do, ridge_ratio, num_iter, scale, out_scale, gates, x, fro, dir_base):
+    """The backward launches for the directions in `gates` ([NDIR, B, T, H]; the first is dir_base):
+    fp32 (dq, dk, dv, dalpha) summed over those directions and dg [NDIR, B, T, H]."""
+    B, T, H, D = q.shape
+    ndir = gates.shape[0]
+    BD, BC, BN, prec_hi, prec_states, warps = _config(D)
+    p1, n1, rounds, p2, n2 = _iters(num_iter, True)
+    NC = triton.cdiv(T, BC)
+    NBH, BTH = B * H, B * T * H
+    f32 = dict(dtype=torch.float32, device=q.device)
+    # per-direction results, every element written once by the solve kernel (plain stores)
+    dq = torch.empty(ndir, B, T, H, D, **f32)
+    dk = torch.empty(ndir, B, T, H, D, **f32)
+    dv = torch.empty(ndir, B, T, H, D, **f32)
+    da = torch.empty(ndir, B, T, H, **f32)
+    dG = torch.empty(ndir, B, T, H, **f32)
+    dgp = torch.empty(BD // BN, ndir, B, T, H, **f32)
+    hk, hv = _chunk_states(k, v, gates, dir_base, T, H, NC, D, BD, BC, BN, prec_states, warps)
+    # U_c / W_c overwrite H_p / S_p slot by slot (each slot belongs to one program): 2 buffers, not 4
+    u, w = hk, hv
+    _bwd_solve_kernel[(NC, NBH, ndir)](q, k, v, alpha, gates, hk, hv, x, fro, do,
+                                       dq, dk, dv, da, dG, u, w,
+                                       T, H, NBH, BTH, NC, dir_base, n1, rounds, n2,
+                                       ridge_ratio, RIDGE_FLOOR, scale, out_scale,
+                                       D=D, BD=BD, BC=BC, PREC_FIRST=p1, PREC=p2, PREC_HI=prec_hi,
+                                       PREC_GRAD="ieee" if INTERPRET else DOT_PRECISION_GRAD,
+                                       PREC_LO="ieee" if INTERPRET else DOT_PRECISION_LO,
+                                       num_warps=warps)
+    _bwd_states_kernel[(NBH, ndir, BD // BN)](k, v, gates, u, w, dk, dv, dgp,
+                                              T, H, NBH, BTH, NC, dir_base,
+                                              D=D, BD=BD, BC=BC, BN=BN, PREC=prec_states, num_warps=warps)
+    del hk, hv, u, w  # free the chunk states before the direction sums allocate
+    # dL/dG^glob_t (read terms from the solve kernel minus the inter-chunk write terms); g_t enters
+    # G^glob of every later position in scan order: reverse cumsum for the forward scan, cumsum over
+    # t for the reverse scan
+    dG = dG - dgp.sum(0)
+    dg = torch.stack([dG[s].cumsum(1) if dir_base + s == 1 else dG[s].flip(1).cumsum(1).flip(1)
+                      for s in range(ndir)])
+    return _sum_directions(dq), _sum_directions(dk), _sum_directions(dv), _sum_directions(da), dg
 
 
 def _fallback_chunked(*args, **kwargs):
@@ -212,16 +235,22 @@ def gka_scan_triton(q, k, v, alpha, g, *, gk=None, ridge_ratio=0.02, num_iter=30
     gates = g.unsqueeze(0)
     _check(q, k, v, alpha, gates)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    dg = GKATritonFunction.apply(q, k, v, alpha, gates, 1 if reverse else 0, float(ridge_ratio),
-                                 int(num_iter), scale)
-    return dg
+    return GKATritonFunction.apply(q, k, v, alpha, gates, 1 if reverse else 0, float(ridge_ratio),
+                                   int(num_iter), scale)
 
 
-def gka_scan_bidirectional_triton(q, k, v, alpha, g, g_rev, *, ridge_ratio=0.02, num_iter=30, scale=None):
-    """0.5 * (forward scan with gate g + reverse scan with gate g_rev), both directions in one launch."""
+def gka_scan_bidirectional_triton(q, k, v, alpha, g, g_rev, *, ridge_ratio=0.02, num_iter=30, scale=None,
+                                  sequential_backward=False):
+    """0.5 * (forward scan with gate g + reverse scan with gate g_rev), both directions in one launch.
+
+    sequential_backward=True runs the backward's launches once per direction instead (the forward is
+    unchanged): half the transient memory of the backward (chunk states, per-direction gradients), for
+    large images; same results.
+    """
     if g.shape != g_rev.shape:
         raise ValueError(f"gka_scan_bidirectional_triton: g {tuple(g.shape)} and g_rev {tuple(g_rev.shape)} differ")
     gates = torch.stack([g.float(), g_rev.float()])
     _check(q, k, v, alpha, gates)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    return GKATritonFunction.apply(q, k, v, alpha, gates, 0, float(ridge_ratio), int(num_iter), scale)
+    return GKATritonFunction.apply(q, k, v, alpha, gates, 0, float(ridge_ratio), int(num_iter), scale,
+                                   bool(sequential_backward))

@@ -103,6 +103,11 @@ def test_recompute_mixer_gradients_identical():
     rc = _tiny_vit(recompute_mixer=True)
     rc.load_state_dict(base.state_dict())
     assert all(b.recompute_mixer for b in rc.blocks) and not any(b.recompute_mixer for b in base.blocks)
+    assert all(b.mixer.sequential_backward for b in rc.blocks)
+    assert not any(b.mixer.sequential_backward for b in base.blocks)
+    rc.set_recompute_mixer(False)
+    assert not any(b.mixer.sequential_backward or b.recompute_mixer for b in rc.blocks)
+    rc.set_recompute_mixer(True)
     _assert_same(_grads(base, base, x), _grads(rc, rc, x), rtol=0, atol=0)
 
 
@@ -139,10 +144,14 @@ def test_gkavision_recompute_mixer_kwarg_and_setter():
     rc = GKAVision(recompute_mixer=True, **kw)
     blocks = [m for m in rc.modules() if hasattr(m, 'recompute_mixer')]
     assert blocks and all(b.recompute_mixer for b in blocks)
+    # the GKA mixers follow: their Triton backward runs one scan direction at a time
+    mixers = [m for m in rc.modules() if isinstance(m, BidirectionalGKAMixer)]
+    assert mixers and all(m.sequential_backward for m in mixers)
+    assert not any(m.sequential_backward for m in base.modules() if isinstance(m, BidirectionalGKAMixer))
     x = torch.randn(2, 3, 64, 64)
     _assert_same(_grads(base, base, x), _grads(rc, rc, x), rtol=0, atol=0)
     rc.set_recompute_mixer(False)
-    assert not any(b.recompute_mixer for b in blocks)
+    assert not any(b.recompute_mixer for b in blocks) and not any(m.sequential_backward for m in mixers)
 
 
 def test_tool_flash_stand_in_and_intercept():
@@ -157,3 +166,17 @@ def test_tool_flash_stand_in_and_intercept():
     assert sorted(r['bytes'] for r in attn) == sorted([T * 192 * 3 * 2, T * 192 * 2, 3 * T * 4])
     res = am.measure('deit_tiny_patch16_224', img_size=64, batch=4, intercept_img_size=32)
     assert res['saved_bytes'] > 0 and res['scan_transient_bytes'] == 0
+
+
+def test_scan_transient_model_sequential_backward():
+    """The tool's model of the Triton backward's transient buffers: the sequential backward holds one
+    direction's chunk states (U/W stored over H_p/S_p: two buffers) instead of both directions'."""
+    tool = load_benchmark("activation_memory")
+    B, T, H, D = 16, 4097, 3, 64
+    NC = -(-T // 16)
+    states_one_dir = 2 * B * H * NC * 64 * 64 * 4
+    joint = tool.scan_backward_transient_bytes(B, T, H, D, 2)
+    seq = tool.scan_backward_transient_bytes(B, T, H, D, 2, sequential=True)
+    assert joint - seq == states_one_dir
+    assert tool.scan_backward_transient_bytes(B, T, H, D, 1, sequential=True) == \
+        tool.scan_backward_transient_bytes(B, T, H, D, 1)

@@ -155,3 +155,29 @@ def test_params_are_counted_at_the_table_resolution(tmp_path, monkeypatch):
     result = cmp.main(_ARGS + ['--models', 'ok', '--out', str(tmp_path)])
     n_body = sum(p.numel() for p in _Net('ok').parameters())
     assert result['rows'][0]['params_m'] == pytest.approx((n_body + 16 * 16) / 1e6)
+
+
+def test_model_variant_rows(tmp_path, monkeypatch):
+    """NAME@VARIANT is NAME built with the variant's kwargs (recompute_mixer=True for @recompute), as a row
+    of its own; the memory targets list it next to the plain model; an unknown variant is an error naming it."""
+    cmp = _compare()
+    built = []
+
+    def fake_create(name, **kw):
+        built.append((name, kw))
+        return _Net('ok')
+    monkeypatch.setattr(cmp.timm, 'create_model', fake_create)
+    assert cmp.timm_name('gka_tiny_patch16_224@recompute') == 'gka_tiny_patch16_224'
+    cmp.build_model('gka_tiny_patch16_224@recompute', 32, None, torch.device('cpu'))
+    assert built[-1] == ('gka_tiny_patch16_224', dict(recompute_mixer=True, img_size=32))
+    with pytest.raises(ValueError, match="unknown model variant 'fast'"):
+        cmp.build_model('gka_tiny_patch16_224@fast', 32, None, torch.device('cpu'))
+    result = dict(args=dict(resolutions=[16], batch_sizes=[2], sweep_batch=2, res=16),
+                  rows=[dict(name=n, model=n, train={}, infer={}) for n in
+                        ('gka_tiny_patch16_224', 'gka_tiny_patch16_224@recompute', 'deit_tiny_patch16_224')],
+                  sweep=[dict(name=n, res=16, train=dict(status='ok', peak_gb=g, img_s=1.0))
+                         for n, g in (('gka_tiny_patch16_224', 3.0), ('gka_tiny_patch16_224@recompute', 1.0),
+                                      ('deit_tiny_patch16_224', 2.0))])
+    text = '\n'.join(cmp.target_lines(result))
+    assert '| gka_tiny_patch16_224@recompute: 1.00 | deit_tiny_patch16_224: 2.00 | 0.500 | < 1 | **met** |' in text
+    assert '| gka_tiny_patch16_224: 3.00 | deit_tiny_patch16_224: 2.00 | 1.500 | < 1 | **NOT met** |' in text

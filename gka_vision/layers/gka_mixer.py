@@ -72,6 +72,8 @@ class BidirectionalGKAMixer(nn.Module):
         conv_kernel_size: size of the depthwise conv giving 2D locality.
         norm_eps: eps of the per-head gated RMSNorm.
         proj_drop: dropout after the output projection.
+        sequential_backward: the Triton backend's backward runs the two scan directions one after the
+            other (half its transient memory, for large images); the models set it with recompute_mixer.
 
     forward(x [B, N, C], hw=(H, W)) -> [B, N, C], N must equal H * W.
     """
@@ -86,6 +88,7 @@ class BidirectionalGKAMixer(nn.Module):
             conv_kernel_size: int = 3,
             norm_eps: float = 1e-6,
             proj_drop: float = 0.,
+            sequential_backward: bool = False,
     ):
         super().__init__()
         if num_heads < 1 or dim % num_heads != 0:
@@ -96,6 +99,7 @@ class BidirectionalGKAMixer(nn.Module):
         self.ridge_ratio = ridge_ratio
         self.num_iter = num_iter
         self.backend = backend
+        self.sequential_backward = sequential_backward
 
         self.conv = nn.Conv2d(dim, dim, conv_kernel_size, padding=conv_kernel_size // 2, groups=dim)
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
@@ -153,6 +157,7 @@ class BidirectionalGKAMixer(nn.Module):
             ridge_ratio=self.ridge_ratio,
             num_iter=self.num_iter,
             backend=self.backend,
+            sequential_backward=self.sequential_backward,
         )
         o = recompute_elementwise(self.norm, o, gate.view(B, N, nh, D))
         o = self.proj(o.reshape(B, N, C))

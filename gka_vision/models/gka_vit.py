@@ -54,7 +54,8 @@ class GKABlock(nn.Module):
         self.recompute_mixer = recompute_mixer
         self.norm1 = norm_layer(dim)
         self.mixer = BidirectionalGKAMixer(
-            dim, num_heads, ridge_ratio=ridge_ratio, num_iter=num_iter, backend=backend, proj_drop=proj_drop)
+            dim, num_heads, ridge_ratio=ridge_ratio, num_iter=num_iter, backend=backend, proj_drop=proj_drop,
+            sequential_backward=recompute_mixer)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=proj_drop)
@@ -94,6 +95,7 @@ class GKAViT(nn.Module):
         recompute_mixer: recompute each block's norm1 + token mixer in the backward (non-reentrant
             torch.utils.checkpoint) and keep only the block input: the mixer's saved activations (most of
             the model's at high resolution) are not held, for about one more mixer forward per step.
+            It also runs the Triton backward one scan direction at a time (half its transient memory).
             Also settable with `set_recompute_mixer`. Same gradients.
     """
 
@@ -190,6 +192,7 @@ class GKAViT(nn.Module):
         """Recompute every block's norm1 + token mixer in the backward (see the class docstring)."""
         for blk in self.blocks:
             blk.recompute_mixer = enable
+            blk.mixer.sequential_backward = enable
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:

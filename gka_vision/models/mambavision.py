@@ -192,6 +192,8 @@ class MambaVision(nn.Module):
         ridge_ratio, num_iter: GKA solve options.
         recompute_mixer: recompute norm1 + token mixer of every mixer/attention block in the backward
             (non-reentrant torch.utils.checkpoint), keeping only the block input; also `set_recompute_mixer`.
+            GKA mixers then also run the Triton backward one scan direction at a time (half its transient
+            memory).
     """
 
     def __init__(
@@ -260,6 +262,8 @@ class MambaVision(nn.Module):
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         self.init_weights()
+        if recompute_mixer:
+            self.set_recompute_mixer(True)  # also the GKA mixers' sequential_backward
 
     def init_weights(self):
         for m in self.modules():
@@ -299,6 +303,8 @@ class MambaVision(nn.Module):
         for m in self.modules():
             if isinstance(m, MixerBlock):
                 m.recompute_mixer = enable
+            if isinstance(m, BidirectionalGKAMixer):
+                m.sequential_backward = enable
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:

@@ -130,10 +130,12 @@ def gka_scan(q, k, v, alpha, g, *, gk=None, ridge_ratio=0.02, num_iter=30, scale
 
 
 def gka_scan_bidirectional(q, k, v, alpha, g, g_rev, *, ridge_ratio=0.02, num_iter=30, scale=None,
-                           backend="auto"):
+                           backend="auto", sequential_backward=False):
     """Average of a forward scan with gate g and a reverse scan with gate g_rev (GKA.md section 5).
 
-    On CUDA the triton backend runs both directions in one launch per kernel.
+    On CUDA the triton backend runs both directions in one launch per kernel; sequential_backward=True
+    makes its backward run them one after the other (half its transient memory; same results). The other
+    backends always run the directions one after the other.
     """
     _check_inputs(q, k, v, alpha, {"g": g, "g_rev": g_rev})
     backend = _resolve_backend(backend, q.device)
@@ -143,7 +145,8 @@ def gka_scan_bidirectional(q, k, v, alpha, g, g_rev, *, ridge_ratio=0.02, num_it
                                          False, backend)
         if backend == "triton":
             return _triton_module().gka_scan_bidirectional_triton(
-                q, k, v, alpha, g, g_rev, ridge_ratio=ridge_ratio, num_iter=num_iter, scale=scale)
+                q, k, v, alpha, g, g_rev, ridge_ratio=ridge_ratio, num_iter=num_iter, scale=scale,
+                sequential_backward=sequential_backward)
         fwd = _scan(q, k, v, alpha, g, None, ridge_ratio, num_iter, scale, False, backend)
         bwd = _scan(q, k, v, alpha, g_rev, None, ridge_ratio, num_iter, scale, True, backend)
         return (0.5 * (fwd.float() + bwd.float())).to(q.dtype)

@@ -1,0 +1,217 @@
+"""Compile the GKA Triton kernels for a CUDA GPU without one, and report what each costs statically.
+
+For every kernel of kernels/gka_chunk.py at the configuration the host code would launch: registers per
+thread, spilled bytes, shared memory, and per loop of its SASS (found by backward branches) the instruction
+mix of one iteration: tensor-core MMAs, shared-memory loads/stores, barriers, spill traffic (local memory),
+everything else. This is how to judge a kernel change on a CPU-only machine before spending GPU time; it
+is not a timing (occupancy = programs per SM from registers and shared memory, the only dynamic hint).
+
+    python benchmarks/kernel_resources.py                       # D = 64, the default config, sm_90
+    python benchmarks/kernel_resources.py --head-dim 128 --arch 90 --json out.json
+    GKA_TRITON_SCHEDULE=... GKA_TRITON_WARPS=2 python benchmarks/kernel_resources.py   # any host knob
+
+Needs Triton with its bundled ptxas / nvdisasm (the CUDA wheels ship them); no GPU, no driver.
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# Registers and shared memory per SM of Hopper (sm_90): 64K 32-bit registers, 228 KB shared (227 usable).
+REGS_PER_SM = 65536
+SMEM_PER_SM = 232448
+MAX_THREADS_PER_SM = 2048
+
+
+def _import_kernels():
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+        raise SystemExit("kernel_resources.py compiles for a GPU: unset TRITON_INTERPRET")
+    import triton  # noqa: F401
+    from kernels import gka_chunk, gka_function
+    return gka_chunk, gka_function
+
+
+def _signature(fn, constexprs, ints=(), floats=()):
+    """Triton signature dict: pointers fp32 unless named in `bf16_ptrs`; ints i32; floats fp32."""
+    sig = {}
+    for name in fn.arg_names:
+        if name in constexprs:
+            sig[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            sig[name] = "*fp32"
+        elif name in floats:
+            sig[name] = "fp32"
+        else:
+            sig[name] = "i32"
+    return sig
+
+
+def kernel_specs(D, input_dtype):
+    """(name, jit fn, constexprs, num_warps, pointer dtypes) of the four kernels as the host code launches them."""
+    gka_chunk, gka_function = _import_kernels()
+    BD, BC, BN, prec_hi, prec_states, warps = gka_function._config(D)
+    p1, _, _, p2, _ = gka_function._iters(30, False)
+    bp1, _, _, bp2, _ = gka_function._iters(30, True)
+    lo = gka_function.DOT_PRECISION_LO
+    grad = gka_function.DOT_PRECISION_GRAD
+    in_ptrs = {"q_ptr", "k_ptr", "v_ptr", "a_ptr", "do_ptr"}
+    specs = [
+        ("_fwd_states_kernel", gka_chunk._fwd_states_kernel,
+         dict(D=D, BD=BD, BC=BC, BN=BN, PREC=prec_states)),
+        ("_fwd_solve_kernel", gka_chunk._fwd_solve_kernel,
+         dict(D=D, BD=BD, BC=BC, PREC_FIRST=p1, PREC=p2, PREC_HI=prec_hi)),
+        ("_bwd_solve_kernel", gka_chunk._bwd_solve_kernel,
+         dict(D=D, BD=BD, BC=BC, PREC_FIRST=bp1, PREC=bp2, PREC_HI=prec_hi, PREC_GRAD=grad, PREC_LO=lo)),
+        ("_bwd_states_kernel", gka_chunk._bwd_states_kernel,
+         dict(D=D, BD=BD, BC=BC, BN=BN, PREC=prec_states)),
+    ]
+    floats = {"ridge_ratio", "ridge_floor", "fro2_floor", "scale", "out_scale"}
+    out = []
+    for name, fn, cx in specs:
+        sig = _signature(fn, cx, floats=floats)
+        for p in in_ptrs:
+            if p in sig and input_dtype != "fp32":
+                sig[p] = "*" + input_dtype
+        out.append((name, fn, cx, warps, sig))
+    return out
+
+
+def compile_kernel(fn, sig, constexprs, num_warps, arch):
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    src = ASTSource(fn, sig, constexprs=constexprs)
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(num_warps=num_warps))
+
+
+def _tool(name):
+    import triton
+    p = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name
+    return str(p) if p.exists() else name
+
+
+def sass_of(cubin):
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        return subprocess.run([_tool("nvdisasm"), "-c", f.name], capture_output=True, text=True,
+                              check=True).stdout
+
+
+def resource_usage(cubin):
+    """(registers per thread, stack bytes per thread = spills) from cuobjdump -res-usage."""
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        out = subprocess.run([_tool("cuobjdump"), "-res-usage", f.name], capture_output=True, text=True,
+                             check=True).stdout
+    m = re.search(r"REG:(\d+) STACK:(\d+)", out)
+    return int(m.group(1)), int(m.group(2))
+
+
+_INSTR = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)")
+_LABEL = re.compile(r"^\s*(\.L_x_\d+):")
+_BRANCH = re.compile(r"\bBRA\b.*`\((\.L_x_\d+)\)")
+
+
+def _classify(op):
+    base = op.split(".")[0]
+    if base in ("HMMA", "HGMMA", "IMMA", "DMMA"):
+        return "mma"
+    if base in ("LDS", "STS", "LDSM", "STSM"):
+        return "smem"
+    if base in ("BAR", "WARPSYNC", "BSYNC", "SYNCS"):
+        return "barrier"
+    if base in ("LDL", "STL"):
+        return "spill"
+    if base in ("LDG", "STG", "LDGSTS", "UTMALDG", "RED", "ATOMG"):
+        return "global"
+    if base in ("F2F", "F2FP", "I2F", "F2I"):
+        return "convert"
+    if base in ("SHFL",):
+        return "shuffle"
+    return "other"
+
+
+def loop_mix(sass):
+    """Instruction mix of each innermost loop (label .. backward branch to it), in program order."""
+    instrs, labels = [], {}
+    for line in sass.splitlines():
+        m = _LABEL.match(line)
+        if m:
+            labels[m.group(1)] = len(instrs)
+            continue
+        m = _INSTR.search(line)
+        if m:
+            instrs.append((m.group(3), line))
+    loops = []
+    for i, (_, line) in enumerate(instrs):
+        b = _BRANCH.search(line)
+        if b and b.group(1) in labels and labels[b.group(1)] <= i:
+            start = labels[b.group(1)]
+            loops.append((start, i))
+    # keep innermost: drop a loop that contains another
+    inner = [lp for lp in loops if not any(o != lp and lp[0] <= o[0] and o[1] <= lp[1] for o in loops)]
+    result = []
+    for s, e in inner:
+        mix = {}
+        for op, _ in instrs[s:e + 1]:
+            k = _classify(op)
+            mix[k] = mix.get(k, 0) + 1
+        mix["total"] = e - s + 1
+        result.append(mix)
+    total = {}
+    for op, _ in instrs:
+        k = _classify(op)
+        total[k] = total.get(k, 0) + 1
+    total["total"] = len(instrs)
+    return total, result
+
+
+def report(D, input_dtype, arch):
+    rows = []
+    for name, fn, cx, warps, sig in kernel_specs(D, input_dtype):
+        k = compile_kernel(fn, sig, cx, warps, arch)
+        regs, spills = resource_usage(k.asm["cubin"])
+        smem = k.metadata.shared
+        threads = 32 * warps
+        occ = min(REGS_PER_SM // max(regs * threads, 1), SMEM_PER_SM // max(smem, 1) if smem else 99,
+                  MAX_THREADS_PER_SM // threads)
+        total, loops = loop_mix(sass_of(k.asm["cubin"]))
+        rows.append(dict(kernel=name, warps=warps, regs=regs, spill_bytes=spills, smem=smem,
+                         programs_per_sm=occ, sass=total, loops=loops, constexprs=cx))
+    return rows
+
+
+def _fmt_mix(m):
+    keys = ("total", "mma", "smem", "barrier", "spill", "convert", "global")
+    return " ".join(f"{k}={m.get(k, 0)}" for k in keys)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--head-dim", type=int, default=64)
+    ap.add_argument("--dtype", default="bf16", choices=["fp32", "bf16", "fp16"], help="q/k/v/alpha/do dtype")
+    ap.add_argument("--arch", type=int, default=90, help="CUDA compute capability x10 (90 = H100/H200)")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    rows = report(args.head_dim, args.dtype, args.arch)
+    for r in rows:
+        print(f"{r['kernel']}: {r['warps']} warps, {r['regs']} regs, {r['spill_bytes']} B stack (spills), "
+              f"{r['smem']} B smem, {r['programs_per_sm']} programs/SM")
+        print(f"  whole kernel: {_fmt_mix(r['sass'])}")
+        for i, m in enumerate(r["loops"]):
+            print(f"  loop {i}: {_fmt_mix(m)}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
