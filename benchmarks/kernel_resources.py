@@ -8,7 +8,7 @@ is not a timing (occupancy = programs per SM from registers and shared memory, t
 
     python benchmarks/kernel_resources.py                       # D = 64, the default config, sm_90
     python benchmarks/kernel_resources.py --head-dim 128 --arch 90 --json out.json
-    GKA_TRITON_SCHEDULE=... GKA_TRITON_WARPS=2 python benchmarks/kernel_resources.py   # any host knob
+    GKA_TRITON_WARPS=8 GKA_TRITON_MAXNREG=128 python benchmarks/kernel_resources.py   # any host knob
 
 Needs Triton with its bundled ptxas / nvdisasm (the CUDA wheels ship them); no GPU, no driver.
 """
@@ -82,12 +82,13 @@ def kernel_specs(D, input_dtype):
     return out
 
 
-def compile_kernel(fn, sig, constexprs, num_warps, arch):
+def compile_kernel(fn, sig, constexprs, num_warps, arch, maxnreg=None):
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
     src = ASTSource(fn, sig, constexprs=constexprs)
-    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(num_warps=num_warps))
+    opts = dict(num_warps=num_warps) if maxnreg is None else dict(num_warps=num_warps, maxnreg=maxnreg)
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=opts)
 
 
 def _tool(name):
@@ -174,10 +175,13 @@ def loop_mix(sass):
     return total, result
 
 
-def report(D, input_dtype, arch):
+def report(D, input_dtype, arch, kernels=None):
+    _, gka_function = _import_kernels()
     rows = []
     for name, fn, cx, warps, sig in kernel_specs(D, input_dtype):
-        k = compile_kernel(fn, sig, cx, warps, arch)
+        if kernels and name not in kernels:
+            continue
+        k = compile_kernel(fn, sig, cx, warps, arch, gka_function.MAX_REGS if "solve" in name else None)
         regs, spills = resource_usage(k.asm["cubin"])
         smem = k.metadata.shared
         threads = 32 * warps
@@ -199,9 +203,10 @@ def main(argv=None):
     ap.add_argument("--head-dim", type=int, default=64)
     ap.add_argument("--dtype", default="bf16", choices=["fp32", "bf16", "fp16"], help="q/k/v/alpha/do dtype")
     ap.add_argument("--arch", type=int, default=90, help="CUDA compute capability x10 (90 = H100/H200)")
+    ap.add_argument("--kernels", nargs="*", default=None, help="only these (e.g. _fwd_solve_kernel)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    rows = report(args.head_dim, args.dtype, args.arch)
+    rows = report(args.head_dim, args.dtype, args.arch, args.kernels)
     for r in rows:
         print(f"{r['kernel']}: {r['warps']} warps, {r['regs']} regs, {r['spill_bytes']} B stack (spills), "
               f"{r['smem']} B smem, {r['programs_per_sm']} programs/SM")

@@ -27,22 +27,27 @@ NUM_WARPS = int(os.environ.get("GKA_TRITON_WARPS", "0")) or None
 # State columns per program of the two chunk-state scans (grid B*H x NDIR x BD/STATE_COLS); None = 32
 # (at most BD). Env GKA_TRITON_STATE_COLS overrides it.
 STATE_COLS = int(os.environ.get("GKA_TRITON_STATE_COLS", "0")) or None
+# Register cap per thread of the two solve kernels (Triton's maxnreg; None = the compiler's choice, 255 at
+# head dim 64). Lower caps let more programs share an SM at the price of spills. Env GKA_TRITON_MAXNREG.
+MAX_REGS = int(os.environ.get("GKA_TRITON_MAXNREG", "0")) or None
 # Dot precisions (gka_chunk._dot): "bf16", "tf32", "tf32x3" (three tf32 products, fp32-accurate), "ieee", and
-# "bf16x3" (three bf16 products of a hi/lo split, ~1e-5 relative error at half the tensor-core cost of tf32x3;
-# CPU-emulated only, not yet measured on the GPU: docs/kernels.md "bf16x3 products").
+# "bf16x3" (three bf16 products of a hi/lo split, ~1e-5 relative error at half the tensor-core cost of tf32x3).
+# Default: bf16x3 for every product outside the Chebyshev steps (H200 run 6, docs/benchmarks.md: 7.44 -> 5.18 ms
+# fwd+bwd at (128,197,6,64); worst gradient error with fp32 inputs 5e-5 -> 1.7e-3, the gate gradients, target
+# 1e-2; bf16 inputs unchanged at 2.4e-3). Set the four GKA_TRITON_PRECISION_* to tf32x3 for fp32-accurate products.
 DOT_PRECISIONS = ("bf16", "bf16x3", "tf32", "tf32x3", "ieee")
 # PREC_HI: the residuals of the refinement rounds of both solves, ||H_t||_F and the read-out.
 # PREC_STATES: the chunk-state scans, forward (H_p / S_p, also recomputed in the backward) and the backward's
 # reverse scan (tf32 there costs ~1e-2 in the gate gradient, docs/kernels.md). Until 2026-11-28 the forward
 # scan took PREC_HI; with both at their tf32x3 default nothing changes.
-DOT_PRECISION_HI = os.environ.get("GKA_TRITON_PRECISION_HI", "tf32x3")
-DOT_PRECISION_STATES = os.environ.get("GKA_TRITON_PRECISION_STATES", "tf32x3")
+DOT_PRECISION_HI = os.environ.get("GKA_TRITON_PRECISION_HI", "bf16x3")
+DOT_PRECISION_STATES = os.environ.get("GKA_TRITON_PRECISION_STATES", "bf16x3")
 # PREC_GRAD: the products of the backward solve kernel outside the solve (read-out and covariance gradients).
-DOT_PRECISION_GRAD = os.environ.get("GKA_TRITON_PRECISION_GRAD", "tf32x3")
+DOT_PRECISION_GRAD = os.environ.get("GKA_TRITON_PRECISION_GRAD", "bf16x3")
 # PREC_LO: four backward products that the CPU emulation found harmless in tf32 (docs/kernels.md). On the
 # H200 (run 5, docs/benchmarks.md) tf32 there saved 5 % (7.64 -> 7.24 ms) but raised the fp32-input gate
-# gradient error from 5e-5 to 6.4e-3 at T = 577, so the default stays fp32-accurate.
-DOT_PRECISION_LO = os.environ.get("GKA_TRITON_PRECISION_LO", "tf32x3")
+# gradient error from 5e-5 to 6.4e-3 at T = 577 (tf32 truncates its operands), hence bf16x3.
+DOT_PRECISION_LO = os.environ.get("GKA_TRITON_PRECISION_LO", "bf16x3")
 # Solve schedule "P1:n1+RxP2:n2" for the forward solve x = A^-1 q, then "/" and the same for the backward
 # solve qbar = A^-1 xbar: n1 Chebyshev steps with P1 products ("bf16", "tf32", "ieee"), then R refinement
 # rounds (residual with DOT_PRECISION_HI products, then n2 Chebyshev steps with P2 products). n1 is the
@@ -74,6 +79,11 @@ def _parse_schedule(spec):
         raise ValueError(f"GKA Triton solve schedule {spec!r}: expected 'P1:n1+RxP2:n2/P1:n1+RxP2:n2' "
                          f"with P in {', '.join(DOT_PRECISIONS)} (e.g. 'tf32:20+1xtf32:20/tf32:20+1xtf32:30')")
     return out
+
+
+def _solve_launch_opts(warps):
+    """Launch options of the solve kernels: num_warps and, if set (not under the interpreter), maxnreg."""
+    return dict(num_warps=warps) if MAX_REGS is None or INTERPRET else dict(num_warps=warps, maxnreg=MAX_REGS)
 
 
 def _config(D):
@@ -153,7 +163,7 @@ class GKATritonFunction(torch.autograd.Function):
                                            T, H, NBH, BTH, NC, dir_base, n1, rounds, n2,
                                            ridge_ratio, RIDGE_FLOOR, FRO2_FLOOR, scale, out_scale,
                                            D=D, BD=BD, BC=BC, PREC_FIRST=p1, PREC=p2, PREC_HI=prec_hi,
-                                           num_warps=warps)
+                                           **_solve_launch_opts(warps))
         ctx.save_for_backward(q, k, v, alpha, gates, x, fro)
         ctx.opts = (dir_base, ridge_ratio, num_iter, scale, out_scale, sequential_backward)
         return _sum_directions(o).to(q.dtype)
@@ -205,7 +215,7 @@ def _backward(q, k, v, alpha, do, ridge_ratio, num_iter, scale, out_scale, gates
                                        D=D, BD=BD, BC=BC, PREC_FIRST=p1, PREC=p2, PREC_HI=prec_hi,
                                        PREC_GRAD="ieee" if INTERPRET else DOT_PRECISION_GRAD,
                                        PREC_LO="ieee" if INTERPRET else DOT_PRECISION_LO,
-                                       num_warps=warps)
+                                       **_solve_launch_opts(warps))
     _bwd_states_kernel[(NBH, ndir, BD // BN)](k, v, gates, u, w, dk, dv, dgp,
                                               T, H, NBH, BTH, NC, dir_base,
                                               D=D, BD=BD, BC=BC, BN=BN, PREC=prec_states, num_warps=warps)
