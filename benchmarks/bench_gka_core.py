@@ -57,21 +57,22 @@ def rel(x, y):
 
 
 _DEFAULTS = dict(sched=gkf.SOLVE_SCHEDULE, chunk=gkf.CHUNK_SIZE, warps=gkf.NUM_WARPS, cols=gkf.STATE_COLS,
-                 regs=gkf.MAX_REGS,
+                 regs=gkf.MAX_REGS, prefetch=int(gkf.PREFETCH),
                  hi=gkf.DOT_PRECISION_HI, states=gkf.DOT_PRECISION_STATES, grad=gkf.DOT_PRECISION_GRAD,
                  lo=gkf.DOT_PRECISION_LO)
 
 
 def set_variant(variant):
     """'default' or 'key=value,...' with keys sched, chunk, warps, cols (0 = per-head-dim default), regs (solve
-    kernels' register cap, 0 = none), hi, states, grad, lo."""
+    kernels' register cap, 0 = none), prefetch (0/1, the state scans' early loads), hi, states, grad, lo."""
     cfg = dict(_DEFAULTS)
     if variant != "default":
         for item in variant.split(","):
             key, _, val = item.partition("=")
             if key not in cfg:
                 raise SystemExit(f"bench_gka_core: unknown variant key {key!r} in {variant!r} (keys: {sorted(cfg)})")
-            cfg[key] = (int(val) or None) if key in ("chunk", "warps", "cols", "regs") else val
+            cfg[key] = (int(val) or None) if key in ("chunk", "warps", "cols", "regs") else \
+                int(val) if key == "prefetch" else val
     gkf._parse_schedule(cfg["sched"])  # a bad schedule fails here, with its message
     for key in ("hi", "states", "grad", "lo"):
         if cfg[key] not in gkf.DOT_PRECISIONS:
@@ -79,7 +80,7 @@ def set_variant(variant):
                              f"(one of {', '.join(gkf.DOT_PRECISIONS)})")
     gkf.SOLVE_SCHEDULE, gkf.CHUNK_SIZE, gkf.NUM_WARPS, gkf.STATE_COLS = cfg["sched"], cfg["chunk"], cfg["warps"], cfg["cols"]
     gkf.DOT_PRECISION_HI, gkf.DOT_PRECISION_STATES, gkf.DOT_PRECISION_GRAD = cfg["hi"], cfg["states"], cfg["grad"]
-    gkf.DOT_PRECISION_LO, gkf.MAX_REGS = cfg["lo"], cfg["regs"]
+    gkf.DOT_PRECISION_LO, gkf.MAX_REGS, gkf.PREFETCH = cfg["lo"], cfg["regs"], bool(cfg["prefetch"])
 
 
 def bench(fn, grad_to_none=None):

@@ -63,13 +63,13 @@ def kernel_specs(D, input_dtype):
     in_ptrs = {"q_ptr", "k_ptr", "v_ptr", "a_ptr", "do_ptr"}
     specs = [
         ("_fwd_states_kernel", gka_chunk._fwd_states_kernel,
-         dict(D=D, BD=BD, BC=BC, BN=BN, PREC=prec_states)),
+         dict(D=D, BD=BD, BC=BC, BN=BN, PREC=prec_states, PREFETCH=gka_function.PREFETCH)),
         ("_fwd_solve_kernel", gka_chunk._fwd_solve_kernel,
          dict(D=D, BD=BD, BC=BC, PREC_FIRST=p1, PREC=p2, PREC_HI=prec_hi)),
         ("_bwd_solve_kernel", gka_chunk._bwd_solve_kernel,
          dict(D=D, BD=BD, BC=BC, PREC_FIRST=bp1, PREC=bp2, PREC_HI=prec_hi, PREC_GRAD=grad, PREC_LO=lo)),
         ("_bwd_states_kernel", gka_chunk._bwd_states_kernel,
-         dict(D=D, BD=BD, BC=BC, BN=BN, PREC=prec_states)),
+         dict(D=D, BD=BD, BC=BC, BN=BN, PREC=prec_states, PREFETCH=gka_function.PREFETCH)),
     ]
     floats = {"ridge_ratio", "ridge_floor", "fro2_floor", "scale", "out_scale"}
     out = []

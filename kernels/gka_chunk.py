@@ -166,11 +166,13 @@ def _cols_ptr_mask(ptr, tok, valid, c0, D: tl.constexpr, BN: tl.constexpr):
 def _fwd_states_kernel(k_ptr, v_ptr, gate_ptr, hk_ptr, hv_ptr,
                        T, H, NBH, BTH, NC, dir_base,
                        D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, BN: tl.constexpr,
-                       PREC: tl.constexpr):
+                       PREC: tl.constexpr, PREFETCH: tl.constexpr):
     """Columns c0..c0+BN of H_p and S_p at the start of every chunk (GKA.md sec. 3 chunk-level scan).
 
     Grid (B*H, NDIR, BD / BN): the column blocks are independent (H_p[:, J] = sum k k_J^T), which
-    multiplies the programs of this sequential scan by BD / BN.
+    multiplies the programs of this sequential scan by BD / BN. PREFETCH: the next chunk's keys, values
+    and gates are loaded before this chunk's products, so their latency overlaps the sequential chain
+    (the scan is latency-bound at long T, where there are few programs).
     """
     i_bh = tl.program_id(0)
     i_s = tl.program_id(1)
@@ -182,14 +184,25 @@ def _fwd_states_kernel(k_ptr, v_ptr, gate_ptr, hk_ptr, hv_ptr,
     Hk = tl.zeros([BD, BN], dtype=tl.float32)
     Sv = tl.zeros([BD, BN], dtype=tl.float32)
     slot0 = (i_s.to(tl.int64) * NBH + i_bh) * NC
+    valid, tok = _token_offsets(0, T, H, i_b, i_h, rev, BC)
+    nK = _load_rows(k_ptr, tok, valid, D, BD)
+    nKn = _load_cols(k_ptr, tok, valid, c0, D, BN)
+    nVn = _load_cols(v_ptr, tok, valid, c0, D, BN)
+    ngg = tl.load(gate_ptr + gate_off + tok, mask=valid, other=0.0).to(tl.float32)
     for c in range(0, NC):
         tl.store(_state_block_ptr(hk_ptr, slot0 + c, 0, c0, BD, BD, BN), Hk)
         tl.store(_state_block_ptr(hv_ptr, slot0 + c, 0, c0, BD, BD, BN), Sv)
-        valid, tok = _token_offsets(c, T, H, i_b, i_h, rev, BC)
-        K = _load_rows(k_ptr, tok, valid, D, BD)
-        Kn = _load_cols(k_ptr, tok, valid, c0, D, BN)
-        Vn = _load_cols(v_ptr, tok, valid, c0, D, BN)
-        gg = tl.load(gate_ptr + gate_off + tok, mask=valid, other=0.0).to(tl.float32)
+        if PREFETCH:  # this chunk's tiles were loaded last iteration; issue the next chunk's loads now
+            K, Kn, Vn, gg = nK, nKn, nVn, ngg
+            valid, tok = _token_offsets(c + 1, T, H, i_b, i_h, rev, BC)  # all masked past the last chunk
+        else:
+            valid, tok = _token_offsets(c, T, H, i_b, i_h, rev, BC)
+        nK = _load_rows(k_ptr, tok, valid, D, BD)
+        nKn = _load_cols(k_ptr, tok, valid, c0, D, BN)
+        nVn = _load_cols(v_ptr, tok, valid, c0, D, BN)
+        ngg = tl.load(gate_ptr + gate_off + tok, mask=valid, other=0.0).to(tl.float32)
+        if not PREFETCH:
+            K, Kn, Vn, gg = nK, nKn, nVn, ngg
         G = tl.cumsum(gg, 0)
         g_last = tl.sum(gg, 0)
         Kw = K * tl.exp(g_last - G)[:, None]
@@ -358,7 +371,7 @@ def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_pt
 def _bwd_states_kernel(k_ptr, v_ptr, gate_ptr, u_ptr, w_ptr, dk_ptr, dv_ptr, dgp_ptr,
                        T, H, NBH, BTH, NC, dir_base,
                        D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, BN: tl.constexpr,
-                       PREC: tl.constexpr):
+                       PREC: tl.constexpr, PREFETCH: tl.constexpr):
     """Reverse chunk scan of R (sum of later e^{..} Hbar_t, GKA.md sec. 4) and of the GLA state gradient dS.
 
     Grid (B*H, NDIR, BD / BN): program n owns columns J = n*BN.. of dk and dv, so it carries R[:, J],
@@ -383,6 +396,11 @@ def _bwd_states_kernel(k_ptr, v_ptr, gate_ptr, u_ptr, w_ptr, dk_ptr, dv_ptr, dgp
         c = NC - 1 - ci
         valid, tok = _token_offsets(c, T, H, i_b, i_h, rev, BC)
         dir_tok = gate_off + tok
+        slot = slot0 + c
+        if PREFETCH:  # this chunk's state increments: loaded first, used after the products below
+            U = tl.load(_state_block_ptr(u_ptr, slot, 0, c0, BD, BD, BN))
+            W_rows = tl.load(_state_block_ptr(w_ptr, slot, c0, 0, BD, BN, BD))
+            W_cols = tl.load(_state_block_ptr(w_ptr, slot, 0, c0, BD, BD, BN))
         K = _load_rows(k_ptr, tok, valid, D, BD)
         V = _load_rows(v_ptr, tok, valid, D, BD)
         Kn = _load_cols(k_ptr, tok, valid, c0, D, BN)
@@ -399,7 +417,10 @@ def _bwd_states_kernel(k_ptr, v_ptr, gate_ptr, u_ptr, w_ptr, dk_ptr, dv_ptr, dgp
         tl.store(dv_ptrs, tl.load(dv_ptrs, mask=m, other=0.0) + dV, mask=m)
         tl.store(dgp_ptr + dgp_off + dir_tok, tl.sum(Kn * dKg, 1) + tl.sum(Kn * RK, 1), mask=valid)
         decay = tl.exp(g_last)
-        slot = slot0 + c
-        R = decay * R + tl.load(_state_block_ptr(u_ptr, slot, 0, c0, BD, BD, BN))
-        dS_rows = decay * dS_rows + tl.load(_state_block_ptr(w_ptr, slot, c0, 0, BD, BN, BD))
-        dS_cols = decay * dS_cols + tl.load(_state_block_ptr(w_ptr, slot, 0, c0, BD, BD, BN))
+        if not PREFETCH:
+            U = tl.load(_state_block_ptr(u_ptr, slot, 0, c0, BD, BD, BN))
+            W_rows = tl.load(_state_block_ptr(w_ptr, slot, c0, 0, BD, BN, BD))
+            W_cols = tl.load(_state_block_ptr(w_ptr, slot, 0, c0, BD, BD, BN))
+        R = decay * R + U
+        dS_rows = decay * dS_rows + W_rows
+        dS_cols = decay * dS_cols + W_cols

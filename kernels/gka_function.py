@@ -30,6 +30,9 @@ STATE_COLS = int(os.environ.get("GKA_TRITON_STATE_COLS", "0")) or None
 # Register cap per thread of the two solve kernels (Triton's maxnreg; None = the compiler's choice, 255 at
 # head dim 64). Lower caps let more programs share an SM at the price of spills. Env GKA_TRITON_MAXNREG.
 MAX_REGS = int(os.environ.get("GKA_TRITON_MAXNREG", "0")) or None
+# The two chunk-state scans issue the next chunk's loads (forward scan) / the chunk's state increments
+# (backward scan) before the products that do not need them (env GKA_TRITON_PREFETCH=0 turns it off).
+PREFETCH = os.environ.get("GKA_TRITON_PREFETCH", "1") == "1"
 # Dot precisions (gka_chunk._dot): "bf16", "tf32", "tf32x3" (three tf32 products, fp32-accurate), "ieee", and
 # "bf16x3" (three bf16 products of a hi/lo split, ~1e-5 relative error at half the tensor-core cost of tf32x3).
 # Default: bf16x3 for every product outside the Chebyshev steps (H200 run 6, docs/benchmarks.md: 7.44 -> 5.18 ms
@@ -136,7 +139,8 @@ def _chunk_states(k, v, gates, dir_base, T, H, NC, D, BD, BC, BN, prec, warps):
     hk = torch.empty(ndir, B * H, NC, BD, BD, dtype=torch.float32, device=k.device)
     hv = torch.empty_like(hk)
     _fwd_states_kernel[(B * H, ndir, BD // BN)](k, v, gates, hk, hv, T, H, B * H, B * T * H, NC, dir_base,
-                                                D=D, BD=BD, BC=BC, BN=BN, PREC=prec, num_warps=warps)
+                                                D=D, BD=BD, BC=BC, BN=BN, PREC=prec, PREFETCH=PREFETCH,
+                                                num_warps=warps)
     return hk, hv
 
 
@@ -218,7 +222,8 @@ def _backward(q, k, v, alpha, do, ridge_ratio, num_iter, scale, out_scale, gates
                                        **_solve_launch_opts(warps))
     _bwd_states_kernel[(NBH, ndir, BD // BN)](k, v, gates, u, w, dk, dv, dgp,
                                               T, H, NBH, BTH, NC, dir_base,
-                                              D=D, BD=BD, BC=BC, BN=BN, PREC=prec_states, num_warps=warps)
+                                              D=D, BD=BD, BC=BC, BN=BN, PREC=prec_states, PREFETCH=PREFETCH,
+                                              num_warps=warps)
     del hk, hv, u, w  # free the chunk states before the direction sums allocate
     # dL/dG^glob_t (read terms from the solve kernel minus the inter-chunk write terms); g_t enters
     # G^glob of every later position in scan order: reverse cumsum for the forward scan, cumsum over
