@@ -126,8 +126,8 @@ def _solve(B_rhs, K, Hp, M, eG, lam, fro, n_first, n_rounds, n_refine,
     (GKA.md sec. 2 solver, classical iterative refinement around it).
 
     With tf32 (bf16) products A is applied with ~2e-4 (~4e-3) relative error, which the condition number
-    (up to 51) turns into ~1e-2 (~0.2) error in x. A round: r = b - A x with PREC_HI (tf32x3,
-    fp32-accurate) products, then x += Chebyshev(r) (n_refine steps, PREC products); each round
+    (up to 51) turns into ~1e-2 (~0.2) error in x. A round: r = b - A x with PREC_HI (bf16x3, ~1e-5, or
+    tf32x3, fp32-accurate) products, then x += Chebyshev(r) (n_refine steps, PREC products); each round
     multiplies the error by about the inner solve's relative error.
     """
     x = _chebyshev(B_rhs, K, Hp, M, eG, lam, fro, n_first, PREC_FIRST)

@@ -41,8 +41,7 @@ PREFETCH = os.environ.get("GKA_TRITON_PREFETCH", "1") == "1"
 DOT_PRECISIONS = ("bf16", "bf16x3", "tf32", "tf32x3", "ieee")
 # PREC_HI: the residuals of the refinement rounds of both solves, ||H_t||_F and the read-out.
 # PREC_STATES: the chunk-state scans, forward (H_p / S_p, also recomputed in the backward) and the backward's
-# reverse scan (tf32 there costs ~1e-2 in the gate gradient, docs/kernels.md). Until 2026-11-28 the forward
-# scan took PREC_HI; with both at their tf32x3 default nothing changes.
+# reverse scan (tf32 there costs ~1e-2 in the gate gradient, docs/kernels.md; bf16x3 ~5e-4).
 DOT_PRECISION_HI = os.environ.get("GKA_TRITON_PRECISION_HI", "bf16x3")
 DOT_PRECISION_STATES = os.environ.get("GKA_TRITON_PRECISION_STATES", "bf16x3")
 # PREC_GRAD: the products of the backward solve kernel outside the solve (read-out and covariance gradients).
