@@ -226,10 +226,11 @@ def _backward(q, k, v, alpha, do, ridge_ratio, num_iter, scale, out_scale, gates
     del hk, hv, u, w  # free the chunk states before the direction sums allocate
     # dL/dG^glob_t (read terms from the solve kernel minus the inter-chunk write terms); g_t enters
     # G^glob of every later position in scan order: reverse cumsum for the forward scan, cumsum over
-    # t for the reverse scan
-    dG = dG - dgp.sum(0)
-    dg = torch.stack([dG[s].cumsum(1) if dir_base + s == 1 else dG[s].flip(1).cumsum(1).flip(1)
-                      for s in range(ndir)])
+    # t for the reverse scan. The cumsums run over the last, contiguous dim ([NDIR, B, H, T]): torch's scan over
+    # an outer dim took 1.06 of 5.09 ms at (4, 4097, 6, 64) (H200, profile of 2026-11-28 14:29 UTC).
+    dGt = (dG - dgp.sum(0)).transpose(2, 3).contiguous()
+    dg = torch.stack([dGt[s].cumsum(-1) if dir_base + s == 1 else dGt[s].flip(-1).cumsum(-1).flip(-1)
+                      for s in range(ndir)]).transpose(2, 3).contiguous()
     return _sum_directions(dq), _sum_directions(dk), _sum_directions(dv), _sum_directions(da), dg
 
 
