@@ -61,6 +61,7 @@ _SCRIPT = textwrap.dedent(r"""
         "rev_T37_D16": ("rev", "direct", 1, 37, 2, 16, torch.float32, 0),
         "bi_T40_D32": ("bi", "direct", 2, 40, 1, 32, torch.float32, 0),
         "bi_T40_D32_sequential": ("bi", "sequential", 2, 40, 1, 32, torch.float32, 0),
+        "bi_T40_D32_no_prefetch": ("bi", "direct", 2, 40, 1, 32, torch.float32, 0),
         "bi_T23_D20_dispatch": ("bi", "dispatch", 1, 23, 2, 20, torch.float32, 0),
         "rev_T16_D24_dispatch": ("rev", "dispatch", 1, 16, 1, 24, torch.float32, 0),
         "bi_T33_D16_zero_keys": ("bi", "direct", 1, 33, 1, 16, torch.float32, 5),
@@ -68,7 +69,9 @@ _SCRIPT = textwrap.dedent(r"""
         "bi_T29_D16_fp16": ("bi", "direct", 1, 29, 1, 16, torch.float16, 0),
     }
     out = {}
+    import gka_kernels.gka_function as gkf
     for name, (mode, api, B, T, H, D, dtype, zk) in cases.items():
+        gkf.PREFETCH = not name.endswith("no_prefetch")  # the state scans without their early loads
         ins = [t.requires_grad_() for t in make(B, T, H, D, dtype, zk)]
         o = tri_fn(mode, api, *ins)
         ref = ref_fn(mode, *ins)
@@ -84,7 +87,8 @@ _SCRIPT = textwrap.dedent(r"""
     print("RESULT" + json.dumps(out))
 """)
 
-_CASES = ["fwd_T37_D16", "rev_T37_D16", "bi_T40_D32", "bi_T40_D32_sequential", "bi_T23_D20_dispatch", "rev_T16_D24_dispatch",
+_CASES = ["fwd_T37_D16", "rev_T37_D16", "bi_T40_D32", "bi_T40_D32_sequential", "bi_T40_D32_no_prefetch",
+          "bi_T23_D20_dispatch", "rev_T16_D24_dispatch",
           "bi_T33_D16_zero_keys", "fwd_T1_D16", "bi_T29_D16_fp16"]
 
 
@@ -116,14 +120,16 @@ def test_triton_interpreter_matches_reference(interpreter_results, case):
         assert err < grad_tol, f"{case}: d{name} rel. error {err:.2e}"
 
 
-def test_triton_sequential_backward_equals_joint(interpreter_results):
-    """sequential_backward=True (one backward launch set per direction, half the transient memory) gives
-    the same gradients as both directions in one launch (same kernels, same per-element arithmetic)."""
-    joint, seq = interpreter_results["bi_T40_D32"]["raw"], interpreter_results["bi_T40_D32_sequential"]["raw"]
-    for a, b in zip(joint, seq):
-        a, b = torch.tensor(a), torch.tensor(b)
-        assert torch.isfinite(b).all() and a.abs().max() > 0
-        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)
+def test_triton_sequential_backward_and_prefetch_equal_joint(interpreter_results):
+    """sequential_backward=True (one backward launch set per direction, half the transient memory) and the
+    state scans without early loads (GKA_TRITON_PREFETCH=0) give the same gradients as the default (same
+    per-element arithmetic)."""
+    joint = interpreter_results["bi_T40_D32"]["raw"]
+    for other in ("bi_T40_D32_sequential", "bi_T40_D32_no_prefetch"):  # also: the state scans' early loads
+        for a, b in zip(joint, interpreter_results[other]["raw"]):
+            a, b = torch.tensor(a), torch.tensor(b)
+            assert torch.isfinite(b).all() and a.abs().max() > 0
+            torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)
 
 
 def test_triton_ridge_floor_matches_reference():
