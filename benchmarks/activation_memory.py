@@ -190,6 +190,10 @@ class SavedTensorCounter:
         self.model = model
         self.stack = ['<top>']
         self.records = {}  # storage key -> dict
+        # the recorded tensors, held until the count ends: a storage freed during the forward (a temporary
+        # saved by a graph that is dropped, a checkpoint's inner tensors) could otherwise hand its address to
+        # a later one, which the (data_ptr, nbytes) key would then take for the same storage
+        self._alive = []
         self.param_ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}
         self._handles = []
 
@@ -206,6 +210,7 @@ class SavedTensorCounter:
         key = self._key(t)
         if key in self.records:
             return
+        self._alive.append(t)
         producer = t.grad_fn.name() if t.grad_fn is not None else ('input' if not t.requires_grad else 'leaf')
         self.records[key] = dict(module=self.stack[-1], shape=tuple(t.shape), dtype=str(t.dtype).replace('torch.', ''),
                                  bytes=s.nbytes(), producer=producer, how=how, param_copy=_is_param_copy(t))
