@@ -99,6 +99,15 @@ def variant_kwargs(name: str) -> Dict[str, Any]:
     return dict(VARIANT_KWARGS[variant])
 
 
+def _known_model(name: str) -> bool:
+    """A timm model, with a known variant if it names one."""
+    try:
+        variant_kwargs(name)
+    except ValueError:
+        return False
+    return timm_name(name) in timm.list_models()
+
+
 def build_model(name: str, res: int, backend: Optional[str], device: torch.device,
                 extra: Optional[Dict[str, Any]] = None) -> torch.nn.Module:
     """Create `name` for inputs of res x res. Isotropic models get img_size=res (their position embedding
@@ -761,8 +770,7 @@ def main(argv=None) -> Dict[str, Any]:
     device = torch.device(args.device)
     os.makedirs(args.out, exist_ok=True)
     env = environment(device, argv)
-    unknown = [m for m in args.models if timm_name(m) not in timm.list_models()
-               or ('@' in m and m.split('@', 1)[1] not in VARIANT_KWARGS)]
+    unknown = [m for m in args.models if not _known_model(m)]
     if unknown:
         print(f'[compare] unknown model name(s) {unknown}: recorded as errors', flush=True)
     runner = Runner(args, device, env, prefix)

@@ -314,6 +314,8 @@ GRAD_PRODUCTS = {
     "RK_h": ("RK = ... + e * dot(K, Hp)", "CDD"),
     "RK_w": ("RK = ... + dot(Wc * KK, K)", "CCD"),
     "U_xq": ("U = -0.5 (dot((X eG)^T, Qb) + ...)", "DCD"),
+    # since commit 4e5427f the kernel forms this one as the transpose of U_xq (U = -(P + P^T) / 2), one product
+    # instead of two: the emulation keeps both, so its cost column over-counts U_qx's share
     "U_qx": ("U = -0.5 (... + dot((Qb eG)^T, X))", "DCD"),
     "U_k": ("U = ... + dot((K e)^T, K)", "DCD"),
     # _bwd_states_kernel (PREC = prec_states there, not PREC_GRAD)

@@ -131,15 +131,22 @@ def _sum_directions(t):
     return t[0] if t.shape[0] == 1 else t.sum(0)
 
 
-def _chunk_states(k, v, gates, dir_base, T, H, NC, D, BD, BC, BN, prec, warps):
+def _sizes(q, gates):
+    """(B, T, H, D, NDIR, chunks NC, B*H, B*T*H) of one launch set; gates [NDIR, B, T, H]."""
+    B, T, H, D = q.shape
+    return B, T, H, D, gates.shape[0], triton.cdiv(T, _config(D)[1]), B * H, B * T * H
+
+
+def _chunk_states(k, v, gates, dir_base):
     """Chunk-start states H_p and S_p, [NDIR, B*H, NC, BD, BD] fp32 each: in the forward, and again in the
     backward (recomputing them is one cheap launch; keeping them would cost 8x the memory of x)."""
-    ndir, B = gates.shape[0], k.shape[0]
-    hk = torch.empty(ndir, B * H, NC, BD, BD, dtype=torch.float32, device=k.device)
+    B, T, H, D, ndir, NC, NBH, BTH = _sizes(k, gates)
+    BD, BC, BN, _, prec_states, warps = _config(D)
+    hk = torch.empty(ndir, NBH, NC, BD, BD, dtype=torch.float32, device=k.device)
     hv = torch.empty_like(hk)
-    _fwd_states_kernel[(B * H, ndir, BD // BN)](k, v, gates, hk, hv, T, H, B * H, B * T * H, NC, dir_base,
-                                                D=D, BD=BD, BC=BC, BN=BN, PREC=prec, PREFETCH=PREFETCH,
-                                                num_warps=warps)
+    _fwd_states_kernel[(NBH, ndir, BD // BN)](k, v, gates, hk, hv, T, H, NBH, BTH, NC, dir_base,
+                                              D=D, BD=BD, BC=BC, BN=BN, PREC=prec_states, PREFETCH=PREFETCH,
+                                              num_warps=warps)
     return hk, hv
 
 
@@ -148,16 +155,13 @@ class GKATritonFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, alpha, gates, dir_base, ridge_ratio, num_iter, scale, sequential_backward=False):
-        B, T, H, D = q.shape
-        ndir = gates.shape[0]
-        BD, BC, BN, prec_hi, prec_states, warps = _config(D)
+        B, T, H, D, ndir, NC, NBH, BTH = _sizes(q, gates)
+        BD, BC, _, prec_hi, _, warps = _config(D)
         p1, n1, rounds, p2, n2 = _iters(num_iter, False)
-        NC = triton.cdiv(T, BC)
-        NBH, BTH = B * H, B * T * H
         q, k, v, alpha = (t.contiguous() for t in (q, k, v, alpha))
         gates = gates.float().contiguous()
         f32 = dict(dtype=torch.float32, device=q.device)
-        hk, hv = _chunk_states(k, v, gates, dir_base, T, H, NC, D, BD, BC, BN, prec_states, warps)
+        hk, hv = _chunk_states(k, v, gates, dir_base)
         o = torch.empty(ndir, B, T, H, D, **f32)
         x = torch.empty(ndir, B, T, H, D, **f32)
         fro = torch.empty(ndir, B, T, H, **f32)
@@ -194,12 +198,9 @@ class GKATritonFunction(torch.autograd.Function):
 def _backward(q, k, v, alpha, do, ridge_ratio, num_iter, scale, out_scale, gates, x, fro, dir_base):
     """The backward launches for the directions in `gates` ([NDIR, B, T, H]; the first is dir_base):
     fp32 (dq, dk, dv, dalpha) summed over those directions and dg [NDIR, B, T, H]."""
-    B, T, H, D = q.shape
-    ndir = gates.shape[0]
+    B, T, H, D, ndir, NC, NBH, BTH = _sizes(q, gates)
     BD, BC, BN, prec_hi, prec_states, warps = _config(D)
     p1, n1, rounds, p2, n2 = _iters(num_iter, True)
-    NC = triton.cdiv(T, BC)
-    NBH, BTH = B * H, B * T * H
     f32 = dict(dtype=torch.float32, device=q.device)
     # per-direction results, every element written once by the solve kernel (plain stores)
     dq = torch.empty(ndir, B, T, H, D, **f32)
@@ -208,7 +209,7 @@ def _backward(q, k, v, alpha, do, ridge_ratio, num_iter, scale, out_scale, gates
     da = torch.empty(ndir, B, T, H, **f32)
     dG = torch.empty(ndir, B, T, H, **f32)
     dgp = torch.empty(BD // BN, ndir, B, T, H, **f32)
-    hk, hv = _chunk_states(k, v, gates, dir_base, T, H, NC, D, BD, BC, BN, prec_states, warps)
+    hk, hv = _chunk_states(k, v, gates, dir_base)
     # U_c / W_c overwrite H_p / S_p slot by slot (each slot belongs to one program): 2 buffers, not 4
     u, w = hk, hv
     _bwd_solve_kernel[(NC, NBH, ndir)](q, k, v, alpha, gates, hk, hv, x, fro, do,
