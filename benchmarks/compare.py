@@ -72,7 +72,8 @@ THROUGHPUT_TARGETS = [('gkavision_tiny', 'mambavision_tiny', 0.85),
 MEMORY_TARGETS = [('gka_tiny_patch16_224', 'deit_tiny_patch16_224'),
                   ('gka_small_patch16_224', 'deit_small_patch16_224')]
 # NAME@VARIANT: NAME built with these extra kwargs, a row of its own (e.g. gka_tiny_patch16_224@recompute)
-VARIANT_KWARGS = {'recompute': dict(recompute_mixer=True)}
+VARIANT_KWARGS = {'recompute': dict(recompute_mixer=True),
+                  'gka_bi': dict(mixer='gka_bi')}  # MambaVision family: BidirectionalGKAMixer
 SKIPPED = 'skipped (time budget)'
 PENDING = 'pending'  # planned, not reached yet (what a killed run leaves in the json)
 

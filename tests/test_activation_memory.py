@@ -135,9 +135,10 @@ def test_recompute_mixer_keeps_only_the_block_input():
     assert total(rc) < total(base) - mixer_bytes / 2
 
 
-def test_gkavision_recompute_mixer_kwarg_and_setter():
+@pytest.mark.parametrize('mixer', ['gka', 'gka_bi'])
+def test_gkavision_recompute_mixer_kwarg_and_setter(mixer):
     kw = dict(dim=16, in_dim=8, depths=(1, 1, 2, 1), num_heads=(1, 1, 2, 2), window_size=(4, 4, 4, 4),
-              num_classes=3, num_iter=2, backend='torch')
+              num_classes=3, num_iter=2, backend='torch', mixer=mixer)
     torch.manual_seed(0)
     base = GKAVision(**kw)
     torch.manual_seed(0)
@@ -146,7 +147,7 @@ def test_gkavision_recompute_mixer_kwarg_and_setter():
     assert blocks and all(b.recompute_mixer for b in blocks)
     # the GKA mixers follow: their Triton backward runs one scan direction at a time
     mixers = [m for m in rc.modules() if isinstance(m, BidirectionalGKAMixer)]
-    assert mixers and all(m.sequential_backward for m in mixers)
+    assert bool(mixers) == (mixer == 'gka_bi') and all(m.sequential_backward for m in mixers)
     assert not any(m.sequential_backward for m in base.modules() if isinstance(m, BidirectionalGKAMixer))
     x = torch.randn(2, 3, 64, 64)
     _assert_same(_grads(base, base, x), _grads(rc, rc, x), rtol=0, atol=0)

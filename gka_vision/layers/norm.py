@@ -1,4 +1,6 @@
 """Normalisation layers shared by the GKA models."""
+from typing import Optional
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -7,7 +9,8 @@ import torch.nn.functional as F
 class GatedRMSNorm(nn.Module):
     """RMSNorm over the last dim, scaled by a learned weight and gated by SiLU(gate).
 
-    y = x / sqrt(mean(x^2) + eps) * weight * silu(gate), computed in fp32 and cast back to x's dtype.
+    y = x / sqrt(mean(x^2) + eps) * weight * silu(gate), computed in fp32 and cast back to x's dtype
+    (gate=None: no gate, a plain RMSNorm).
     Applied per head (normalized_shape = head dim), as the GKA reference's output norm (GKA.md section 1).
     """
 
@@ -17,11 +20,13 @@ class GatedRMSNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(normalized_shape))
 
-    def forward(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, gate: Optional[torch.Tensor] = None) -> torch.Tensor:
         dtype = x.dtype
         x = x.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        x = x * self.weight.float() * F.silu(gate.float())
+        x = x * self.weight.float()
+        if gate is not None:
+            x = x * F.silu(gate.float())
         return x.to(dtype)
 
     def extra_repr(self) -> str:

@@ -1,9 +1,12 @@
 """GKAVision, the GKA paper's ImageNet model: MambaVision's macro-architecture with the GKA mixer.
 
 Same stem, conv stages, windows, attention blocks and timm API as mambavision.py (the class below only
-changes the default mixer); the first half of the blocks of stages 2-3 use BidirectionalGKAMixer with
-the stage's head count, so head dims are 40 (tiny), 48 (small) and 64 (base). Widths and depths are
-MambaVision-T/S/B's. Reported (ImageNet-1K, 224px): GKAVision-T 81.27 top-1 (GKA paper, arXiv 2511.21016).
+changes the default mixer); the first half of the blocks of stages 2-3 use GKAVisionMixer: MambaVision's
+mixer (half the channels through one causal scan, half through a conv branch) with GKA instead of S6, as
+the paper's "replaces the mixer blocks of MambaVision with GKA layers" at MambaVision-T's 31.8M parameters.
+Head dims are the stage's C / num_heads: 40 (tiny), 48 (small) and 64 (base). Widths and depths are
+MambaVision-T/S/B's. ``mixer='gka_bi'`` builds the heavier variant with BidirectionalGKAMixer (all channels,
+both scan directions; the default before 2026-11-28 16:00 UTC, docs/benchmarks.md "Model comparison"). Reported (ImageNet-1K, 224px): GKAVision-T 81.27 top-1 (GKA paper, arXiv 2511.21016).
 """
 from timm.models import generate_default_cfgs, register_model
 

@@ -13,8 +13,9 @@ blocks use the token mixer, the second half multi-head self-attention (odd depth
 Each of those blocks is x + drop_path(mixer(LN(x))); x + drop_path(MLP(LN(x))).
 
 ``mixer='mamba'`` gives MambaVision (MambaVisionMixer: Mamba-1 selective scan, registered here as
-``mambavision_tiny``); ``mixer='gka'`` gives GKAVision, the GKA paper's ImageNet model
-(BidirectionalGKAMixer; registered in gkavision.py). Both share every other line of this file.
+``mambavision_tiny``); ``mixer='gka'`` gives GKAVision, the GKA paper's ImageNet model (GKAVisionMixer:
+MambaVision's mixer with one causal GKA scan instead of S6; registered in gkavision.py); ``mixer='gka_bi'``
+uses BidirectionalGKAMixer (all channels, both scan directions) instead. All share every other line of this file.
 Written from the MambaVision paper's description (arXiv 2407.08083), not from its code. Differences:
 a window larger than the map shrinks to the map (MambaVision pads it); downsampling sits at the start
 of stages 1-3 instead of the end of stages 0-2 (same layers, cleaner feature taps).
@@ -31,13 +32,13 @@ from timm.layers import Attention, DropPath, LayerScale, Mlp, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
-from ..layers import BidirectionalGKAMixer
+from ..layers import BidirectionalGKAMixer, GKAVisionMixer
 from ..layers.mamba_mixer import MambaVisionMixer
 from ._checkpoint import adapt_state_dict
 
 __all__ = ['MambaVision', 'ConvBlock', 'MixerBlock', 'HybridStage']
 
-MIXERS = ('mamba', 'gka')
+MIXERS = ('mamba', 'gka', 'gka_bi')
 
 
 class ConvBlock(nn.Module):
@@ -74,11 +75,15 @@ class _WindowAttention(nn.Module):
 def make_mixer(kind: str, dim: int, num_heads: int, proj_drop: float = 0., backend: str = 'auto',
                d_state: int = 8, d_conv: int = 3, expand: int = 1, ridge_ratio: float = 0.02,
                num_iter: int = 30) -> nn.Module:
-    """Token mixer of one block: 'mamba' (MambaVisionMixer), 'gka' (BidirectionalGKAMixer) or 'attn'."""
+    """Token mixer of one block: 'mamba' (MambaVisionMixer), 'gka' (GKAVisionMixer), 'gka_bi'
+    (BidirectionalGKAMixer) or 'attn'."""
     if kind == 'mamba':
         return MambaVisionMixer(dim, d_state=d_state, d_conv=d_conv, expand=expand, backend=backend,
                                 proj_drop=proj_drop)
     if kind == 'gka':
+        return GKAVisionMixer(dim, num_heads, d_conv=d_conv, expand=expand, ridge_ratio=ridge_ratio,
+                              num_iter=num_iter, backend=backend, proj_drop=proj_drop)
+    if kind == 'gka_bi':
         return BidirectionalGKAMixer(dim, num_heads, ridge_ratio=ridge_ratio, num_iter=num_iter, backend=backend,
                                      proj_drop=proj_drop)
     if kind == 'attn':
@@ -185,7 +190,8 @@ class MambaVision(nn.Module):
         global_pool: 'avg' or '' (forward returns the NCHW map).
         dim: width of stage 0 (doubles at each stage); in_dim: width after the first stem conv.
         depths, num_heads, window_size: per stage (heads and windows are used by stages 2-3 only).
-        mixer: 'mamba' (MambaVisionMixer) or 'gka' (BidirectionalGKAMixer) for the first half of stages 2-3.
+        mixer: 'mamba' (MambaVisionMixer), 'gka' (GKAVisionMixer) or 'gka_bi' (BidirectionalGKAMixer) for the
+            first half of the blocks of stages 2-3.
         mlp_ratio, drop_rate (before the head), proj_drop_rate, drop_path_rate (linear over all blocks).
         layer_scale, layer_scale_conv: LayerScale init of mixer/attention blocks and conv blocks (None: off).
         backend: scan backend of the mixer; d_state, d_conv, expand: Mamba mixer sizes;

@@ -1,0 +1,123 @@
+"""GKAVisionMixer: MambaVision's token mixer with its selective scan replaced by one causal GKA scan.
+
+The GKA paper's ImageNet model "replaces the mixer blocks of MambaVision with GKA layers" at MambaVision-T's
+size (31.8M parameters) and "without any vision-specific modifications" (../shared/notes/gka_paper_report.md):
+so this mixer keeps MambaVisionMixer's shape (layers/mamba_mixer.py) -- half the channels through one causal
+scan in raster order, the other half through a non-causal conv branch -- and swaps S6 for GKA
+(GKA.md sections 1-3). For tokens x [B, N, C], E = expand * C, nh heads of dim D = E / 2 / nh:
+
+    x, z      = split(in_proj(x))                         E / 2 channels each
+    x         = SiLU(conv1d_x(x) + b),  z = SiLU(conv1d_z(z))   depthwise, 'same' padding (not causal)
+    q, k      = W_q x, W_k x per head, L2-normalised;  v = x per head   (S6: C, B from x; x is the value)
+    beta      = sigmoid(W_b x + b_b)                      k <- beta k, v <- beta v
+    alpha     = sigmoid(W_al x + b_al)
+    g         = -exp(A_log) * softplus(W_a x + dt_bias)   fp32 log forget gate (GKA.md section 1)
+    y         = RMSNorm_head(gka_scan(q, k, v, alpha, g))  one causal scan
+    out       = out_proj(concat(y, z))
+
+The models pass the stage's head count; the scan runs on half the channels with half the heads, so the head
+dim stays C / num_heads (40 for GKAVision-T, as MambaVision-T's attention heads).
+BidirectionalGKAMixer (layers/gka_mixer.py) is the heavier alternative: all channels, both scan directions
+(``mixer='gka_bi'`` in the MambaVision family).
+"""
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..ops import gka_scan
+from .gka_mixer import _init_A_log, _init_dt_bias
+from .norm import GatedRMSNorm
+
+__all__ = ['GKAVisionMixer']
+
+
+def _normalize_qk_scale_beta(qk: torch.Tensor, v: torch.Tensor, beta: torch.Tensor):
+    """qk [B, N, 2, nh, D], v [B, N, nh, D], beta [B, N, nh, 1] -> q, k L2-normalised; k, v scaled by beta."""
+    q, k = qk.unbind(2)
+    q = F.normalize(q, dim=-1, eps=1e-6)
+    k = F.normalize(k, dim=-1, eps=1e-6)
+    return q, k * beta, v * beta
+
+
+class GKAVisionMixer(nn.Module):
+    """MambaVision-shaped mixer with one causal GKA scan on half the channels (see the module docstring).
+
+    Args:
+        dim: token width C.
+        num_heads: the stage's head count; the scan uses max(1, num_heads // 2) heads of dim C / num_heads
+            (E / 2 must be divisible by the scan's head count).
+        d_conv: depthwise conv width, 'same' padding (MambaVision: 3).
+        expand: inner width E = expand * C, split in two halves (MambaVision: 1).
+        ridge_ratio, num_iter: a in lambda_t = a ||H_t||_F and the Chebyshev steps (GKA.md sections 1-2).
+        backend: gka_scan backend ('auto', 'torch', 'triton', 'reference').
+        norm_eps: eps of the per-head RMSNorm of the scan output.
+        proj_drop: dropout after out_proj.
+
+    forward(x [B, N, C], hw=None) -> [B, N, C] (hw is accepted for the mixers' common call signature).
+    """
+
+    def __init__(self, dim: int, num_heads: int, d_conv: int = 3, expand: int = 1, ridge_ratio: float = 0.02,
+                 num_iter: int = 30, backend: str = 'auto', norm_eps: float = 1e-6, proj_drop: float = 0.):
+        super().__init__()
+        self.dim, self.d_conv = dim, d_conv
+        self.d_inner = int(expand * dim)
+        if self.d_inner % 2:
+            raise ValueError(f'GKAVisionMixer: expand * dim = {self.d_inner} must be even (split in two halves)')
+        half = self.d_inner // 2
+        self.num_heads = max(1, num_heads // 2)
+        if half % self.num_heads:
+            raise ValueError(f'GKAVisionMixer: half the inner width ({half}) must be divisible by the scan\'s '
+                             f'head count ({self.num_heads} = num_heads {num_heads} // 2)')
+        self.head_dim = half // self.num_heads
+        self.ridge_ratio, self.num_iter, self.backend = ridge_ratio, num_iter, backend
+
+        self.in_proj = nn.Linear(dim, self.d_inner, bias=False)
+        # conv1d_x has a bias (MambaVision's has none): the zero tokens that pad the windows would otherwise give
+        # q = k = 0 exactly, where the L2 normalisation's gradient is 1 / eps = 1e6; through the residual stream of
+        # the padded positions every GKA block multiplied their gradients by ~1e8 (1e35 after 4 blocks at 384 px).
+        self.conv1d_x = nn.Conv1d(half, half, d_conv, groups=half, bias=True)
+        self.conv1d_z = nn.Conv1d(half, half, d_conv, groups=half, bias=False)
+        self.qk = nn.Linear(half, 2 * half, bias=False)
+        # beta, alpha and the forget gate's projection as one matmul: [beta | alpha | a]
+        self.gate_proj = nn.Linear(half, 3 * self.num_heads)
+        self.A_log = nn.Parameter(_init_A_log(self.num_heads))
+        self.dt_bias = nn.Parameter(_init_dt_bias(self.num_heads))
+        with torch.no_grad():  # the forget gate's projection has no bias of its own (dt_bias plays that role)
+            self.gate_proj.bias[2 * self.num_heads:].zero_()
+        self.norm = GatedRMSNorm(self.head_dim, eps=norm_eps)
+        self.out_proj = nn.Linear(self.d_inner, dim, bias=False)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    @torch.jit.ignore
+    def no_weight_decay(self):
+        """Gate parameters that must not be weight-decayed (names relative to this module)."""
+        return {'A_log', 'dt_bias'}
+
+    def _conv(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        # 'same' padding written out (left (K-1)//2, right K//2), as MambaVisionMixer, so fvcore counts it
+        pad = ((self.d_conv - 1) // 2, self.d_conv // 2)
+        return F.silu(F.conv1d(F.pad(x, pad), weight, bias, groups=x.shape[1]))
+
+    def forward(self, x: torch.Tensor, hw: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+        if x.ndim != 3 or x.shape[-1] != self.dim:
+            raise ValueError(f'expected tokens of shape [B, N, {self.dim}], got {tuple(x.shape)}')
+        B, N, _ = x.shape
+        nh, D = self.num_heads, self.head_dim
+        xz = self.in_proj(x).transpose(1, 2)                                   # [B, E, N]
+        xs, z = xz.chunk(2, dim=1)
+        xs = self._conv(xs, self.conv1d_x.weight, self.conv1d_x.bias).transpose(1, 2)  # [B, N, E/2]
+        z = self._conv(z, self.conv1d_z.weight)                               # [B, E/2, N]
+        beta, alpha, a = self.gate_proj(xs).split(nh, dim=-1)
+        q, k, v = _normalize_qk_scale_beta(self.qk(xs).view(B, N, 2, nh, D), xs.reshape(B, N, nh, D),
+                                           torch.sigmoid(beta).unsqueeze(-1))
+        g = -torch.exp(self.A_log.float()) * F.softplus(a.float() + self.dt_bias.float())
+        y = gka_scan(q, k, v, torch.sigmoid(alpha), g, ridge_ratio=self.ridge_ratio, num_iter=self.num_iter,
+                     backend=self.backend)
+        y = self.norm(y).reshape(B, N, -1)
+        return self.proj_drop(self.out_proj(torch.cat([y, z.transpose(1, 2)], dim=-1)))
+
+    def extra_repr(self) -> str:
+        return (f'dim={self.dim}, d_inner={self.d_inner}, scan_heads={self.num_heads}, head_dim={self.head_dim}, '
+                f'ridge_ratio={self.ridge_ratio}, num_iter={self.num_iter}, backend={self.backend!r}')
