@@ -73,7 +73,8 @@ MEMORY_TARGETS = [('gka_tiny_patch16_224', 'deit_tiny_patch16_224'),
                   ('gka_small_patch16_224', 'deit_small_patch16_224')]
 # NAME@VARIANT: NAME built with these extra kwargs, a row of its own (e.g. gka_tiny_patch16_224@recompute)
 VARIANT_KWARGS = {'recompute': dict(recompute_mixer=True),
-                  'gka_bi': dict(mixer='gka_bi')}  # MambaVision family: BidirectionalGKAMixer
+                  'gka_bi': dict(mixer='gka_bi'),  # MambaVision family: BidirectionalGKAMixer
+                  'hd32': dict(gka_head_dim=32)}  # gkavision: scan head dim 32 instead of C / num_heads
 SKIPPED = 'skipped (time budget)'
 PENDING = 'pending'  # planned, not reached yet (what a killed run leaves in the json)
 

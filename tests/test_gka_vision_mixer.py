@@ -101,3 +101,12 @@ def test_bad_sizes_are_errors_naming_them(dim, heads, match):
 def test_wrong_token_width_is_an_error():
     with pytest.raises(ValueError, match=r'\[B, N, 80\]'):
         _mixer()(torch.randn(2, 12, 40))
+
+
+def test_head_dim_option_sets_the_scan_heads():
+    m = GKAVisionMixer(DIM, HEADS, head_dim=8, num_iter=4, backend='torch')
+    assert (m.num_heads, m.head_dim) == (5, 8)
+    x = torch.randn(2, 9, DIM)
+    assert m(x).shape == x.shape
+    with pytest.raises(ValueError, match='head_dim'):
+        GKAVisionMixer(DIM, HEADS, head_dim=12)

@@ -72,6 +72,15 @@ def test_gkavision_tiny_has_mambavision_tiny_size():
     assert bi / mv > 1.1, (bi, mv)
 
 
+def test_gka_head_dim_kwarg():
+    with torch.device('meta'):
+        model = timm.create_model('gkavision_tiny', gka_head_dim=32)
+    mixers = [m for m in model.modules() if type(m).__name__ == 'GKAVisionMixer']
+    assert [(m.num_heads, m.head_dim) for m in mixers] == [(5, 32)] * 4 + [(10, 32)] * 2
+    with pytest.raises(ValueError, match="gka_head_dim=32 applies to mixer='gka' only"):
+        meta_model('mambavision_tiny', gka_head_dim=32)
+
+
 def test_unknown_mixer_is_an_error_naming_it():
     with pytest.raises(ValueError, match="unknown mixer 'gka2'.*gka_bi"):
         _create('gkavision_tiny', mixer='gka2')

@@ -48,6 +48,8 @@ class GKAVisionMixer(nn.Module):
         dim: token width C.
         num_heads: the stage's head count; the scan uses max(1, num_heads // 2) heads of dim C / num_heads
             (E / 2 must be divisible by the scan's head count).
+        head_dim: if set, the scan's head dim instead (E / 2 / head_dim heads; E / 2 must be divisible by it).
+            Powers of two fill the kernels' tiles: 40 is padded to 64 inside them, 32 is not.
         d_conv: depthwise conv width, 'same' padding (MambaVision: 3).
         expand: inner width E = expand * C, split in two halves (MambaVision: 1).
         ridge_ratio, num_iter: a in lambda_t = a ||H_t||_F and the Chebyshev steps (GKA.md sections 1-2).
@@ -59,13 +61,19 @@ class GKAVisionMixer(nn.Module):
     """
 
     def __init__(self, dim: int, num_heads: int, d_conv: int = 3, expand: int = 1, ridge_ratio: float = 0.02,
-                 num_iter: int = 30, backend: str = 'auto', norm_eps: float = 1e-6, proj_drop: float = 0.):
+                 num_iter: int = 30, backend: str = 'auto', norm_eps: float = 1e-6, proj_drop: float = 0.,
+                 head_dim: Optional[int] = None):
         super().__init__()
         self.dim, self.d_conv = dim, d_conv
         self.d_inner = int(expand * dim)
         if self.d_inner % 2:
             raise ValueError(f'GKAVisionMixer: expand * dim = {self.d_inner} must be even (split in two halves)')
         half = self.d_inner // 2
+        if head_dim is not None:
+            if head_dim < 1 or half % head_dim:
+                raise ValueError(f'GKAVisionMixer: half the inner width ({half}) must be divisible by head_dim '
+                                 f'({head_dim})')
+            num_heads = 2 * (half // head_dim)
         self.num_heads = max(1, num_heads // 2)
         if half % self.num_heads:
             raise ValueError(f'GKAVisionMixer: half the inner width ({half}) must be divisible by the scan\'s '

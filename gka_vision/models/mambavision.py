@@ -74,7 +74,7 @@ class _WindowAttention(nn.Module):
 
 def make_mixer(kind: str, dim: int, num_heads: int, proj_drop: float = 0., backend: str = 'auto',
                d_state: int = 8, d_conv: int = 3, expand: int = 1, ridge_ratio: float = 0.02,
-               num_iter: int = 30) -> nn.Module:
+               num_iter: int = 30, gka_head_dim: Optional[int] = None) -> nn.Module:
     """Token mixer of one block: 'mamba' (MambaVisionMixer), 'gka' (GKAVisionMixer), 'gka_bi'
     (BidirectionalGKAMixer) or 'attn'."""
     if kind == 'mamba':
@@ -82,7 +82,7 @@ def make_mixer(kind: str, dim: int, num_heads: int, proj_drop: float = 0., backe
                                 proj_drop=proj_drop)
     if kind == 'gka':
         return GKAVisionMixer(dim, num_heads, d_conv=d_conv, expand=expand, ridge_ratio=ridge_ratio,
-                              num_iter=num_iter, backend=backend, proj_drop=proj_drop)
+                              num_iter=num_iter, backend=backend, proj_drop=proj_drop, head_dim=gka_head_dim)
     if kind == 'gka_bi':
         return BidirectionalGKAMixer(dim, num_heads, ridge_ratio=ridge_ratio, num_iter=num_iter, backend=backend,
                                      proj_drop=proj_drop)
@@ -196,6 +196,7 @@ class MambaVision(nn.Module):
         layer_scale, layer_scale_conv: LayerScale init of mixer/attention blocks and conv blocks (None: off).
         backend: scan backend of the mixer; d_state, d_conv, expand: Mamba mixer sizes;
         ridge_ratio, num_iter: GKA solve options.
+        gka_head_dim: head dim of GKAVisionMixer's scan (mixer='gka'); None: the stage's C / num_heads.
         recompute_mixer: recompute norm1 + token mixer of every mixer/attention block in the backward
             (non-reentrant torch.utils.checkpoint), keeping only the block input; also `set_recompute_mixer`.
             GKA mixers then also run the Triton backward one scan direction at a time (half its transient
@@ -225,6 +226,7 @@ class MambaVision(nn.Module):
             expand: int = 1,
             ridge_ratio: float = 0.02,
             num_iter: int = 30,
+            gka_head_dim: Optional[int] = None,
             recompute_mixer: bool = False,
     ):
         super().__init__()
@@ -232,6 +234,8 @@ class MambaVision(nn.Module):
             raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
         if mixer not in MIXERS:
             raise ValueError(f"unknown mixer {mixer!r}; choose one of {MIXERS}")
+        if gka_head_dim is not None and mixer != 'gka':
+            raise ValueError(f"gka_head_dim={gka_head_dim} applies to mixer='gka' only, not mixer={mixer!r}")
         if not (len(depths) == len(num_heads) == len(window_size) == 4):
             raise ValueError(f'depths, num_heads and window_size need 4 entries each, got {depths}, '
                              f'{num_heads}, {window_size}')
@@ -252,7 +256,7 @@ class MambaVision(nn.Module):
             nn.ReLU(),
         )
         mixer_kwargs = dict(backend=backend, d_state=d_state, d_conv=d_conv, expand=expand,
-                            ridge_ratio=ridge_ratio, num_iter=num_iter)
+                            ridge_ratio=ridge_ratio, num_iter=num_iter, gka_head_dim=gka_head_dim)
         dpr = [drop_path_rate * i / max(sum(depths) - 1, 1) for i in range(sum(depths))]  # linear rule
         stages, self.feature_info, prev = [], [], dim
         for i in range(4):
