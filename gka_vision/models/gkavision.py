@@ -6,7 +6,10 @@ mixer (half the channels through one causal scan, half through a conv branch) wi
 the paper's "replaces the mixer blocks of MambaVision with GKA layers" at MambaVision-T's 31.8M parameters.
 Head dims are the stage's C / num_heads: 40 (tiny), 48 (small) and 64 (base). Widths and depths are
 MambaVision-T/S/B's. ``mixer='gka_bi'`` builds the heavier variant with BidirectionalGKAMixer (all channels,
-both scan directions; the default before 2026-11-28 16:00 UTC, docs/benchmarks.md "Model comparison"). Reported (ImageNet-1K, 224px): GKAVision-T 81.27 top-1 (GKA paper, arXiv 2511.21016).
+both scan directions; the default before 2026-11-28 16:00 UTC, docs/benchmarks.md "Model comparison").
+``gka_head_dim=32`` gives the scan heads of 32 (no padding inside the Triton kernels; 5 % faster training on an
+H200, accuracy not measured yet; docs/benchmarks.md compare run 8).
+Reported (ImageNet-1K, 224px): GKAVision-T 81.27 top-1 (GKA paper, arXiv 2511.21016).
 """
 from timm.models import generate_default_cfgs, register_model
 
