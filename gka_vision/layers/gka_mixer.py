@@ -41,12 +41,17 @@ def recompute_elementwise(fn, *args):
     return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)
 
 
-def _normalize_qk_scale_beta(qkv: torch.Tensor, beta: torch.Tensor):
-    """qkv [B, N, 3, nh, D], beta [B, N, nh, 1] -> q, k L2-normalised (eps 1e-6); k, v scaled by beta."""
-    q, k, v = qkv.unbind(2)
+def normalize_qk_scale_beta(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor):
+    """q, k, v [B, N, nh, D], beta [B, N, nh, 1] -> q, k L2-normalised (eps 1e-6); k, v scaled by beta."""
     q = F.normalize(q, dim=-1, eps=1e-6)
     k = F.normalize(k, dim=-1, eps=1e-6)
     return q, k * beta, v * beta
+
+
+def log_forget_gate(a: torch.Tensor, A_log: torch.Tensor, dt_bias: torch.Tensor) -> torch.Tensor:
+    """Mamba2-style log forget gate g = -exp(A_log) softplus(a + dt_bias) <= 0 from the projection a = W_a x,
+    in fp32 (GKA.md section 1)."""
+    return -torch.exp(A_log.float()) * F.softplus(a.float() + dt_bias.float())
 
 
 def _init_A_log(num_heads: int, a_min: float = 1.0, a_max: float = 16.0) -> torch.Tensor:
@@ -130,9 +135,7 @@ class BidirectionalGKAMixer(nn.Module):
         bias = torch.cat([p.bias if p.bias is not None else p.weight.new_zeros(p.out_features) for p in projs])
         return F.linear(x, weight, bias).split([p.out_features for p in projs], dim=-1)
 
-    def _gate(self, a: torch.Tensor, A_log: torch.Tensor, dt_bias: torch.Tensor) -> torch.Tensor:
-        # Mamba2-style log forget gate g <= 0 from the projection a = W_a x, kept in fp32 (GKA.md section 1).
-        return -torch.exp(A_log.float()) * F.softplus(a.float() + dt_bias.float())
+    _gate = staticmethod(log_forget_gate)
 
     def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
         if x.ndim != 3 or x.shape[-1] != self.dim:
@@ -147,7 +150,7 @@ class BidirectionalGKAMixer(nn.Module):
         u = F.silu(u).flatten(2).transpose(1, 2)
         beta, alpha, a_fwd, a_bwd, gate = self._small_projections(x)
         beta = torch.sigmoid(beta).unsqueeze(-1)
-        q, k, v = recompute_elementwise(_normalize_qk_scale_beta, self.qkv(u).view(B, N, 3, nh, D), beta)
+        q, k, v = recompute_elementwise(normalize_qk_scale_beta, *self.qkv(u).view(B, N, 3, nh, D).unbind(2), beta)
         alpha = torch.sigmoid(alpha)
         g_fwd = self._gate(a_fwd, self.A_log_fwd, self.dt_bias_fwd)
         g_bwd = self._gate(a_bwd, self.A_log_bwd, self.dt_bias_bwd)

@@ -24,21 +24,13 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..ops import gka_scan
-from .gka_mixer import _init_A_log, _init_dt_bias
+from .gka_mixer import _init_A_log, _init_dt_bias, log_forget_gate, normalize_qk_scale_beta
+from .mamba_mixer import conv1d_same_silu
 from .norm import GatedRMSNorm
 
 __all__ = ['GKAVisionMixer']
-
-
-def _normalize_qk_scale_beta(qk: torch.Tensor, v: torch.Tensor, beta: torch.Tensor):
-    """qk [B, N, 2, nh, D], v [B, N, nh, D], beta [B, N, nh, 1] -> q, k L2-normalised; k, v scaled by beta."""
-    q, k = qk.unbind(2)
-    q = F.normalize(q, dim=-1, eps=1e-6)
-    k = F.normalize(k, dim=-1, eps=1e-6)
-    return q, k * beta, v * beta
 
 
 class GKAVisionMixer(nn.Module):
@@ -103,11 +95,6 @@ class GKAVisionMixer(nn.Module):
         """Gate parameters that must not be weight-decayed (names relative to this module)."""
         return {'A_log', 'dt_bias'}
 
-    def _conv(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-        # 'same' padding written out (left (K-1)//2, right K//2), as MambaVisionMixer, so fvcore counts it
-        pad = ((self.d_conv - 1) // 2, self.d_conv // 2)
-        return F.silu(F.conv1d(F.pad(x, pad), weight, bias, groups=x.shape[1]))
-
     def forward(self, x: torch.Tensor, hw: Optional[Tuple[int, int]] = None) -> torch.Tensor:
         if x.ndim != 3 or x.shape[-1] != self.dim:
             raise ValueError(f'expected tokens of shape [B, N, {self.dim}], got {tuple(x.shape)}')
@@ -115,12 +102,12 @@ class GKAVisionMixer(nn.Module):
         nh, D = self.num_heads, self.head_dim
         xz = self.in_proj(x).transpose(1, 2)                                   # [B, E, N]
         xs, z = xz.chunk(2, dim=1)
-        xs = self._conv(xs, self.conv1d_x.weight, self.conv1d_x.bias).transpose(1, 2)  # [B, N, E/2]
-        z = self._conv(z, self.conv1d_z.weight)                               # [B, E/2, N]
+        xs = conv1d_same_silu(xs, self.conv1d_x.weight, self.conv1d_x.bias).transpose(1, 2)  # [B, N, E/2]
+        z = conv1d_same_silu(z, self.conv1d_z.weight)                          # [B, E/2, N]
         beta, alpha, a = self.gate_proj(xs).split(nh, dim=-1)
-        q, k, v = _normalize_qk_scale_beta(self.qk(xs).view(B, N, 2, nh, D), xs.reshape(B, N, nh, D),
-                                           torch.sigmoid(beta).unsqueeze(-1))
-        g = -torch.exp(self.A_log.float()) * F.softplus(a.float() + self.dt_bias.float())
+        q, k = self.qk(xs).view(B, N, 2, nh, D).unbind(2)
+        q, k, v = normalize_qk_scale_beta(q, k, xs.reshape(B, N, nh, D), torch.sigmoid(beta).unsqueeze(-1))
+        g = log_forget_gate(a, self.A_log, self.dt_bias)
         y = gka_scan(q, k, v, torch.sigmoid(alpha), g, ridge_ratio=self.ridge_ratio, num_iter=self.num_iter,
                      backend=self.backend)
         y = self.norm(y).reshape(B, N, -1)

@@ -49,6 +49,13 @@ def init_dt_proj(dt_proj: nn.Linear, dt_rank: int, dt_min: float = 1e-3, dt_max:
     dt_proj.bias._no_reinit = True
 
 
+def conv1d_same_silu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """SiLU(depthwise conv1d(x [B, C, L])) with 'same' padding written out (left (K-1)//2, right K//2, as
+    PyTorch's 'same'), so that fvcore counts the conv."""
+    K = weight.shape[-1]
+    return F.silu(F.conv1d(F.pad(x, ((K - 1) // 2, K // 2)), weight, bias, groups=x.shape[1]))
+
+
 class _SSMBranch(nn.Module):
     """Per-direction parameters of one S6 scan: conv1d, x_proj, dt_proj, A_log, D."""
 
@@ -170,10 +177,8 @@ class MambaVisionMixer(nn.Module):
             raise ValueError(f'expected tokens of shape [B, N, {self.dim}], got {tuple(x.shape)}')
         xz = self.in_proj(x).transpose(1, 2)                  # [B, E, L]
         xs, z = xz.chunk(2, dim=1)
-        # 'same' padding written out (left (K-1)//2, right K//2, as PyTorch's 'same'), so fvcore counts the convs
-        pad = ((self.d_conv - 1) // 2, self.d_conv // 2)
-        xs = F.silu(F.conv1d(F.pad(xs, pad), self.ssm.conv1d.weight, None, groups=xs.shape[1]))
-        z = F.silu(F.conv1d(F.pad(z, pad), self.conv1d_z.weight, None, groups=z.shape[1]))
+        xs = conv1d_same_silu(xs, self.ssm.conv1d.weight)
+        z = conv1d_same_silu(z, self.conv1d_z.weight)
         delta, Bm, Cm = self.ssm.project(xs)
         y = selective_scan(
             xs, delta, -torch.exp(self.ssm.A_log.float()), Bm, Cm, D=self.ssm.D.float(),
