@@ -5,8 +5,8 @@
 
 For every (B, T, H, D): median ms (triton.testing.do_bench) of the forward and forward+backward of
 gka_scan_bidirectional with backend="triton" (each kernel variant: "default" or comma-separated overrides
-of kernels/gka_function.py's settings, e.g. "sched=bf16:20+2xbf16:10/bf16:20+2xbf16:15,chunk=32,warps=4,
-cols=16,hi=tf32x3,states=tf32x3,grad=tf32,lo=bf16x3"; precisions: kernels/gka_function.py DOT_PRECISIONS), of the same op with
+of gka_kernels.GKAKernelConfig's fields on top of the input dtype's default, e.g.
+"schedule=bf16:20+2xbf16:10/bf16:20+2xbf16:15,chunk=32,num_warps=4,state_cols=16,precision_grad=tf32"), of the same op with
 backend="torch", and of F.scaled_dot_product_attention (non-causal, [B, H, T, D]); peak memory of one
 forward+backward; relative error vs the float64 reference (exact solve) on a slice (first batch element,
 first 2 heads, at most 1025 tokens), for bf16 and fp32 inputs and every variant. Also prints the per-kernel time split
@@ -56,31 +56,27 @@ def rel(x, y):
     return ((x.double() - y.double()).norm() / y.double().norm().clamp_min(1e-30)).item()
 
 
-_DEFAULTS = dict(sched=gkf.SOLVE_SCHEDULE, chunk=gkf.CHUNK_SIZE, warps=gkf.NUM_WARPS, cols=gkf.STATE_COLS,
-                 regs=gkf.MAX_REGS, prefetch=int(gkf.PREFETCH),
-                 hi=gkf.DOT_PRECISION_HI, states=gkf.DOT_PRECISION_STATES, grad=gkf.DOT_PRECISION_GRAD,
-                 lo=gkf.DOT_PRECISION_LO)
+_VARIANT = {"config": None}  # the kernel config of the variant being timed (None: default_config(dtype))
 
 
 def set_variant(variant):
-    """'default' or 'key=value,...' with keys sched, chunk, warps, cols (0 = per-head-dim default), regs (solve
-    kernels' register cap, 0 = none), prefetch (0/1, the state scans' early loads), hi, states, grad, lo."""
-    cfg = dict(_DEFAULTS)
-    if variant != "default":
-        for item in variant.split(","):
-            key, _, val = item.partition("=")
-            if key not in cfg:
-                raise SystemExit(f"bench_gka_core: unknown variant key {key!r} in {variant!r} (keys: {sorted(cfg)})")
-            cfg[key] = (int(val) or None) if key in ("chunk", "warps", "cols", "regs") else \
-                int(val) if key == "prefetch" else val
-    gkf._parse_schedule(cfg["sched"])  # a bad schedule fails here, with its message
-    for key in ("hi", "states", "grad", "lo"):
-        if cfg[key] not in gkf.DOT_PRECISIONS:
-            raise SystemExit(f"bench_gka_core: bad precision {key}={cfg[key]!r} in {variant!r} "
-                             f"(one of {', '.join(gkf.DOT_PRECISIONS)})")
-    gkf.SOLVE_SCHEDULE, gkf.CHUNK_SIZE, gkf.NUM_WARPS, gkf.STATE_COLS = cfg["sched"], cfg["chunk"], cfg["warps"], cfg["cols"]
-    gkf.DOT_PRECISION_HI, gkf.DOT_PRECISION_STATES, gkf.DOT_PRECISION_GRAD = cfg["hi"], cfg["states"], cfg["grad"]
-    gkf.DOT_PRECISION_LO, gkf.MAX_REGS, gkf.PREFETCH = cfg["lo"], cfg["regs"], bool(cfg["prefetch"])
+    """'default' or a GKAKernelConfig spec 'key=value,...' (keys: the fields of gka_kernels.GKAKernelConfig,
+    e.g. schedule, chunk, num_warps, state_cols, max_regs, prefetch, precision_hi/states/grad/lo), applied on
+    top of the default config of the input dtype."""
+    if variant == "default":
+        _VARIANT["config"] = None
+        return
+    try:
+        _VARIANT["config"] = variant
+        gkf.GKAKernelConfig.from_spec(variant)  # a bad spec fails here, with its message
+    except ValueError as e:
+        raise SystemExit(f"bench_gka_core: {e}")
+
+
+def variant_config(dtype):
+    spec = _VARIANT["config"]
+    base = gkf.default_config(dtype)
+    return base if spec is None else gkf.GKAKernelConfig.from_spec(spec, base)
 
 
 def bench(fn, grad_to_none=None):
@@ -123,6 +119,9 @@ def time_op(fn, ins, do):
 
 
 def gka_op(backend):
+    if backend == "triton":
+        return lambda q, k, v, a, g, g2: gkf.gka_scan_bidirectional_triton(q, k, v, a, g, g2,
+                                                                           config=variant_config(q.dtype))
     return lambda q, k, v, a, g, g2: gka_scan_bidirectional(q, k, v, a, g, g2, backend=backend)
 
 
@@ -145,20 +144,21 @@ def errors(B, T, H, D, dtype):
         ref = 0.5 * (gka_scan_reference(*d[:5]) + gka_scan_reference(*d[:4], d[5], reverse=True))
         _REF_CACHE[key] = (ref.detach(), torch.autograd.grad(ref, d, do.double()))
     ref, grads_ref = _REF_CACHE[key]
-    o = gka_scan_bidirectional(*sl, backend="triton")
+    o = gka_op("triton")(*sl)
     grads = torch.autograd.grad(o, sl, do.to(o.dtype))
     gerr = {n: rel(x, y) for n, x, y in zip(["q", "k", "v", "alpha", "g", "g_rev"], grads, grads_ref)}
     return rel(o, ref), gerr
 
 
-def kernel_flops(B, T, H, D, ndir=2):
+def kernel_flops(B, T, H, D, dtype, ndir=2):
     """FLOPs (2 per multiply-add) the four kernels execute with the current config, padded chunks included.
 
     tf32x3 dots count once (their 3 tensor-core products are not counted); bf16 and tf32 steps count alike.
     """
-    BD, C = gkf._config(D)[:2]
-    _, f1, fr, _, f2 = gkf._iters(30, False)
-    _, b1, br, _, b2 = gkf._iters(30, True)
+    L = gkf._Launch(variant_config(dtype), D)
+    BD, C = L.BD, L.BC
+    _, f1, fr, _, f2 = L.iters(30, False)
+    _, b1, br, _, b2 = L.iters(30, True)
     n = B * H * triton.cdiv(T, C) * C * ndir        # padded tokens over both directions
     it = 2 * BD * BD + 4 * C * BD                    # one application of A per token
     fwd = (f1 + fr * (f2 + 1)) * it + 4 * BD * BD + 2 * C * C + 8 * C * BD + 4 * BD * BD
@@ -192,7 +192,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", nargs="*", default=DEFAULT_SHAPES, help="B,T,H,D")
     p.add_argument("--variants", nargs="*", default=["default"],
-                   help="'default' or key=value,... overrides (sched, chunk, warps, cols, hi, states, grad, lo); "
+                   help="'default' or GKAKernelConfig overrides key=value,... (schedule, chunk, num_warps, ...); "
                         "the first one fills the main table")
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--no-torch", action="store_true", help="skip the torch backend")
@@ -218,7 +218,7 @@ def main():
             except Exception as e:  # a config that does not compile on this GPU: report, go on
                 print(shape, "triton", variant, "FAILED:", type(e).__name__, str(e)[:200], flush=True)
                 row["triton"][variant] = (float("nan"),) * 3
-            nf, nb = kernel_flops(B, T, H, D)
+            nf, nb = kernel_flops(B, T, H, D, dtype)
             row["triton"][variant] += ((nf + nb) / row["triton"][variant][1] / 1e9,)  # TFLOP/s fwd+bwd
             print(shape, "triton", variant, ["%.3f" % x for x in row["triton"][variant]], flush=True)
             if args.no_errors or row["triton"][variant][0] != row["triton"][variant][0]:
@@ -236,7 +236,7 @@ def main():
             print(shape, "torch", ["%.3f" % x for x in row["torch"]], flush=True)
         row["sdpa"] = time_op(sdpa_op, ins, do)
         print(shape, "sdpa", ["%.3f" % x for x in row["sdpa"]], flush=True)
-        nf, nb = kernel_flops(B, T, H, D)
+        nf, nb = kernel_flops(B, T, H, D, dtype)
         row["gflop_fwd"], row["gflop_bwd"] = nf / 1e9, nb / 1e9
         results.append(row)
         del ins, do

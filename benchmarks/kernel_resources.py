@@ -8,7 +8,7 @@ is not a timing (occupancy = programs per SM from registers and shared memory, t
 
     python benchmarks/kernel_resources.py                       # D = 64, the default config, sm_90
     python benchmarks/kernel_resources.py --head-dim 128 --arch 90 --json out.json
-    GKA_TRITON_WARPS=8 GKA_TRITON_MAXNREG=128 python benchmarks/kernel_resources.py   # any host knob
+    python benchmarks/kernel_resources.py --config num_warps=8,max_regs=128   # any GKAKernelConfig field
 
 Needs Triton with its bundled ptxas / nvdisasm (the CUDA wheels ship them); no GPU, no driver.
 """
@@ -52,25 +52,36 @@ def _signature(fn, constexprs, ints=(), floats=()):
     return sig
 
 
-def kernel_specs(D, input_dtype):
+_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def launch_of(D, input_dtype, spec=""):
+    """The host code's resolved launch settings (gka_function._Launch) for head dim D, the input dtype's default
+    kernel config and the GKAKernelConfig overrides in `spec`."""
+    import torch
+    _, gka_function = _import_kernels()
+    base = gka_function.default_config(getattr(torch, _DTYPES[input_dtype]))
+    return gka_function._Launch(gka_function.GKAKernelConfig.from_spec(spec, base), D)
+
+
+def kernel_specs(D, input_dtype, spec=""):
     """(name, jit fn, constexprs, num_warps, pointer dtypes) of the four kernels as the host code launches them."""
-    gka_chunk, gka_function = _import_kernels()
-    BD, BC, BN, prec_hi, prec_states, warps = gka_function._config(D)
-    p1, _, _, p2, _ = gka_function._iters(30, False)
-    bp1, _, _, bp2, _ = gka_function._iters(30, True)
-    lo = gka_function.DOT_PRECISION_LO
-    grad = gka_function.DOT_PRECISION_GRAD
+    gka_chunk, _ = _import_kernels()
+    L = launch_of(D, input_dtype, spec)
+    p1, _, _, p2, _ = L.iters(30, False)
+    bp1, _, _, bp2, _ = L.iters(30, True)
     in_ptrs = {"q_ptr", "k_ptr", "v_ptr", "a_ptr", "do_ptr"}
     specs = [
         ("_fwd_states_kernel", gka_chunk._fwd_states_kernel,
-         dict(D=D, BD=BD, BC=BC, BN=BN, PREC=prec_states, PREFETCH=gka_function.PREFETCH)),
+         dict(D=D, BD=L.BD, BC=L.BC, BN=L.BN, PREC=L.states, PREFETCH=L.prefetch)),
         ("_fwd_solve_kernel", gka_chunk._fwd_solve_kernel,
-         dict(D=D, BD=BD, BC=BC, PREC_FIRST=p1, PREC=p2, PREC_HI=prec_hi)),
+         dict(D=D, BD=L.BD, BC=L.BC, PREC_FIRST=p1, PREC=p2, PREC_HI=L.hi)),
         ("_bwd_solve_kernel", gka_chunk._bwd_solve_kernel,
-         dict(D=D, BD=BD, BC=BC, PREC_FIRST=bp1, PREC=bp2, PREC_HI=prec_hi, PREC_GRAD=grad, PREC_LO=lo)),
+         dict(D=D, BD=L.BD, BC=L.BC, PREC_FIRST=bp1, PREC=bp2, PREC_HI=L.hi, PREC_GRAD=L.grad, PREC_LO=L.lo)),
         ("_bwd_states_kernel", gka_chunk._bwd_states_kernel,
-         dict(D=D, BD=BD, BC=BC, BN=BN, PREC=prec_states, PREFETCH=gka_function.PREFETCH)),
+         dict(D=D, BD=L.BD, BC=L.BC, BN=L.BN, PREC=L.states, PREFETCH=L.prefetch)),
     ]
+    warps = L.warps
     floats = {"ridge_ratio", "ridge_floor", "fro2_floor", "scale", "out_scale"}
     out = []
     for name, fn, cx in specs:
@@ -175,13 +186,13 @@ def loop_mix(sass):
     return total, result
 
 
-def report(D, input_dtype, arch, kernels=None):
-    _, gka_function = _import_kernels()
+def report(D, input_dtype, arch, kernels=None, spec=""):
+    max_regs = launch_of(D, input_dtype, spec).solve_opts.get("maxnreg")
     rows = []
-    for name, fn, cx, warps, sig in kernel_specs(D, input_dtype):
+    for name, fn, cx, warps, sig in kernel_specs(D, input_dtype, spec):
         if kernels and name not in kernels:
             continue
-        k = compile_kernel(fn, sig, cx, warps, arch, gka_function.MAX_REGS if "solve" in name else None)
+        k = compile_kernel(fn, sig, cx, warps, arch, max_regs if "solve" in name else None)
         regs, spills = resource_usage(k.asm["cubin"])
         smem = k.metadata.shared
         threads = 32 * warps
@@ -204,9 +215,10 @@ def main(argv=None):
     ap.add_argument("--dtype", default="bf16", choices=["fp32", "bf16", "fp16"], help="q/k/v/alpha/do dtype")
     ap.add_argument("--arch", type=int, default=90, help="CUDA compute capability x10 (90 = H100/H200)")
     ap.add_argument("--kernels", nargs="*", default=None, help="only these (e.g. _fwd_solve_kernel)")
+    ap.add_argument("--config", default="", help="GKAKernelConfig overrides, key=value,... (e.g. chunk=32)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    rows = report(args.head_dim, args.dtype, args.arch, args.kernels)
+    rows = report(args.head_dim, args.dtype, args.arch, args.kernels, args.config)
     for r in rows:
         print(f"{r['kernel']}: {r['warps']} warps, {r['regs']} regs, {r['spill_bytes']} B stack (spills), "
               f"{r['smem']} B smem, {r['programs_per_sm']} programs/SM")

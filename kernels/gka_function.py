@@ -1,13 +1,21 @@
-"""The autograd.Function around the chunked GKA kernels, and the two public entry points.
+"""Host code of the chunked GKA kernels: the kernel config, the forward and backward launch sets, the
+autograd.Function, and the two public entry points.
 
-    gka_scan_triton(q, k, v, alpha, g, *, gk=None, ridge_ratio=0.02, num_iter=30, scale=None, reverse=False)
+    gka_triton_forward(q, k, v, alpha, gates, ...)          -> (o, x, fro)      launches of one forward
+    gka_triton_backward(q, k, v, alpha, gates, x, fro, do, ...) -> (dq, dk, dv, dalpha, dgates)
+    gka_scan_triton(q, k, v, alpha, g, *, ridge_ratio=0.02, num_iter=30, scale=None, reverse=False, config=None)
     gka_scan_bidirectional_triton(q, k, v, alpha, g, g_rev, *, ridge_ratio=0.02, num_iter=30, scale=None,
-                                  sequential_backward=False)
+                                  sequential_backward=False, config=None)
 
-Same contract as gka_vision.ops.gka_scan (GKA.md sections 1-5). The bidirectional op runs both scan
+Same contract as gka_vision.ops.gka_scan (docs/gka_spec.md sections 1-5). The bidirectional op runs both scan
 directions in one launch per kernel (direction = a grid axis) and returns 0.5 * (forward + reverse).
+`gates` is [NDIR, B, T, H] fp32 and dir_base 0 (forward scan first) or 1 (a single reverse scan).
+Tuning travels as a `GKAKernelConfig` (None = `default_config(q.dtype)`); nothing is read from the environment
+except TRITON_INTERPRET, which Triton itself reads.
 """
+import dataclasses
 import os
+from typing import Optional
 
 import torch
 import triton
@@ -17,52 +25,12 @@ from .gka_chunk import (FRO2_FLOOR, RIDGE_FLOOR, _bwd_solve_kernel, _bwd_states_
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
-# One config per head dim (no autotune under the interpreter). Tokens per chunk: 16 (H200 run 3,
-# docs/benchmarks.md: 7.3 ms fwd+bwd at (128,197,6,64) vs 10.5 ms with 32-token chunks, same errors; BD = 128
-# with 64-token chunks needs ~400 KB of shared memory, over the H200's 227 KB). Env GKA_TRITON_CHUNK overrides it.
-CHUNK_SIZE = int(os.environ.get("GKA_TRITON_CHUNK", "0")) or None
-# Warps per program; None = 4 up to head dim 64, 8 above (two D x D fp32 states need 256 registers per
-# thread at 4 warps for BD = 128). Env GKA_TRITON_WARPS overrides it.
-NUM_WARPS = int(os.environ.get("GKA_TRITON_WARPS", "0")) or None
-# State columns per program of the two chunk-state scans (grid B*H x NDIR x BD/STATE_COLS); None = 32
-# (at most BD). Env GKA_TRITON_STATE_COLS overrides it.
-STATE_COLS = int(os.environ.get("GKA_TRITON_STATE_COLS", "0")) or None
-# Register cap per thread of the two solve kernels (Triton's maxnreg; None = the compiler's choice, 255 at
-# head dim 64). Lower caps let more programs share an SM at the price of spills. Env GKA_TRITON_MAXNREG.
-MAX_REGS = int(os.environ.get("GKA_TRITON_MAXNREG", "0")) or None
-# The two chunk-state scans issue the next chunk's loads (forward scan) / the chunk's state increments
-# (backward scan) before the products that do not need them (env GKA_TRITON_PREFETCH=0 turns it off).
-PREFETCH = os.environ.get("GKA_TRITON_PREFETCH", "1") == "1"
 # Dot precisions (gka_chunk._dot): "bf16", "tf32", "tf32x3" (three tf32 products, fp32-accurate), "ieee", and
 # "bf16x3" (three bf16 products of a hi/lo split, ~1e-5 relative error at half the tensor-core cost of tf32x3).
-# Default: bf16x3 for every product outside the Chebyshev steps (H200 run 6, docs/benchmarks.md: 7.44 -> 5.18 ms
-# fwd+bwd at (128,197,6,64); worst gradient error with fp32 inputs 5e-5 -> 1.7e-3, the gate gradients, target
-# 1e-2; bf16 inputs unchanged at 2.4e-3). Set the four GKA_TRITON_PRECISION_* to tf32x3 for fp32-accurate products.
 DOT_PRECISIONS = ("bf16", "bf16x3", "tf32", "tf32x3", "ieee")
-# PREC_HI: the residuals of the refinement rounds of both solves, ||H_t||_F and the read-out.
-# PREC_STATES: the chunk-state scans, forward (H_p / S_p, also recomputed in the backward) and the backward's
-# reverse scan (tf32 there costs ~1e-2 in the gate gradient, docs/kernels.md; bf16x3 ~5e-4).
-DOT_PRECISION_HI = os.environ.get("GKA_TRITON_PRECISION_HI", "bf16x3")
-DOT_PRECISION_STATES = os.environ.get("GKA_TRITON_PRECISION_STATES", "bf16x3")
-# PREC_GRAD: the products of the backward solve kernel outside the solve (read-out and covariance gradients).
-DOT_PRECISION_GRAD = os.environ.get("GKA_TRITON_PRECISION_GRAD", "bf16x3")
-# PREC_LO: four backward products that the CPU emulation found harmless in tf32 (docs/kernels.md). On the
-# H200 (run 5, docs/benchmarks.md) tf32 there saved 5 % (7.64 -> 7.24 ms) but raised the fp32-input gate
-# gradient error from 5e-5 to 6.4e-3 at T = 577 (tf32 truncates its operands), hence bf16x3.
-DOT_PRECISION_LO = os.environ.get("GKA_TRITON_PRECISION_LO", "bf16x3")
-# Solve schedule "P1:n1+RxP2:n2" for the forward solve x = A^-1 q, then "/" and the same for the backward
-# solve qbar = A^-1 xbar: n1 Chebyshev steps with P1 products ("bf16", "tf32", "ieee"), then R refinement
-# rounds (residual with DOT_PRECISION_HI products, then n2 Chebyshev steps with P2 products). n1 is the
-# count for num_iter = 30 and moves with num_iter (n1 + num_iter - 30, at least 1). The backward solve
-# needs more steps: the key and ridge gradients want qbar about kappa times more accurate than x
-# (gka_vision.ops.gka_chunked.BACKWARD_EXTRA_ITERS). Measured / predicted errors: docs/kernels.md.
-# Env GKA_TRITON_SCHEDULE overrides it.
-# Default: bf16 products in every Chebyshev step, 3 (forward) / 2 (backward) refinement rounds; predicted by
-# CPU emulation at 0.63 of the cost of "tf32:20+1xtf32:20/tf32:20+1xtf32:30" with smaller errors.
-SOLVE_SCHEDULE = os.environ.get("GKA_TRITON_SCHEDULE", "bf16:15+3xbf16:10/bf16:15+2xbf16:15")
 
 
-def _parse_schedule(spec):
+def parse_schedule(spec):
     """'P1:n1+RxP2:n2/P1:n1+RxP2:n2' -> ((P1, n1, R, P2, n2) forward, (...) backward)."""
     out = []
     try:
@@ -77,34 +45,123 @@ def _parse_schedule(spec):
             out.append((p1, int(n1), int(r), p2, int(n2)))
     except ValueError:
         out = []
-    if len(out) != 2 or any(p not in DOT_PRECISIONS for s in out for p in (s[0], s[3])):
+    if len(out) != 2 or any(p not in DOT_PRECISIONS for s in out for p in (s[0], s[3])) \
+            or any(s[1] < 1 or s[2] < 0 or s[4] < 0 for s in out):
         raise ValueError(f"GKA Triton solve schedule {spec!r}: expected 'P1:n1+RxP2:n2/P1:n1+RxP2:n2' "
                          f"with P in {', '.join(DOT_PRECISIONS)} (e.g. 'tf32:20+1xtf32:20/tf32:20+1xtf32:30')")
     return out
 
 
-def _solve_launch_opts(warps):
-    """Launch options of the solve kernels: num_warps and, if set (not under the interpreter), maxnreg."""
-    return dict(num_warps=warps) if MAX_REGS is None or INTERPRET else dict(num_warps=warps, maxnreg=MAX_REGS)
+@dataclasses.dataclass(frozen=True)
+class GKAKernelConfig:
+    """Tuning of the Triton GKA core (one object per call; `default_config(dtype)` gives the defaults).
+
+    schedule: "P1:n1+RxP2:n2/P1:n1+RxP2:n2" for the forward solve x = A^-1 q, then the backward solve
+        qbar = A^-1 xbar: n1 Chebyshev steps with P1 products, then R refinement rounds (residual with
+        precision_hi products, then n2 Chebyshev steps with P2 products). n1 is the count for num_iter = 30 and
+        moves with num_iter (n1 + num_iter - 30, at least 1). The backward solve needs more accuracy: the key
+        and ridge gradients want qbar about kappa times more accurate than x (docs/kernels.md).
+    precision_hi: the refinement residuals, ||H_t||_F and the forward read-out (q' can be 50x longer than q).
+    precision_states: both chunk-state scans (forward H_p / S_p, also recomputed in the backward; reverse scan).
+    precision_grad: the backward solve kernel's products outside the solve (read-out and covariance gradients).
+    precision_lo: its four products without cancellation (dv's, k k^T of the ridge term, two ridge terms).
+    chunk: tokens per chunk (BC); num_warps: warps per program (None: 4 up to head dim 64, 8 above);
+    state_cols: state columns per program of the two chunk-state scans; max_regs: register cap of the solve
+    kernels (None: the compiler's choice); prefetch: the state scans issue the next chunk's loads early.
+    """
+    schedule: str = "bf16:15+3xbf16:10/bf16:15+2xbf16:15"
+    precision_hi: str = "bf16x3"
+    precision_states: str = "bf16x3"
+    precision_grad: str = "bf16x3"
+    precision_lo: str = "bf16x3"
+    chunk: int = 16
+    num_warps: Optional[int] = None
+    state_cols: int = 32
+    max_regs: Optional[int] = None
+    prefetch: bool = True
+
+    def __post_init__(self):
+        parse_schedule(self.schedule)
+        for name in ("precision_hi", "precision_states", "precision_grad", "precision_lo"):
+            if getattr(self, name) not in DOT_PRECISIONS:
+                raise ValueError(f"GKAKernelConfig.{name}={getattr(self, name)!r}: one of {', '.join(DOT_PRECISIONS)}")
+        for name in ("chunk", "state_cols"):
+            val = getattr(self, name)
+            if not (isinstance(val, int) and val >= 16 and val & (val - 1) == 0):
+                raise ValueError(f"GKAKernelConfig.{name}={val!r}: a power of two >= 16")
+        if self.num_warps is not None and self.num_warps not in (1, 2, 4, 8, 16):
+            raise ValueError(f"GKAKernelConfig.num_warps={self.num_warps!r}: 1, 2, 4, 8 or 16 (or None)")
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def to_spec(self) -> str:
+        """'key=value,...' of the fields that differ from the class defaults ('' for the defaults)."""
+        base = GKAKernelConfig()
+        return ",".join(f"{f.name}={_fmt(getattr(self, f.name))}" for f in dataclasses.fields(self)
+                        if getattr(self, f.name) != getattr(base, f.name))
+
+    @classmethod
+    def from_spec(cls, spec: str, base: Optional["GKAKernelConfig"] = None) -> "GKAKernelConfig":
+        """Parse 'key=value,...' (field names of this class; 'none' for None) on top of `base` (the defaults)."""
+        base = base or cls()
+        if not spec:
+            return base
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        changes = {}
+        for item in spec.split(","):
+            key, sep, val = item.partition("=")
+            if not sep or key not in fields:
+                raise ValueError(f"GKAKernelConfig spec {spec!r}: unknown or malformed item {item!r} "
+                                 f"(keys: {', '.join(fields)})")
+            if key in ("chunk", "state_cols", "num_warps", "max_regs"):
+                changes[key] = None if val.lower() == "none" else int(val)
+            elif key == "prefetch":
+                changes[key] = val.lower() in ("1", "true", "yes")
+            else:
+                changes[key] = val
+        return dataclasses.replace(base, **changes)
 
 
-def _config(D):
-    """(BD, BC, BN, PREC_HI, PREC_STATES, num_warps) for head dim D."""
-    BD = max(16, triton.next_power_of_2(D))
-    BC = CHUNK_SIZE or 16
-    BN = min(BD, STATE_COLS or 32)
-    warps = NUM_WARPS or (4 if BD <= 64 else 8)
-    if INTERPRET:
-        return BD, BC, BN, "ieee", "ieee", warps
-    return BD, BC, BN, DOT_PRECISION_HI, DOT_PRECISION_STATES, warps
+def _fmt(v):
+    return "none" if v is None else str(int(v)) if isinstance(v, bool) else str(v)
 
 
-def _iters(num_iter, backward):
-    """(P_first, first-round steps, rounds, P_refine, steps per round) of the forward or backward solve."""
-    p1, n1, r, p2, n2 = _parse_schedule(SOLVE_SCHEDULE)[1 if backward else 0]
-    if INTERPRET:  # the interpreter computes every dot in fp32 (and bf16 dots are wrong there)
-        p1 = p2 = "ieee"
-    return p1, max(n1 + num_iter - 30, 1), r, p2, n2
+_DEFAULTS = {
+    torch.float32: GKAKernelConfig(),
+    torch.float16: GKAKernelConfig(),
+    torch.bfloat16: GKAKernelConfig(),
+}
+
+
+def default_config(dtype: torch.dtype) -> GKAKernelConfig:
+    """The kernel config used when a call passes none, chosen by the input dtype."""
+    return _DEFAULTS.get(dtype, _DEFAULTS[torch.float32])
+
+
+class _Launch:
+    """A config resolved for one head dim (and for the interpreter, which computes every dot in fp32)."""
+
+    def __init__(self, config: GKAKernelConfig, D: int):
+        self.BD = max(16, triton.next_power_of_2(D))
+        self.BC = config.chunk
+        self.BN = min(self.BD, config.state_cols)
+        self.warps = config.num_warps or (4 if self.BD <= 64 else 8)
+        fwd, bwd = parse_schedule(config.schedule)
+        prec = lambda p: "ieee" if INTERPRET else p  # noqa: E731  (bf16 dots are wrong in the interpreter)
+        self.fwd_sched = (prec(fwd[0]), fwd[1], fwd[2], prec(fwd[3]), fwd[4])
+        self.bwd_sched = (prec(bwd[0]), bwd[1], bwd[2], prec(bwd[3]), bwd[4])
+        self.hi, self.states = prec(config.precision_hi), prec(config.precision_states)
+        self.grad, self.lo = prec(config.precision_grad), prec(config.precision_lo)
+        self.prefetch = config.prefetch
+        self.solve_opts = dict(num_warps=self.warps)
+        if config.max_regs is not None and not INTERPRET:
+            self.solve_opts["maxnreg"] = config.max_regs
+
+    def iters(self, num_iter, backward):
+        """(P_first, first-round steps, rounds, P_refine, steps per round) of the forward or backward solve."""
+        p1, n1, r, p2, n2 = self.bwd_sched if backward else self.fwd_sched
+        return p1, max(n1 + num_iter - 30, 1), r, p2, n2
 
 
 def _check(q, k, v, alpha, gates):
@@ -131,76 +188,76 @@ def _sum_directions(t):
     return t[0] if t.shape[0] == 1 else t.sum(0)
 
 
-def _sizes(q, gates):
-    """(B, T, H, D, NDIR, chunks NC, B*H, B*T*H) of one launch set; gates [NDIR, B, T, H]."""
-    B, T, H, D = q.shape
-    return B, T, H, D, gates.shape[0], triton.cdiv(T, _config(D)[1]), B * H, B * T * H
-
-
-def _chunk_states(k, v, gates, dir_base):
+def _chunk_states(k, v, gates, dir_base, L):
     """Chunk-start states H_p and S_p, [NDIR, B*H, NC, BD, BD] fp32 each: in the forward, and again in the
     backward (recomputing them is one cheap launch; keeping them would cost 8x the memory of x)."""
-    B, T, H, D, ndir, NC, NBH, BTH = _sizes(k, gates)
-    BD, BC, BN, _, prec_states, warps = _config(D)
-    hk = torch.empty(ndir, NBH, NC, BD, BD, dtype=torch.float32, device=k.device)
+    B, T, H, D = k.shape
+    ndir, NC = gates.shape[0], triton.cdiv(T, L.BC)
+    hk = torch.empty(ndir, B * H, NC, L.BD, L.BD, dtype=torch.float32, device=k.device)
     hv = torch.empty_like(hk)
-    _fwd_states_kernel[(NBH, ndir, BD // BN)](k, v, gates, hk, hv, T, H, NBH, BTH, NC, dir_base,
-                                              D=D, BD=BD, BC=BC, BN=BN, PREC=prec_states, PREFETCH=PREFETCH,
-                                              num_warps=warps)
+    _fwd_states_kernel[(B * H, ndir, L.BD // L.BN)](k, v, gates, hk, hv, T, H, B * H, B * T * H, NC, dir_base,
+                                                    D=D, BD=L.BD, BC=L.BC, BN=L.BN, PREC=L.states,
+                                                    PREFETCH=L.prefetch, num_warps=L.warps)
     return hk, hv
 
 
-class GKATritonFunction(torch.autograd.Function):
-    """gates [NDIR, B, T, H] fp32; dir_base 0 (forward first) or 1 (a single reverse scan)."""
+def gka_triton_forward(q, k, v, alpha, gates, dir_base=0, ridge_ratio=0.02, num_iter=30, scale=None, config=None):
+    """Forward launches: (o [B, T, H, D] in q's dtype, x [NDIR, B, T, H, D] fp32, ||H_t||_F [NDIR, B, T, H] fp32).
 
-    @staticmethod
-    def forward(ctx, q, k, v, alpha, gates, dir_base, ridge_ratio, num_iter, scale, sequential_backward=False):
-        B, T, H, D, ndir, NC, NBH, BTH = _sizes(q, gates)
-        BD, BC, _, prec_hi, _, warps = _config(D)
-        p1, n1, rounds, p2, n2 = _iters(num_iter, False)
-        q, k, v, alpha = (t.contiguous() for t in (q, k, v, alpha))
-        gates = gates.float().contiguous()
-        f32 = dict(dtype=torch.float32, device=q.device)
-        hk, hv = _chunk_states(k, v, gates, dir_base)
-        o = torch.empty(ndir, B, T, H, D, **f32)
-        x = torch.empty(ndir, B, T, H, D, **f32)
-        fro = torch.empty(ndir, B, T, H, **f32)
-        out_scale = 1.0 / ndir
-        _fwd_solve_kernel[(NC, NBH, ndir)](q, k, v, alpha, gates, hk, hv, o, x, fro,
-                                           T, H, NBH, BTH, NC, dir_base, n1, rounds, n2,
-                                           ridge_ratio, RIDGE_FLOOR, FRO2_FLOOR, scale, out_scale,
-                                           D=D, BD=BD, BC=BC, PREC_FIRST=p1, PREC=p2, PREC_HI=prec_hi,
-                                           **_solve_launch_opts(warps))
-        ctx.save_for_backward(q, k, v, alpha, gates, x, fro)
-        ctx.opts = (dir_base, ridge_ratio, num_iter, scale, out_scale, sequential_backward)
-        return _sum_directions(o).to(q.dtype)
-
-    @staticmethod
-    def backward(ctx, do):
-        q, k, v, alpha, gates, x, fro = ctx.saved_tensors
-        dir_base, ridge_ratio, num_iter, scale, out_scale, sequential = ctx.opts
-        do = do.contiguous()
-        args = (q, k, v, alpha, do, ridge_ratio, num_iter, scale, out_scale)
-        if sequential and gates.shape[0] == 2:
-            # one direction after the other: half the transient chunk-state and per-direction gradient buffers
-            grads = list(_backward(*args, gates[:1], x[:1], fro[:1], dir_base=0))
-            rev = _backward(*args, gates[1:], x[1:], fro[1:], dir_base=1)
-            for acc, r in zip(grads[:4], rev[:4]):
-                acc += r
-            grads[4] = torch.cat([grads[4], rev[4]])
-        else:
-            grads = _backward(*args, gates, x, fro, dir_base=dir_base)
-        dq, dk, dv, da, dg = grads
-        return (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), da.to(alpha.dtype), dg,
-                None, None, None, None, None)
+    q, k, v, alpha must be contiguous and gates [NDIR, B, T, H] contiguous fp32 (what the backward takes too);
+    x and ||H_t||_F are what gka_triton_backward needs besides the inputs.
+    """
+    _check(q, k, v, alpha, gates)
+    B, T, H, D = q.shape
+    ndir = gates.shape[0]
+    scale = D ** -0.5 if scale is None else float(scale)
+    L = _Launch(config or default_config(q.dtype), D)
+    NC = triton.cdiv(T, L.BC)
+    p1, n1, rounds, p2, n2 = L.iters(num_iter, False)
+    f32 = dict(dtype=torch.float32, device=q.device)
+    hk, hv = _chunk_states(k, v, gates, dir_base, L)
+    o = torch.empty(ndir, B, T, H, D, **f32)
+    x = torch.empty(ndir, B, T, H, D, **f32)
+    fro = torch.empty(ndir, B, T, H, **f32)
+    _fwd_solve_kernel[(NC, B * H, ndir)](q, k, v, alpha, gates, hk, hv, o, x, fro,
+                                         T, H, B * H, B * T * H, NC, dir_base, n1, rounds, n2,
+                                         float(ridge_ratio), RIDGE_FLOOR, FRO2_FLOOR, scale, 1.0 / ndir,
+                                         D=D, BD=L.BD, BC=L.BC, PREC_FIRST=p1, PREC=p2, PREC_HI=L.hi,
+                                         **L.solve_opts)
+    return _sum_directions(o).to(q.dtype), x, fro
 
 
-def _backward(q, k, v, alpha, do, ridge_ratio, num_iter, scale, out_scale, gates, x, fro, dir_base):
+def gka_triton_backward(q, k, v, alpha, gates, x, fro, do, dir_base=0, ridge_ratio=0.02, num_iter=30, scale=None,
+                        sequential=False, config=None):
+    """Backward launches for the outputs of gka_triton_forward (same inputs, same config):
+    (dq, dk, dv, dalpha) in the inputs' dtypes and dgates [NDIR, B, T, H] fp32.
+
+    sequential=True (two directions only) runs the launches once per direction: half the transient
+    chunk-state and per-direction gradient buffers, same results.
+    """
+    D = q.shape[-1]
+    scale = D ** -0.5 if scale is None else float(scale)
+    L = _Launch(config or default_config(q.dtype), D)
+    do = do.contiguous()
+    args = (q, k, v, alpha, do, float(ridge_ratio), int(num_iter), scale, 1.0 / gates.shape[0], L)
+    if sequential and gates.shape[0] == 2:
+        grads = list(_backward(*args, gates[:1], x[:1], fro[:1], dir_base=0))
+        rev = _backward(*args, gates[1:], x[1:], fro[1:], dir_base=1)
+        for acc, r in zip(grads[:4], rev[:4]):
+            acc += r
+        grads[4] = torch.cat([grads[4], rev[4]])
+    else:
+        grads = _backward(*args, gates, x, fro, dir_base=dir_base)
+    dq, dk, dv, da, dg = grads
+    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), da.to(alpha.dtype), dg
+
+
+def _backward(q, k, v, alpha, do, ridge_ratio, num_iter, scale, out_scale, L, gates, x, fro, dir_base):
     """The backward launches for the directions in `gates` ([NDIR, B, T, H]; the first is dir_base):
     fp32 (dq, dk, dv, dalpha) summed over those directions and dg [NDIR, B, T, H]."""
-    B, T, H, D, ndir, NC, NBH, BTH = _sizes(q, gates)
-    BD, BC, BN, prec_hi, prec_states, warps = _config(D)
-    p1, n1, rounds, p2, n2 = _iters(num_iter, True)
+    B, T, H, D = q.shape
+    ndir, NC, NBH, BTH = gates.shape[0], triton.cdiv(T, L.BC), B * H, B * T * H
+    p1, n1, rounds, p2, n2 = L.iters(num_iter, True)
     f32 = dict(dtype=torch.float32, device=q.device)
     # per-direction results, every element written once by the solve kernel (plain stores)
     dq = torch.empty(ndir, B, T, H, D, **f32)
@@ -208,55 +265,59 @@ def _backward(q, k, v, alpha, do, ridge_ratio, num_iter, scale, out_scale, gates
     dv = torch.empty(ndir, B, T, H, D, **f32)
     da = torch.empty(ndir, B, T, H, **f32)
     dG = torch.empty(ndir, B, T, H, **f32)
-    dgp = torch.empty(BD // BN, ndir, B, T, H, **f32)
-    hk, hv = _chunk_states(k, v, gates, dir_base)
+    dgp = torch.empty(L.BD // L.BN, ndir, B, T, H, **f32)
+    hk, hv = _chunk_states(k, v, gates, dir_base, L)
     # U_c / W_c overwrite H_p / S_p slot by slot (each slot belongs to one program): 2 buffers, not 4
     u, w = hk, hv
     _bwd_solve_kernel[(NC, NBH, ndir)](q, k, v, alpha, gates, hk, hv, x, fro, do,
                                        dq, dk, dv, da, dG, u, w,
                                        T, H, NBH, BTH, NC, dir_base, n1, rounds, n2,
                                        ridge_ratio, RIDGE_FLOOR, scale, out_scale,
-                                       D=D, BD=BD, BC=BC, PREC_FIRST=p1, PREC=p2, PREC_HI=prec_hi,
-                                       PREC_GRAD="ieee" if INTERPRET else DOT_PRECISION_GRAD,
-                                       PREC_LO="ieee" if INTERPRET else DOT_PRECISION_LO,
-                                       **_solve_launch_opts(warps))
-    _bwd_states_kernel[(NBH, ndir, BD // BN)](k, v, gates, u, w, dk, dv, dgp,
-                                              T, H, NBH, BTH, NC, dir_base,
-                                              D=D, BD=BD, BC=BC, BN=BN, PREC=prec_states, PREFETCH=PREFETCH,
-                                              num_warps=warps)
+                                       D=D, BD=L.BD, BC=L.BC, PREC_FIRST=p1, PREC=p2, PREC_HI=L.hi,
+                                       PREC_GRAD=L.grad, PREC_LO=L.lo, **L.solve_opts)
+    _bwd_states_kernel[(NBH, ndir, L.BD // L.BN)](k, v, gates, u, w, dk, dv, dgp,
+                                                  T, H, NBH, BTH, NC, dir_base,
+                                                  D=D, BD=L.BD, BC=L.BC, BN=L.BN, PREC=L.states,
+                                                  PREFETCH=L.prefetch, num_warps=L.warps)
     del hk, hv, u, w  # free the chunk states before the direction sums allocate
     # dL/dG^glob_t (read terms from the solve kernel minus the inter-chunk write terms); g_t enters
     # G^glob of every later position in scan order: reverse cumsum for the forward scan, cumsum over
-    # t for the reverse scan. The cumsums run over the last, contiguous dim ([NDIR, B, H, T]): torch's scan over
-    # an outer dim took 1.06 of 5.09 ms at (4, 4097, 6, 64) (H200, profile of 2026-11-28 14:29 UTC).
+    # t for the reverse scan. The cumsums run over the last, contiguous dim ([NDIR, B, H, T]): torch's scan
+    # over an outer dim is several times slower.
     dGt = (dG - dgp.sum(0)).transpose(2, 3).contiguous()
     dg = torch.stack([dGt[s].cumsum(-1) if dir_base + s == 1 else dGt[s].flip(-1).cumsum(-1).flip(-1)
                       for s in range(ndir)]).transpose(2, 3).contiguous()
     return _sum_directions(dq), _sum_directions(dk), _sum_directions(dv), _sum_directions(da), dg
 
 
-def _fallback_chunked(*args, **kwargs):
-    from gka_vision.ops.gka_chunked import gka_scan_chunked
-    return gka_scan_chunked(*args, **kwargs)
+class GKATritonFunction(torch.autograd.Function):
+    """autograd around gka_triton_forward / gka_triton_backward (gates [NDIR, B, T, H] fp32)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, alpha, gates, dir_base, ridge_ratio, num_iter, scale, sequential_backward=False,
+                config=None):
+        q, k, v, alpha = (t.contiguous() for t in (q, k, v, alpha))
+        gates = gates.float().contiguous()
+        o, x, fro = gka_triton_forward(q, k, v, alpha, gates, dir_base, ridge_ratio, num_iter, scale, config)
+        ctx.save_for_backward(q, k, v, alpha, gates, x, fro)
+        ctx.opts = dict(dir_base=dir_base, ridge_ratio=ridge_ratio, num_iter=num_iter, scale=scale,
+                        sequential=sequential_backward, config=config)
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        grads = gka_triton_backward(*ctx.saved_tensors, do, **ctx.opts)
+        return grads + (None,) * 6
 
 
-def gka_scan_triton(q, k, v, alpha, g, *, gk=None, ridge_ratio=0.02, num_iter=30, scale=None, reverse=False):
-    """One causal GKA scan on the Triton kernels (reverse=True scans from the last token to the first).
-
-    A separate key-covariance gate gk is not implemented in the kernels; that case runs the torch
-    chunked backend.
-    """
-    if gk is not None:
-        return _fallback_chunked(q, k, v, alpha, g, gk, ridge_ratio, num_iter, scale, reverse)
-    gates = g.unsqueeze(0)
-    _check(q, k, v, alpha, gates)
-    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    return GKATritonFunction.apply(q, k, v, alpha, gates, 1 if reverse else 0, float(ridge_ratio),
-                                   int(num_iter), scale)
+def gka_scan_triton(q, k, v, alpha, g, *, ridge_ratio=0.02, num_iter=30, scale=None, reverse=False, config=None):
+    """One causal GKA scan on the Triton kernels (reverse=True scans from the last token to the first)."""
+    return GKATritonFunction.apply(q, k, v, alpha, g.unsqueeze(0), 1 if reverse else 0, float(ridge_ratio),
+                                   int(num_iter), scale, False, config)
 
 
 def gka_scan_bidirectional_triton(q, k, v, alpha, g, g_rev, *, ridge_ratio=0.02, num_iter=30, scale=None,
-                                  sequential_backward=False):
+                                  sequential_backward=False, config=None):
     """0.5 * (forward scan with gate g + reverse scan with gate g_rev), both directions in one launch.
 
     sequential_backward=True runs the backward's launches once per direction instead (the forward is
@@ -265,8 +326,5 @@ def gka_scan_bidirectional_triton(q, k, v, alpha, g, g_rev, *, ridge_ratio=0.02,
     """
     if g.shape != g_rev.shape:
         raise ValueError(f"gka_scan_bidirectional_triton: g {tuple(g.shape)} and g_rev {tuple(g_rev.shape)} differ")
-    gates = torch.stack([g.float(), g_rev.float()])
-    _check(q, k, v, alpha, gates)
-    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    return GKATritonFunction.apply(q, k, v, alpha, gates, 0, float(ridge_ratio), int(num_iter), scale,
-                                   bool(sequential_backward))
+    return GKATritonFunction.apply(q, k, v, alpha, torch.stack([g.float(), g_rev.float()]), 0, float(ridge_ratio),
+                                   int(num_iter), scale, bool(sequential_backward), config)

@@ -46,14 +46,15 @@ _SCRIPT = textwrap.dedent(r"""
             return 0.5 * (gka_scan_reference(*d[:5]) + gka_scan_reference(*d[:4], d[5], reverse=True))
         return gka_scan_reference(*d[:5], reverse=(mode == "rev"))
 
-    def tri_fn(mode, api, q, k, v, a, g, g2):
-        if api == "dispatch":       # through gka_vision.ops with backend="triton"
+    def tri_fn(mode, api, cfg, q, k, v, a, g, g2):
+        if api == "dispatch":       # through gka_vision.ops with backend="triton" (default kernel config)
             if mode == "bi":
                 return gka_scan_bidirectional(q, k, v, a, g, g2, backend="triton")
             return gka_scan(q, k, v, a, g, reverse=(mode == "rev"), backend="triton")
         if mode == "bi":
-            return gka_scan_bidirectional_triton(q, k, v, a, g, g2, sequential_backward=(api == "sequential"))
-        return gka_scan_triton(q, k, v, a, g, reverse=(mode == "rev"))
+            return gka_scan_bidirectional_triton(q, k, v, a, g, g2, sequential_backward=(api == "sequential"),
+                                                 config=cfg)
+        return gka_scan_triton(q, k, v, a, g, reverse=(mode == "rev"), config=cfg)
 
     cases = {
         # name: (mode, api, B, T, H, D, dtype, zero_keys)
@@ -69,11 +70,14 @@ _SCRIPT = textwrap.dedent(r"""
         "bi_T29_D16_fp16": ("bi", "direct", 1, 29, 1, 16, torch.float16, 0),
     }
     out = {}
-    import gka_kernels.gka_function as gkf
+    # 16-token chunks and 16-column state blocks: several chunks and several column programs of the state
+    # scans at T <= 40, D >= 17; the default solve schedule
+    from gka_kernels import GKAKernelConfig
     for name, (mode, api, B, T, H, D, dtype, zk) in cases.items():
-        gkf.PREFETCH = not name.endswith("no_prefetch")  # the state scans without their early loads
+        # no_prefetch: the state scans without their early loads
+        cfg = GKAKernelConfig(chunk=16, state_cols=16, prefetch=not name.endswith("no_prefetch"))
         ins = [t.requires_grad_() for t in make(B, T, H, D, dtype, zk)]
-        o = tri_fn(mode, api, *ins)
+        o = tri_fn(mode, api, cfg, *ins)
         ref = ref_fn(mode, *ins)
         do = torch.randn(o.shape, generator=torch.Generator().manual_seed(1))
         names = ["q", "k", "v", "alpha", "g"] + (["g_rev"] if mode == "bi" else [])
@@ -94,12 +98,9 @@ _CASES = ["fwd_T37_D16", "rev_T37_D16", "bi_T40_D32", "bi_T40_D32_sequential", "
 
 @pytest.fixture(scope="module")
 def interpreter_results():
-    # 16-token chunks and 16-column state blocks: several chunks and several column programs of the state
-    # scans at T <= 40, D >= 17; the default solve schedule (several refinement rounds; the interpreter
-    # computes its bf16/tf32 products in fp32, so this checks the step counts and the algebra)
-    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1", GKA_TRITON_CHUNK="16",
-               GKA_TRITON_STATE_COLS="16")
-    env.pop("GKA_TRITON_SCHEDULE", None)
+    # the default solve schedule (several refinement rounds; the interpreter computes its bf16/tf32 products
+    # in fp32, so this checks the step counts and the algebra)
+    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
@@ -122,7 +123,7 @@ def test_triton_interpreter_matches_reference(interpreter_results, case):
 
 def test_triton_sequential_backward_and_prefetch_equal_joint(interpreter_results):
     """sequential_backward=True (one backward launch set per direction, half the transient memory) and the
-    state scans without early loads (GKA_TRITON_PREFETCH=0) give the same gradients as the default (same
+    state scans without early loads (GKAKernelConfig(prefetch=False)) give the same gradients as the default (same
     per-element arithmetic)."""
     joint = interpreter_results["bi_T40_D32"]["raw"]
     for other in ("bi_T40_D32_sequential", "bi_T40_D32_no_prefetch"):  # also: the state scans' early loads
@@ -159,13 +160,33 @@ def test_triton_bad_inputs_raise():
 
 
 def test_solve_schedule_parsing():
-    from gka_kernels.gka_function import SOLVE_SCHEDULE, _parse_schedule
-    fwd, bwd = _parse_schedule(SOLVE_SCHEDULE)
-    assert fwd[1] >= 1 and bwd[1] >= 1
-    assert _parse_schedule("bf16:20+2xbf16:10/tf32:30") == [("bf16", 20, 2, "bf16", 10), ("tf32", 30, 0, "tf32", 0)]
-    for bad in ("tf32:20", "fp8:20+1xtf32:10/tf32:20", "tf32:x+1xtf32:10/tf32:20", "tf32:20+1tf32:10/tf32:20"):
+    from gka_kernels.gka_function import default_config, parse_schedule
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        fwd, bwd = parse_schedule(default_config(dtype).schedule)
+        assert fwd[1] >= 1 and bwd[1] >= 1
+    assert parse_schedule("bf16:20+2xbf16:10/tf32:30") == [("bf16", 20, 2, "bf16", 10), ("tf32", 30, 0, "tf32", 0)]
+    for bad in ("tf32:20", "fp8:20+1xtf32:10/tf32:20", "tf32:x+1xtf32:10/tf32:20", "tf32:20+1tf32:10/tf32:20",
+                "tf32:0/tf32:30"):
         with pytest.raises(ValueError, match="solve schedule"):
-            _parse_schedule(bad)
+            parse_schedule(bad)
+
+
+def test_kernel_config_object():
+    """The kernel config is an explicit, validated object; its spec string round-trips (the custom op and the
+    benchmark pass it as text)."""
+    from gka_kernels import GKAKernelConfig
+    cfg = GKAKernelConfig(chunk=32, num_warps=8, prefetch=False, schedule="bf16:20+2xbf16:12/bf16:20+2xbf16:15")
+    assert GKAKernelConfig.from_spec(cfg.to_spec()) == cfg
+    assert GKAKernelConfig().to_spec() == "" and GKAKernelConfig.from_spec("") == GKAKernelConfig()
+    assert GKAKernelConfig.from_spec("max_regs=128,num_warps=none").max_regs == 128
+    with pytest.raises(ValueError, match="unknown or malformed"):
+        GKAKernelConfig.from_spec("chunks=32")
+    with pytest.raises(ValueError, match="precision_hi"):
+        GKAKernelConfig(precision_hi="fp8")
+    with pytest.raises(ValueError, match="chunk"):
+        GKAKernelConfig(chunk=24)
+    with pytest.raises(ValueError, match="solve schedule"):
+        GKAKernelConfig(schedule="bf16:15")
 
 
 def test_bf16x3_products_emulation():

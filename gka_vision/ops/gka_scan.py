@@ -109,8 +109,8 @@ class GKAScanFunction(torch.autograd.Function):
 def _scan(q, k, v, alpha, g, gk, ridge_ratio, num_iter, scale, reverse, backend):
     if backend == "reference":
         return gka_scan_reference(q, k, v, alpha, g, gk, ridge_ratio, scale, reverse)
-    if backend == "triton":
-        return _triton_module().gka_scan_triton(q, k, v, alpha, g, gk=gk, ridge_ratio=ridge_ratio,
+    if backend == "triton" and gk is None:  # the kernels have no separate key gate: the torch backend does it
+        return _triton_module().gka_scan_triton(q, k, v, alpha, g, ridge_ratio=ridge_ratio,
                                                num_iter=num_iter, scale=scale, reverse=reverse)
     return gka_scan_chunked(q, k, v, alpha, g, gk, ridge_ratio, num_iter, scale, reverse)
 
