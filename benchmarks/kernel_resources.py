@@ -75,13 +75,12 @@ def kernel_specs(D, input_dtype, spec=""):
         ("_fwd_states_kernel", gka_chunk._fwd_states_kernel,
          dict(D=D, BD=L.BD, BC=L.BC, BN=L.BN, PREC=L.states, PREFETCH=L.prefetch)),
         ("_fwd_solve_kernel", gka_chunk._fwd_solve_kernel,
-         dict(D=D, BD=L.BD, BC=L.BC, PREC_FIRST=p1, PREC=p2, PREC_HI=L.hi)),
+         dict(D=D, BD=L.BD, BC=L.BC, PREC_FIRST=p1, PREC=p2, PREC_HI=L.hi, LEAN=L.lean)),
         ("_bwd_solve_kernel", gka_chunk._bwd_solve_kernel,
-         dict(D=D, BD=L.BD, BC=L.BC, PREC_FIRST=bp1, PREC=bp2, PREC_HI=L.hi, PREC_GRAD=L.grad, PREC_LO=L.lo)),
+         dict(D=D, BD=L.BD, BC=L.BC, PREC_FIRST=bp1, PREC=bp2, PREC_HI=L.hi, PREC_GRAD=L.grad, PREC_LO=L.lo, LEAN=L.lean)),
         ("_bwd_states_kernel", gka_chunk._bwd_states_kernel,
          dict(D=D, BD=L.BD, BC=L.BC, BN=L.BN, PREC=L.states, PREFETCH=L.prefetch)),
     ]
-    warps = L.warps
     floats = {"ridge_ratio", "ridge_floor", "fro2_floor", "scale", "out_scale"}
     out = []
     for name, fn, cx in specs:
@@ -89,7 +88,7 @@ def kernel_specs(D, input_dtype, spec=""):
         for p in in_ptrs:
             if p in sig and input_dtype != "fp32":
                 sig[p] = "*" + input_dtype
-        out.append((name, fn, cx, warps, sig))
+        out.append((name, fn, cx, L.warps if "solve" in name else L.state_warps, sig))
     return out
 
 

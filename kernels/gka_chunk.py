@@ -138,6 +138,26 @@ def _solve(B_rhs, K, Hp, M, eG, lam, fro, n_first, n_rounds, n_refine,
 
 
 @triton.jit
+def _solve_lean(b_ptrs, b_scale, x_ptrs, m, K, Hp, M, eG, lam, fro, n_first, n_rounds, n_refine,
+                PREC_FIRST: tl.constexpr, PREC: tl.constexpr, PREC_HI: tl.constexpr):
+    """_solve with b = b_scale[:, None] * b_ptrs[...] read from memory and the running solution parked in memory
+    at x_ptrs during each refinement round, so a round's Chebyshev steps keep three [BC, BD] tiles live
+    (residual, correction, previous correction) instead of five: fewer registers per program. x_ptrs ends holding x.
+    """
+    x = _chebyshev(b_scale[:, None] * tl.load(b_ptrs, mask=m, other=0.0).to(tl.float32),
+                   K, Hp, M, eG, lam, fro, n_first, PREC_FIRST)
+    for _ in range(n_rounds):
+        tl.store(x_ptrs, x, mask=m)
+        r = b_scale[:, None] * tl.load(b_ptrs, mask=m, other=0.0).to(tl.float32) - _apply_A(x, K, Hp, M, eG, lam,
+                                                                                             PREC_HI)
+        d = _chebyshev(r, K, Hp, M, eG, lam, fro, n_refine, PREC)
+        tl.debug_barrier()  # the stores of x are visible to every thread of the program
+        x = tl.load(x_ptrs, mask=m, other=0.0) + d
+    tl.store(x_ptrs, x, mask=m)
+    return x
+
+
+@triton.jit
 def _chunk_gates(gate_ptr, gate_off, tok, valid, BC: tl.constexpr):
     """Within-chunk cumsum G, exp(G) and the decay mask M of one chunk (zeros of g in the tail)."""
     gg = tl.load(gate_ptr + gate_off + tok, mask=valid, other=0.0).to(tl.float32)
@@ -217,7 +237,7 @@ def _fwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr,
                       T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
                       ridge_ratio, ridge_floor, fro2_floor, scale, out_scale,
                       D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, PREC_FIRST: tl.constexpr,
-                      PREC: tl.constexpr, PREC_HI: tl.constexpr):
+                      PREC: tl.constexpr, PREC_HI: tl.constexpr, LEAN: tl.constexpr):
     """Per chunk: ||H_t||_F, lambda_t, x_t = A_t^-1 q_t, q'_t, o_t = scale S_t q'_t (GKA.md secs. 1-3).
 
     Only the Chebyshev steps use PREC_FIRST / PREC dots; the rest uses PREC_HI: q' can be ~1/a = 50
@@ -232,7 +252,6 @@ def _fwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr,
     i_h = i_bh % H
     gate_off = i_s.to(tl.int64) * BTH
     valid, tok = _token_offsets(c, T, H, i_b, i_h, rev, BC)
-    Q = _load_rows(q_ptr, tok, valid, D, BD)
     K = _load_rows(k_ptr, tok, valid, D, BD)
     gg, G, M = _chunk_gates(gate_ptr, gate_off, tok, valid, BC)
     eG = tl.exp(G)
@@ -248,7 +267,17 @@ def _fwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr,
     fro = tl.sqrt(tl.maximum(fro2, fro2_floor))
     lam = tl.maximum(ridge_ratio * fro, ridge_floor)
 
-    X = _solve(Q, K, Hp, M, eG, lam, fro, n_first, n_rounds, n_refine, PREC_FIRST, PREC, PREC_HI)
+    dir_tok = gate_off + tok
+    q_ptrs, m = _rows_ptr_mask(q_ptr, tok, valid, D, BD)
+    x_ptrs, _ = _rows_ptr_mask(x_ptr, dir_tok, valid, D, BD)
+    if LEAN:
+        X = _solve_lean(q_ptrs, tl.full([BC], 1.0, tl.float32), x_ptrs, m, K, Hp, M, eG, lam, fro,
+                        n_first, n_rounds, n_refine, PREC_FIRST, PREC, PREC_HI)
+    else:
+        X = _solve(tl.load(q_ptrs, mask=m, other=0.0).to(tl.float32), K, Hp, M, eG, lam, fro,
+                   n_first, n_rounds, n_refine, PREC_FIRST, PREC, PREC_HI)
+        tl.store(x_ptrs, X, mask=m)
+    Q = tl.load(q_ptrs, mask=m, other=0.0).to(tl.float32)
     alpha = tl.load(a_ptr + tok, mask=valid, other=0.0).to(tl.float32)
     Qp = Q + alpha[:, None] * (X - Q)                  # q'_t = q_t + alpha_t (x_t - q_t)
 
@@ -258,22 +287,19 @@ def _fwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr,
     O = scale * (eG[:, None] * _dot(Qp, Sp, PREC_HI)
                  + _dot(QK, V, PREC_HI))
 
-    dir_tok = gate_off + tok
-    o_ptrs, m = _rows_ptr_mask(o_ptr, dir_tok, valid, D, BD)
+    o_ptrs, _ = _rows_ptr_mask(o_ptr, dir_tok, valid, D, BD)
     tl.store(o_ptrs, out_scale * O, mask=m)
-    x_ptrs, _ = _rows_ptr_mask(x_ptr, dir_tok, valid, D, BD)
-    tl.store(x_ptrs, X, mask=m)
     tl.store(fro_ptr + dir_tok, fro, mask=valid)
 
 
 @triton.jit(do_not_specialize=["T"])
 def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_ptr, fro_ptr, do_ptr,
-                      dq_ptr, dk_ptr, dv_ptr, da_ptr, dG_ptr, u_ptr, w_ptr,
+                      dq_ptr, dk_ptr, dv_ptr, da_ptr, dG_ptr, u_ptr, w_ptr, qb_ptr,
                       T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
                       ridge_ratio, ridge_floor, scale, out_scale,
                       D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, PREC_FIRST: tl.constexpr,
                       PREC: tl.constexpr, PREC_HI: tl.constexpr, PREC_GRAD: tl.constexpr,
-                      PREC_LO: tl.constexpr):
+                      PREC_LO: tl.constexpr, LEAN: tl.constexpr):
     """Per chunk: everything of the backward that needs no later chunk (GKA.md sec. 4).
 
     dq' from the read-out, xbar = alpha dq', qbar = A^-1 xbar (second Chebyshev solve),
@@ -320,22 +346,31 @@ def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_pt
     tl.store(dv_ptrs, scale * _dot(tl.trans(QK), dO, PREC_LO), mask=m)
     dKg = scale * _dot(tl.trans(dOV), Qp, PREC_GRAD)
     tl.store(dk_ptrs, dKg, mask=m)
-    tl.store(dq_ptrs, (1.0 - alpha)[:, None] * dQp, mask=m)
+    # dq holds dq' until the solve has read its right-hand side alpha dq' (LEAN reads it from there)
+    tl.store(dq_ptrs, dQp, mask=m)
     tl.store(da_ptr + dir_tok, tl.sum(dQp * (X - Q), 1), mask=valid)
     # gate: read term q'.dq' minus write term k.dk (GLA part)
     dG = tl.sum(Qp * dQp, 1) - tl.sum(K * dKg, 1)
     Wg = scale * _dot(tl.trans(Qp * eG[:, None]), dO, PREC_GRAD)
     tl.debug_barrier()  # all threads have read S_p: W may overwrite it (the host passes w_ptr = hv_ptr)
     tl.store(_state_ptr(w_ptr, slot, BD), Wg)
-    rhs = alpha[:, None] * dQp
+    if not LEAN:
+        rhs = alpha[:, None] * dQp
 
     # 2. second solve (sec. 4): qbar = A^-1 xbar, xbar = alpha dq'
     Hp = tl.load(_state_ptr(hk_ptr, slot, BD))
     fro = tl.load(fro_ptr + dir_tok, mask=valid, other=1.0)
     lam = tl.maximum(ridge_ratio * fro, ridge_floor)
-    Qb = _solve(rhs, K, Hp, M, eG, lam, fro, n_first, n_rounds, n_refine, PREC_FIRST, PREC, PREC_HI)
+    if LEAN:
+        qb_ptrs, _ = _rows_ptr_mask(qb_ptr, dir_tok, valid, D, BD)
+        tl.debug_barrier()  # the phase-1 stores of dq' are visible to all threads of the program
+        Qb = _solve_lean(dq_ptrs, alpha, qb_ptrs, m, K, Hp, M, eG, lam, fro, n_first, n_rounds, n_refine,
+                         PREC_FIRST, PREC, PREC_HI)
+    else:
+        Qb = _solve(rhs, K, Hp, M, eG, lam, fro, n_first, n_rounds, n_refine, PREC_FIRST, PREC, PREC_HI)
     tl.debug_barrier()  # the phase-1 stores of this program are visible to all its threads after this
-    tl.store(dq_ptrs, tl.load(dq_ptrs, mask=m, other=0.0) + Qb, mask=m)
+    # dq = (1 - alpha) dq' + qbar
+    tl.store(dq_ptrs, (1.0 - alpha)[:, None] * tl.load(dq_ptrs, mask=m, other=0.0) + Qb, mask=m)
 
     # 3. covariance and ridge gradients; c_t is zero where the ridge floor is active
     X = _load_rows(x_ptr, dir_tok, valid, D, BD)

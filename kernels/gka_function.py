@@ -65,9 +65,12 @@ class GKAKernelConfig:
     precision_states: both chunk-state scans (forward H_p / S_p, also recomputed in the backward; reverse scan).
     precision_grad: the backward solve kernel's products outside the solve (read-out and covariance gradients).
     precision_lo: its four products without cancellation (dv's, k k^T of the ridge term, two ridge terms).
-    chunk: tokens per chunk (BC); num_warps: warps per program (None: 4 up to head dim 64, 8 above);
+    chunk: tokens per chunk (BC); num_warps: warps per program of the two solve kernels (None: 4 up to head dim
+    64, 8 above); state_warps: the same for the two chunk-state scans;
     state_cols: state columns per program of the two chunk-state scans; max_regs: register cap of the solve
-    kernels (None: the compiler's choice); prefetch: the state scans issue the next chunk's loads early.
+    kernels (None: the compiler's choice); prefetch: the state scans issue the next chunk's loads early;
+    lean_solve: the solve kernels keep the right-hand side and the running solution of the refinement rounds in
+    memory instead of registers (fewer registers per program, one extra fp32 buffer in the backward).
     """
     schedule: str = "bf16:15+3xbf16:10/bf16:15+2xbf16:15"
     precision_hi: str = "bf16x3"
@@ -76,9 +79,11 @@ class GKAKernelConfig:
     precision_lo: str = "bf16x3"
     chunk: int = 16
     num_warps: Optional[int] = None
+    state_warps: Optional[int] = None
     state_cols: int = 32
     max_regs: Optional[int] = None
     prefetch: bool = True
+    lean_solve: bool = False
 
     def __post_init__(self):
         parse_schedule(self.schedule)
@@ -89,8 +94,9 @@ class GKAKernelConfig:
             val = getattr(self, name)
             if not (isinstance(val, int) and val >= 16 and val & (val - 1) == 0):
                 raise ValueError(f"GKAKernelConfig.{name}={val!r}: a power of two >= 16")
-        if self.num_warps is not None and self.num_warps not in (1, 2, 4, 8, 16):
-            raise ValueError(f"GKAKernelConfig.num_warps={self.num_warps!r}: 1, 2, 4, 8 or 16 (or None)")
+        for name in ("num_warps", "state_warps"):
+            if getattr(self, name) not in (None, 1, 2, 4, 8, 16):
+                raise ValueError(f"GKAKernelConfig.{name}={getattr(self, name)!r}: 1, 2, 4, 8 or 16 (or None)")
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
@@ -114,9 +120,9 @@ class GKAKernelConfig:
             if not sep or key not in fields:
                 raise ValueError(f"GKAKernelConfig spec {spec!r}: unknown or malformed item {item!r} "
                                  f"(keys: {', '.join(fields)})")
-            if key in ("chunk", "state_cols", "num_warps", "max_regs"):
+            if key in ("chunk", "state_cols", "num_warps", "state_warps", "max_regs"):
                 changes[key] = None if val.lower() == "none" else int(val)
-            elif key == "prefetch":
+            elif key in ("prefetch", "lean_solve"):
                 changes[key] = val.lower() in ("1", "true", "yes")
             else:
                 changes[key] = val
@@ -147,6 +153,7 @@ class _Launch:
         self.BC = config.chunk
         self.BN = min(self.BD, config.state_cols)
         self.warps = config.num_warps or (4 if self.BD <= 64 else 8)
+        self.state_warps = config.state_warps or (4 if self.BD <= 64 else 8)
         fwd, bwd = parse_schedule(config.schedule)
         prec = lambda p: "ieee" if INTERPRET else p  # noqa: E731  (bf16 dots are wrong in the interpreter)
         self.fwd_sched = (prec(fwd[0]), fwd[1], fwd[2], prec(fwd[3]), fwd[4])
@@ -154,6 +161,7 @@ class _Launch:
         self.hi, self.states = prec(config.precision_hi), prec(config.precision_states)
         self.grad, self.lo = prec(config.precision_grad), prec(config.precision_lo)
         self.prefetch = config.prefetch
+        self.lean = config.lean_solve
         self.solve_opts = dict(num_warps=self.warps)
         if config.max_regs is not None and not INTERPRET:
             self.solve_opts["maxnreg"] = config.max_regs
@@ -197,7 +205,7 @@ def _chunk_states(k, v, gates, dir_base, L):
     hv = torch.empty_like(hk)
     _fwd_states_kernel[(B * H, ndir, L.BD // L.BN)](k, v, gates, hk, hv, T, H, B * H, B * T * H, NC, dir_base,
                                                     D=D, BD=L.BD, BC=L.BC, BN=L.BN, PREC=L.states,
-                                                    PREFETCH=L.prefetch, num_warps=L.warps)
+                                                    PREFETCH=L.prefetch, num_warps=L.state_warps)
     return hk, hv
 
 
@@ -223,7 +231,7 @@ def gka_triton_forward(q, k, v, alpha, gates, dir_base=0, ridge_ratio=0.02, num_
                                          T, H, B * H, B * T * H, NC, dir_base, n1, rounds, n2,
                                          float(ridge_ratio), RIDGE_FLOOR, FRO2_FLOOR, scale, 1.0 / ndir,
                                          D=D, BD=L.BD, BC=L.BC, PREC_FIRST=p1, PREC=p2, PREC_HI=L.hi,
-                                         **L.solve_opts)
+                                         LEAN=L.lean, **L.solve_opts)
     return _sum_directions(o).to(q.dtype), x, fro
 
 
@@ -269,17 +277,18 @@ def _backward(q, k, v, alpha, do, ridge_ratio, num_iter, scale, out_scale, L, ga
     hk, hv = _chunk_states(k, v, gates, dir_base, L)
     # U_c / W_c overwrite H_p / S_p slot by slot (each slot belongs to one program): 2 buffers, not 4
     u, w = hk, hv
+    qb = torch.empty_like(dq) if L.lean else dq  # the lean solve's running solution (unused otherwise)
     _bwd_solve_kernel[(NC, NBH, ndir)](q, k, v, alpha, gates, hk, hv, x, fro, do,
-                                       dq, dk, dv, da, dG, u, w,
+                                       dq, dk, dv, da, dG, u, w, qb,
                                        T, H, NBH, BTH, NC, dir_base, n1, rounds, n2,
                                        ridge_ratio, RIDGE_FLOOR, scale, out_scale,
                                        D=D, BD=L.BD, BC=L.BC, PREC_FIRST=p1, PREC=p2, PREC_HI=L.hi,
-                                       PREC_GRAD=L.grad, PREC_LO=L.lo, **L.solve_opts)
+                                       PREC_GRAD=L.grad, PREC_LO=L.lo, LEAN=L.lean, **L.solve_opts)
     _bwd_states_kernel[(NBH, ndir, L.BD // L.BN)](k, v, gates, u, w, dk, dv, dgp,
                                                   T, H, NBH, BTH, NC, dir_base,
                                                   D=D, BD=L.BD, BC=L.BC, BN=L.BN, PREC=L.states,
-                                                  PREFETCH=L.prefetch, num_warps=L.warps)
-    del hk, hv, u, w  # free the chunk states before the direction sums allocate
+                                                  PREFETCH=L.prefetch, num_warps=L.state_warps)
+    del hk, hv, u, w, qb  # free the chunk states before the direction sums allocate
     # dL/dG^glob_t (read terms from the solve kernel minus the inter-chunk write terms); g_t enters
     # G^glob of every later position in scan order: reverse cumsum for the forward scan, cumsum over
     # t for the reverse scan. The cumsums run over the last, contiguous dim ([NDIR, B, H, T]): torch's scan
