@@ -74,7 +74,8 @@ MEMORY_TARGETS = [('gka_tiny_patch16_224', 'deit_tiny_patch16_224'),
 # NAME@VARIANT: NAME built with these extra kwargs, a row of its own (e.g. gka_tiny_patch16_224@recompute)
 VARIANT_KWARGS = {'recompute': dict(recompute_mixer=True),
                   'gka_bi': dict(mixer='gka_bi'),  # MambaVision family: BidirectionalGKAMixer
-                  'hd32': dict(gka_head_dim=32)}  # gkavision: scan head dim 32 instead of C / num_heads
+                  'hd32': dict(gka_head_dim=32),  # gkavision: scan head dim 32 instead of C / num_heads
+                  'compile': {}}  # torch.compile(model) (default mode); combine with '+': NAME@hd32+compile
 SKIPPED = 'skipped (time budget)'
 PENDING = 'pending'  # planned, not reached yet (what a killed run leaves in the json)
 
@@ -91,14 +92,23 @@ def timm_name(name: str) -> str:
     return name.split('@', 1)[0]
 
 
+def variants(name: str) -> List[str]:
+    """The variants of a NAME@V1+V2 row name; an unknown one is an error naming it."""
+    if '@' not in name:
+        return []
+    out = name.split('@', 1)[1].split('+')
+    for variant in out:
+        if variant not in VARIANT_KWARGS:
+            raise ValueError(f'unknown model variant {variant!r} in {name!r} (known: {sorted(VARIANT_KWARGS)})')
+    return out
+
+
 def variant_kwargs(name: str) -> Dict[str, Any]:
     """Extra create_model kwargs of a NAME@VARIANT row (VARIANT_KWARGS); a bad variant is an error naming it."""
-    if '@' not in name:
-        return {}
-    variant = name.split('@', 1)[1]
-    if variant not in VARIANT_KWARGS:
-        raise ValueError(f'unknown model variant {variant!r} in {name!r} (known: {sorted(VARIANT_KWARGS)})')
-    return dict(VARIANT_KWARGS[variant])
+    kwargs: Dict[str, Any] = {}
+    for variant in variants(name):
+        kwargs.update(VARIANT_KWARGS[variant])
+    return kwargs
 
 
 def _known_model(name: str) -> bool:
@@ -123,7 +133,8 @@ def build_model(name: str, res: int, backend: Optional[str], device: torch.devic
         model = timm.create_model(base, img_size=res, **kwargs)
     except TypeError:  # hierarchical / conv models take any size without img_size
         model = timm.create_model(base, **kwargs)
-    return model.to(device)
+    model = model.to(device)
+    return torch.compile(model) if 'compile' in variants(name) else model
 
 
 def scan_backend_used(name: str, device: torch.device, backend: Optional[str]) -> str:

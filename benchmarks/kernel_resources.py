@@ -77,10 +77,13 @@ def kernel_specs(D, input_dtype, spec=""):
         ("_fwd_solve_kernel", gka_chunk._fwd_solve_kernel,
          dict(D=D, BD=L.BD, BC=L.BC, PREC_FIRST=p1, PREC=p2, PREC_HI=L.hi, LEAN=L.lean)),
         ("_bwd_solve_kernel", gka_chunk._bwd_solve_kernel,
-         dict(D=D, BD=L.BD, BC=L.BC, PREC_FIRST=bp1, PREC=bp2, PREC_HI=L.hi, PREC_GRAD=L.grad, PREC_LO=L.lo, LEAN=L.lean)),
+         dict(D=D, BD=L.BD, BC=L.BC, PREC_FIRST=bp1, PREC=bp2, PREC_HI=L.hi, PREC_GRAD=L.grad, PREC_LO=L.lo, LEAN=L.lean, PART=0)),
         ("_bwd_states_kernel", gka_chunk._bwd_states_kernel,
          dict(D=D, BD=L.BD, BC=L.BC, BN=L.BN, PREC=L.states, PREFETCH=L.prefetch)),
     ]
+    if L.split:  # the backward solve kernel's two launches
+        name, fn, cx = specs.pop(2)
+        specs[2:2] = [(name + "[part1]", fn, dict(cx, PART=1)), (name + "[part2]", fn, dict(cx, PART=2))]
     floats = {"ridge_ratio", "ridge_floor", "fro2_floor", "scale", "out_scale"}
     out = []
     for name, fn, cx in specs:

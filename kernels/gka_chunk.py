@@ -299,7 +299,7 @@ def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_pt
                       ridge_ratio, ridge_floor, scale, out_scale,
                       D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, PREC_FIRST: tl.constexpr,
                       PREC: tl.constexpr, PREC_HI: tl.constexpr, PREC_GRAD: tl.constexpr,
-                      PREC_LO: tl.constexpr, LEAN: tl.constexpr):
+                      PREC_LO: tl.constexpr, LEAN: tl.constexpr, PART: tl.constexpr):
     """Per chunk: everything of the backward that needs no later chunk (GKA.md sec. 4).
 
     dq' from the read-out, xbar = alpha dq', qbar = A^-1 xbar (second Chebyshev solve),
@@ -313,6 +313,8 @@ def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_pt
     atomics): phase 1 stores its parts of dq/dk, phases 2 and 3 read them back after a barrier.
     PREC_HI: the residuals of the solve; PREC_LO: the four products without cancellation (dv's, k k^T of the
     ridge term, and the two ridge terms scaled by e); PREC_GRAD: every other product (docs/kernels.md).
+    PART 0 runs the three phases in one launch; PART 1 (phases 1-2, with LEAN: qbar ends in qb_ptr) and PART 2
+    (phase 3) split them into two launches of the same grid, each with fewer live registers.
     """
     c = tl.program_id(0)
     i_bh = tl.program_id(1)
@@ -331,75 +333,89 @@ def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_pt
     dq_ptrs, m = _rows_ptr_mask(dq_ptr, dir_tok, valid, D, BD)
     dk_ptrs, _ = _rows_ptr_mask(dk_ptr, dir_tok, valid, D, BD)
 
-    # 1. read-out o_t = scale (e^{G_t} S_p^T q'_t + sum_j M_tj (q'_t . k_j) v_j)
-    Q = _load_rows(q_ptr, tok, valid, D, BD)
-    X = _load_rows(x_ptr, dir_tok, valid, D, BD)
-    V = _load_rows(v_ptr, tok, valid, D, BD)
-    dO = out_scale * _load_rows(do_ptr, tok, valid, D, BD)
-    Sp = tl.load(_state_ptr(hv_ptr, slot, BD))
-    Qp = Q + alpha[:, None] * (X - Q)
-    dOV = _dot(dO, tl.trans(V), PREC_GRAD) * M
-    dQp = scale * (_dot(dOV, K, PREC_GRAD)
-                   + eG[:, None] * _dot(dO, tl.trans(Sp), PREC_GRAD))
-    QK = _dot(Qp, tl.trans(K), PREC_GRAD) * M
-    dv_ptrs, _ = _rows_ptr_mask(dv_ptr, dir_tok, valid, D, BD)
-    tl.store(dv_ptrs, scale * _dot(tl.trans(QK), dO, PREC_LO), mask=m)
-    dKg = scale * _dot(tl.trans(dOV), Qp, PREC_GRAD)
-    tl.store(dk_ptrs, dKg, mask=m)
-    # dq holds dq' until the solve has read its right-hand side alpha dq' (LEAN reads it from there)
-    tl.store(dq_ptrs, dQp, mask=m)
-    tl.store(da_ptr + dir_tok, tl.sum(dQp * (X - Q), 1), mask=valid)
-    # gate: read term q'.dq' minus write term k.dk (GLA part)
-    dG = tl.sum(Qp * dQp, 1) - tl.sum(K * dKg, 1)
-    Wg = scale * _dot(tl.trans(Qp * eG[:, None]), dO, PREC_GRAD)
-    tl.debug_barrier()  # all threads have read S_p: W may overwrite it (the host passes w_ptr = hv_ptr)
-    tl.store(_state_ptr(w_ptr, slot, BD), Wg)
-    if not LEAN:
-        rhs = alpha[:, None] * dQp
+    if PART != 2:
+        # 1. read-out o_t = scale (e^{G_t} S_p^T q'_t + sum_j M_tj (q'_t . k_j) v_j)
+        Q = _load_rows(q_ptr, tok, valid, D, BD)
+        X = _load_rows(x_ptr, dir_tok, valid, D, BD)
+        V = _load_rows(v_ptr, tok, valid, D, BD)
+        dO = out_scale * _load_rows(do_ptr, tok, valid, D, BD)
+        Sp = tl.load(_state_ptr(hv_ptr, slot, BD))
+        Qp = Q + alpha[:, None] * (X - Q)
+        dOV = _dot(dO, tl.trans(V), PREC_GRAD) * M
+        dQp = scale * (_dot(dOV, K, PREC_GRAD)
+                       + eG[:, None] * _dot(dO, tl.trans(Sp), PREC_GRAD))
+        QK = _dot(Qp, tl.trans(K), PREC_GRAD) * M
+        dv_ptrs, _ = _rows_ptr_mask(dv_ptr, dir_tok, valid, D, BD)
+        tl.store(dv_ptrs, scale * _dot(tl.trans(QK), dO, PREC_LO), mask=m)
+        dKg = scale * _dot(tl.trans(dOV), Qp, PREC_GRAD)
+        tl.store(dk_ptrs, dKg, mask=m)
+        # dq holds dq' until the solve has read its right-hand side alpha dq' (LEAN reads it from there)
+        tl.store(dq_ptrs, dQp, mask=m)
+        tl.store(da_ptr + dir_tok, tl.sum(dQp * (X - Q), 1), mask=valid)
+        # gate: read term q'.dq' minus write term k.dk (GLA part)
+        dG = tl.sum(Qp * dQp, 1) - tl.sum(K * dKg, 1)
+        Wg = scale * _dot(tl.trans(Qp * eG[:, None]), dO, PREC_GRAD)
+        tl.debug_barrier()  # all threads have read S_p: W may overwrite it (the host passes w_ptr = hv_ptr)
+        tl.store(_state_ptr(w_ptr, slot, BD), Wg)
+        if not LEAN:
+            rhs = alpha[:, None] * dQp
 
-    # 2. second solve (sec. 4): qbar = A^-1 xbar, xbar = alpha dq'
-    Hp = tl.load(_state_ptr(hk_ptr, slot, BD))
-    fro = tl.load(fro_ptr + dir_tok, mask=valid, other=1.0)
-    lam = tl.maximum(ridge_ratio * fro, ridge_floor)
-    if LEAN:
-        qb_ptrs, _ = _rows_ptr_mask(qb_ptr, dir_tok, valid, D, BD)
-        tl.debug_barrier()  # the phase-1 stores of dq' are visible to all threads of the program
-        Qb = _solve_lean(dq_ptrs, alpha, qb_ptrs, m, K, Hp, M, eG, lam, fro, n_first, n_rounds, n_refine,
-                         PREC_FIRST, PREC, PREC_HI)
+        # 2. second solve (sec. 4): qbar = A^-1 xbar, xbar = alpha dq'
+        Hp = tl.load(_state_ptr(hk_ptr, slot, BD))
+        fro = tl.load(fro_ptr + dir_tok, mask=valid, other=1.0)
+        lam = tl.maximum(ridge_ratio * fro, ridge_floor)
+        if LEAN:
+            qb_ptrs, _ = _rows_ptr_mask(qb_ptr, dir_tok, valid, D, BD)
+            tl.debug_barrier()  # the phase-1 stores of dq' are visible to all threads of the program
+            Qb = _solve_lean(dq_ptrs, alpha, qb_ptrs, m, K, Hp, M, eG, lam, fro, n_first, n_rounds, n_refine,
+                             PREC_FIRST, PREC, PREC_HI)
+        else:
+            Qb = _solve(rhs, K, Hp, M, eG, lam, fro, n_first, n_rounds, n_refine, PREC_FIRST, PREC, PREC_HI)
+        tl.debug_barrier()  # the phase-1 stores of this program are visible to all its threads after this
+        # dq = (1 - alpha) dq' + qbar
+        tl.store(dq_ptrs, (1.0 - alpha)[:, None] * tl.load(dq_ptrs, mask=m, other=0.0) + Qb, mask=m)
+
+        if PART == 1:  # phase 3 runs in a second launch: it reads the partial gate gradient and qbar
+            tl.store(dG_ptr + dir_tok, dG, mask=valid)
+            if not LEAN:
+                qb_ptrs, _ = _rows_ptr_mask(qb_ptr, dir_tok, valid, D, BD)
+                tl.store(qb_ptrs, Qb, mask=m)
     else:
-        Qb = _solve(rhs, K, Hp, M, eG, lam, fro, n_first, n_rounds, n_refine, PREC_FIRST, PREC, PREC_HI)
-    tl.debug_barrier()  # the phase-1 stores of this program are visible to all its threads after this
-    # dq = (1 - alpha) dq' + qbar
-    tl.store(dq_ptrs, (1.0 - alpha)[:, None] * tl.load(dq_ptrs, mask=m, other=0.0) + Qb, mask=m)
+        Hp = tl.load(_state_ptr(hk_ptr, slot, BD))
+        fro = tl.load(fro_ptr + dir_tok, mask=valid, other=1.0)
+        dG = tl.load(dG_ptr + dir_tok, mask=valid, other=0.0)
+        qb_ptrs, m = _rows_ptr_mask(qb_ptr, dir_tok, valid, D, BD)
+        Qb = tl.load(qb_ptrs, mask=m, other=0.0)
 
-    # 3. covariance and ridge gradients; c_t is zero where the ridge floor is active
-    X = _load_rows(x_ptr, dir_tok, valid, D, BD)
-    ridge_active = valid & (ridge_ratio * fro > ridge_floor)
-    cr = tl.where(ridge_active, -ridge_ratio * tl.sum(X * Qb, 1) / fro, 0.0)
-    XK = _dot(X, tl.trans(K), PREC_GRAD) * M
-    QbK = _dot(Qb, tl.trans(K), PREC_GRAD) * M
-    HX = eG[:, None] * _dot(X, Hp, PREC_GRAD) + _dot(XK, K, PREC_GRAD)
-    # e_j = sum_t M_tj c_t e^{G_t};  Wc_ij = sum_t M_ti c_t M_tj
-    ce = cr * eG
-    e = tl.sum(M * ce[:, None], 0)
-    Wc = _dot(tl.trans(M), M * cr[:, None], PREC_GRAD)
-    KK = _dot(K, tl.trans(K), PREC_LO)
-    # (sum_{t>=j in chunk} M_tj Hbar_t) k_j
-    RK = (-0.5 * (_dot(tl.trans(XK), Qb, PREC_GRAD)
-                  + _dot(tl.trans(QbK), X, PREC_GRAD))
-          + e[:, None] * _dot(K, Hp, PREC_LO)
-          + _dot(Wc * KK, K, PREC_GRAD))
-    tl.store(dk_ptrs, tl.load(dk_ptrs, mask=m, other=0.0) + 2.0 * RK, mask=m)
-    # gate: read term <Hbar_t, H_t> = -qbar.(H x) + c ||H||^2, minus write term k^T R k
-    dG += -tl.sum(Qb * HX, 1) + cr * fro * fro - tl.sum(K * RK, 1)
-    tl.store(dG_ptr + dir_tok, dG, mask=valid)
+    if PART != 1:
+        # 3. covariance and ridge gradients; c_t is zero where the ridge floor is active
+        X = _load_rows(x_ptr, dir_tok, valid, D, BD)
+        ridge_active = valid & (ridge_ratio * fro > ridge_floor)
+        cr = tl.where(ridge_active, -ridge_ratio * tl.sum(X * Qb, 1) / fro, 0.0)
+        XK = _dot(X, tl.trans(K), PREC_GRAD) * M
+        QbK = _dot(Qb, tl.trans(K), PREC_GRAD) * M
+        HX = eG[:, None] * _dot(X, Hp, PREC_GRAD) + _dot(XK, K, PREC_GRAD)
+        # e_j = sum_t M_tj c_t e^{G_t};  Wc_ij = sum_t M_ti c_t M_tj
+        ce = cr * eG
+        e = tl.sum(M * ce[:, None], 0)
+        Wc = _dot(tl.trans(M), M * cr[:, None], PREC_GRAD)
+        KK = _dot(K, tl.trans(K), PREC_LO)
+        # (sum_{t>=j in chunk} M_tj Hbar_t) k_j
+        RK = (-0.5 * (_dot(tl.trans(XK), Qb, PREC_GRAD)
+                      + _dot(tl.trans(QbK), X, PREC_GRAD))
+              + e[:, None] * _dot(K, Hp, PREC_LO)
+              + _dot(Wc * KK, K, PREC_GRAD))
+        tl.store(dk_ptrs, tl.load(dk_ptrs, mask=m, other=0.0) + 2.0 * RK, mask=m)
+        # gate: read term <Hbar_t, H_t> = -qbar.(H x) + c ||H||^2, minus write term k^T R k
+        dG += -tl.sum(Qb * HX, 1) + cr * fro * fro - tl.sum(K * RK, 1)
+        tl.store(dG_ptr + dir_tok, dG, mask=valid)
 
-    sigma = tl.sum(ce * eG, 0)
-    # sum_t e^{G_t} (x_t qbar_t^T + qbar_t x_t^T) = P + P^T: one product instead of two
-    P = _dot(tl.trans(X * eG[:, None]), Qb, PREC_GRAD)
-    U = -0.5 * (P + tl.trans(P)) + sigma * Hp + _dot(tl.trans(K * e[:, None]), K, PREC_LO)
-    tl.debug_barrier()  # all threads have read H_p: U may overwrite it (the host passes u_ptr = hk_ptr)
-    tl.store(_state_ptr(u_ptr, slot, BD), U)
+        sigma = tl.sum(ce * eG, 0)
+        # sum_t e^{G_t} (x_t qbar_t^T + qbar_t x_t^T) = P + P^T: one product instead of two
+        P = _dot(tl.trans(X * eG[:, None]), Qb, PREC_GRAD)
+        U = -0.5 * (P + tl.trans(P)) + sigma * Hp + _dot(tl.trans(K * e[:, None]), K, PREC_LO)
+        tl.debug_barrier()  # all threads have read H_p: U may overwrite it (the host passes u_ptr = hk_ptr)
+        tl.store(_state_ptr(u_ptr, slot, BD), U)
 
 
 @triton.jit(do_not_specialize=["T"])

@@ -28,7 +28,7 @@ class _Net(nn.Module):
         if self.kind in ('crash', 'gka_fake') and self.training and self.backend != 'torch':
             raise RuntimeError('triton compile failed: bad block size')
         if self.kind == 'mamba_fake' and self.backend != 'torch':
-            time.sleep(0.05)
+            time.sleep(0.25)  # clearly slower than the torch scan, also on a loaded CPU
         out = self.body(x)
         return out * float('nan') if self.kind == 'nan' else out
 
@@ -181,3 +181,23 @@ def test_model_variant_rows(tmp_path, monkeypatch):
     text = '\n'.join(cmp.target_lines(result))
     assert '| gka_tiny_patch16_224@recompute: 1.00 | deit_tiny_patch16_224: 2.00 | 0.500 | < 1 | **met** |' in text
     assert '| gka_tiny_patch16_224: 3.00 | deit_tiny_patch16_224: 2.00 | 1.500 | < 1 | **NOT met** |' in text
+
+
+def test_compile_variant_and_combined_variants(monkeypatch):
+    """NAME@V1+V2 applies both variants; @compile wraps the built model in torch.compile (the same model, so a
+    compiled row is comparable with the eager one)."""
+    cmp = _compare()
+    built, compiled = [], []
+
+    def fake_create(name, **kw):
+        built.append((name, kw))
+        return _Net('ok')
+    monkeypatch.setattr(cmp.timm, 'create_model', fake_create)
+    monkeypatch.setattr(cmp.torch, 'compile', lambda m: compiled.append(m) or ('compiled', m))
+    out = cmp.build_model('gkavision_tiny@hd32+compile', 32, None, torch.device('cpu'))
+    assert built[-1] == ('gkavision_tiny', dict(gka_head_dim=32, img_size=32))
+    assert out == ('compiled', compiled[-1]) and isinstance(compiled[-1], _Net)
+    assert cmp.variants('deit_tiny_patch16_224@compile') == ['compile']
+    assert not isinstance(cmp.build_model('deit_tiny_patch16_224', 32, None, torch.device('cpu')), tuple)
+    with pytest.raises(ValueError, match="unknown model variant 'fast'"):
+        cmp.variants('gka_tiny_patch16_224@compile+fast')

@@ -64,6 +64,8 @@ _SCRIPT = textwrap.dedent(r"""
         "bi_T40_D32_sequential": ("bi", "sequential", 2, 40, 1, 32, torch.float32, 0),
         "bi_T40_D32_no_prefetch": ("bi", "direct", 2, 40, 1, 32, torch.float32, 0),
         "bi_T40_D32_lean": ("bi", "direct", 2, 40, 1, 32, torch.float32, 0),
+        "bi_T40_D32_split": ("bi", "direct", 2, 40, 1, 32, torch.float32, 0),
+        "bi_T40_D32_split_lean": ("bi", "direct", 2, 40, 1, 32, torch.float32, 0),
         "fwd_T37_D16_lean": ("fwd", "direct", 1, 37, 2, 16, torch.float32, 0),
         "bi_T23_D20_dispatch": ("bi", "dispatch", 1, 23, 2, 20, torch.float32, 0),
         "rev_T16_D24_dispatch": ("rev", "dispatch", 1, 16, 1, 24, torch.float32, 0),
@@ -78,8 +80,9 @@ _SCRIPT = textwrap.dedent(r"""
     for name, (mode, api, B, T, H, D, dtype, zk) in cases.items():
         # no_prefetch: the state scans without their early loads
         # lean: the solves keep their right-hand side and running solution in memory
+        # split: the backward solve kernel as two launches
         cfg = GKAKernelConfig(chunk=16, state_cols=16, prefetch=not name.endswith("no_prefetch"),
-                              lean_solve=name.endswith("lean"))
+                              lean_solve=name.endswith("lean"), split_backward="split" in name)
         ins = [t.requires_grad_() for t in make(B, T, H, D, dtype, zk)]
         o = tri_fn(mode, api, cfg, *ins)
         ref = ref_fn(mode, *ins)
@@ -96,7 +99,7 @@ _SCRIPT = textwrap.dedent(r"""
 """)
 
 _CASES = ["fwd_T37_D16", "rev_T37_D16", "bi_T40_D32", "bi_T40_D32_sequential", "bi_T40_D32_no_prefetch",
-          "bi_T40_D32_lean", "fwd_T37_D16_lean",
+          "bi_T40_D32_lean", "fwd_T37_D16_lean", "bi_T40_D32_split", "bi_T40_D32_split_lean",
           "bi_T23_D20_dispatch", "rev_T16_D24_dispatch",
           "bi_T33_D16_zero_keys", "fwd_T1_D16", "bi_T29_D16_fp16"]
 
@@ -126,12 +129,14 @@ def test_triton_interpreter_matches_reference(interpreter_results, case):
         assert err < grad_tol, f"{case}: d{name} rel. error {err:.2e}"
 
 
-def test_triton_sequential_backward_prefetch_and_lean_equal_joint(interpreter_results):
+def test_triton_kernel_variants_equal_joint(interpreter_results):
     """sequential_backward=True (one backward launch set per direction, half the transient memory), the
-    state scans without early loads (GKAKernelConfig(prefetch=False)) and the lean solves (right-hand side and
-    running solution in memory) give the same output and gradients as the default (same per-element arithmetic)."""
+    state scans without early loads (GKAKernelConfig(prefetch=False)), the lean solves (right-hand side and
+    running solution in memory) and the split backward solve kernel give the same output and gradients as the
+    default (same per-element arithmetic)."""
     joint = interpreter_results["bi_T40_D32"]["raw"]
-    for other in ("bi_T40_D32_sequential", "bi_T40_D32_no_prefetch", "bi_T40_D32_lean"):
+    for other in ("bi_T40_D32_sequential", "bi_T40_D32_no_prefetch", "bi_T40_D32_lean", "bi_T40_D32_split",
+                  "bi_T40_D32_split_lean"):
         for a, b in zip(joint, interpreter_results[other]["raw"]):
             a, b = torch.tensor(a), torch.tensor(b)
             assert torch.isfinite(b).all() and a.abs().max() > 0
