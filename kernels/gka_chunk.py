@@ -475,3 +475,15 @@ def _bwd_states_kernel(k_ptr, v_ptr, gate_ptr, u_ptr, w_ptr, dk_ptr, dv_ptr, dgp
         R = decay * R + U
         dS_rows = decay * dS_rows + W_rows
         dS_cols = decay * dS_cols + W_cols
+
+
+@triton.jit
+def _sum_directions_kernel(src_ptr, dst_ptr, n, NDIR: tl.constexpr, BLOCK: tl.constexpr):
+    """dst[i] = sum over d < NDIR of src[d * n + i] (fp32), stored in dst's dtype: the per-direction results of
+    the kernels above summed and cast in one pass."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    acc = tl.load(src_ptr + offs, mask=mask, other=0.0)
+    for d in tl.static_range(1, NDIR):
+        acc += tl.load(src_ptr + d * n + offs, mask=mask, other=0.0)
+    tl.store(dst_ptr + offs, acc.to(dst_ptr.dtype.element_ty), mask=mask)

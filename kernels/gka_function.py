@@ -21,7 +21,7 @@ import torch
 import triton
 
 from .gka_chunk import (FRO2_FLOOR, RIDGE_FLOOR, _bwd_solve_kernel, _bwd_states_kernel, _fwd_solve_kernel,
-                        _fwd_states_kernel)
+                        _fwd_states_kernel, _sum_directions_kernel)
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -194,9 +194,14 @@ def _check(q, k, v, alpha, gates):
         raise ValueError("gka_scan_triton: needs CUDA tensors (or TRITON_INTERPRET=1 on CPU)")
 
 
-def _sum_directions(t):
-    """[NDIR, ...] per-direction fp32 results -> their sum (the bidirectional op already scaled by 1/NDIR)."""
-    return t[0] if t.shape[0] == 1 else t.sum(0)
+def _sum_directions(t, dtype):
+    """[NDIR, ...] per-direction fp32 results -> their sum in `dtype` (the bidirectional op already scaled by
+    1/NDIR), one pass."""
+    out = torch.empty(t.shape[1:], dtype=dtype, device=t.device)
+    n = out.numel()
+    if n:
+        _sum_directions_kernel[(triton.cdiv(n, 1024),)](t, out, n, NDIR=t.shape[0], BLOCK=1024, num_warps=4)
+    return out
 
 
 def _chunk_states(k, v, gates, dir_base, L):
@@ -235,7 +240,7 @@ def gka_triton_forward(q, k, v, alpha, gates, dir_base=0, ridge_ratio=0.02, num_
                                          float(ridge_ratio), RIDGE_FLOOR, FRO2_FLOOR, scale, 1.0 / ndir,
                                          D=D, BD=L.BD, BC=L.BC, PREC_FIRST=p1, PREC=p2, PREC_HI=L.hi,
                                          LEAN=L.lean, **L.solve_opts)
-    return _sum_directions(o).to(q.dtype), x, fro
+    return _sum_directions(o, q.dtype), x, fro
 
 
 def gka_triton_backward(q, k, v, alpha, gates, x, fro, do, dir_base=0, ridge_ratio=0.02, num_iter=30, scale=None,
@@ -254,18 +259,19 @@ def gka_triton_backward(q, k, v, alpha, gates, x, fro, do, dir_base=0, ridge_rat
     if sequential and gates.shape[0] == 2:
         grads = list(_backward(*args, gates[:1], x[:1], fro[:1], dir_base=0))
         rev = _backward(*args, gates[1:], x[1:], fro[1:], dir_base=1)
-        for acc, r in zip(grads[:4], rev[:4]):
+        for acc, r in zip(grads[:4], rev[:4]):  # [1, ...] each: accumulate in place, no second buffer
             acc += r
         grads[4] = torch.cat([grads[4], rev[4]])
     else:
         grads = _backward(*args, gates, x, fro, dir_base=dir_base)
     dq, dk, dv, da, dg = grads
-    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), da.to(alpha.dtype), dg
+    return (_sum_directions(dq, q.dtype), _sum_directions(dk, k.dtype), _sum_directions(dv, v.dtype),
+            _sum_directions(da, alpha.dtype), dg)
 
 
 def _backward(q, k, v, alpha, do, ridge_ratio, num_iter, scale, out_scale, L, gates, x, fro, dir_base):
     """The backward launches for the directions in `gates` ([NDIR, B, T, H]; the first is dir_base):
-    fp32 (dq, dk, dv, dalpha) summed over those directions and dg [NDIR, B, T, H]."""
+    per-direction fp32 (dq, dk, dv, dalpha) [NDIR, ...] and dg [NDIR, B, T, H]."""
     B, T, H, D = q.shape
     ndir, NC, NBH, BTH = gates.shape[0], triton.cdiv(T, L.BC), B * H, B * T * H
     p1, n1, rounds, p2, n2 = L.iters(num_iter, True)
@@ -301,7 +307,7 @@ def _backward(q, k, v, alpha, do, ridge_ratio, num_iter, scale, out_scale, L, ga
     dGt = (dG - dgp.sum(0)).transpose(2, 3).contiguous()
     dg = torch.stack([dGt[s].cumsum(-1) if dir_base + s == 1 else dGt[s].flip(-1).cumsum(-1).flip(-1)
                       for s in range(ndir)]).transpose(2, 3).contiguous()
-    return _sum_directions(dq), _sum_directions(dk), _sum_directions(dv), _sum_directions(da), dg
+    return dq, dk, dv, da, dg
 
 
 class GKATritonFunction(torch.autograd.Function):
