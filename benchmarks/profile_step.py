@@ -1,0 +1,150 @@
+"""Where the time of one training step goes: GPU time in the scan kernels, GPU time elsewhere, wall time.
+
+    python benchmarks/profile_step.py --models gka_tiny_patch16_224 deit_tiny_patch16_224 --batch 128 [--compile]
+
+For each model: a training step (forward, cross-entropy, backward, fused AdamW; bf16 autocast) is warmed up,
+then `--steps` steps run under torch.profiler. Reported per step: wall time (host clock around the steps, after a
+synchronize), GPU kernel time (sum of the device time of every kernel), the part of it in the scan kernels
+(the project's Triton kernels: GKA, selective scan, and mamba_ssm's CUDA scan if used) and the rest, the number of
+kernel launches, and the top kernels outside the scans. GPU time < wall time means the GPU idles (launch-bound).
+--json writes the numbers.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import timm  # noqa: E402
+import gka_vision  # noqa: E402,F401  (registers the models)
+
+# kernel-name prefixes of the scans (kernels/gka_chunk.py, kernels/selective_scan.py, mamba_ssm)
+SCAN_KERNELS = ("_fwd_states_kernel", "_fwd_solve_kernel", "_bwd_solve_kernel", "_bwd_states_kernel",
+                "_sum_directions_kernel", "_ssm_fwd_kernel", "_ssm_bwd_kernel", "void selective_scan")
+
+
+def is_scan_kernel(name: str) -> bool:
+    return name.startswith(SCAN_KERNELS)
+
+
+def split_kernel_times(events, steps: int):
+    """(total GPU ms, scan ms, other ms, launches, [(ms, name) of the other kernels, largest first]) per step,
+    from the key averages of a CUDA-only profile (kernels, copies and memsets; host events have no device time)."""
+    total = scan = 0.0
+    launches = 0
+    others = []
+    for e in events:
+        t = getattr(e, "device_time_total", None)
+        if t is None:
+            t = getattr(e, "cuda_time_total", 0.0)
+        if not t:  # host-side events (launch calls) carry no device time
+            continue
+        ms = t / 1e3 / steps
+        total += ms
+        launches += e.count
+        if is_scan_kernel(e.key):
+            scan += ms
+        else:
+            others.append((ms, e.key))
+    return total, scan, total - scan, launches / steps, sorted(others, reverse=True)
+
+
+def train_step_fn(model, batch, res, device, dtype):
+    x = torch.randn(batch, 3, res, res, device=device)
+    y = torch.randint(0, model.num_classes, (batch,), device=device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=dtype):
+            loss = F.cross_entropy(model(x).float(), y)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+    return step
+
+
+def profile_model(name, batch, res, steps, warmup, compile_mode, device, dtype, kwargs):
+    from torch.profiler import ProfilerActivity, profile
+    torch.manual_seed(0)
+    model = timm.create_model(name, **kwargs).to(device).train()
+    if compile_mode:
+        model = torch.compile(model, mode=None if compile_mode == "default" else compile_mode)
+    step = train_step_fn(model, batch, res, device, dtype)
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        loss = step()
+    torch.cuda.synchronize()
+    warmup_s = time.perf_counter() - t0
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"{name}: non-finite loss after warm-up")
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    torch.cuda.synchronize()
+    wall_ms = (time.perf_counter() - t0) * 1e3 / steps
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    total, scan, other, launches, others = split_kernel_times(prof.key_averages(), steps)
+    return dict(model=name, batch=batch, res=res, compile=compile_mode or "eager", wall_ms=wall_ms,
+                img_s=batch * 1e3 / wall_ms, gpu_ms=total, scan_ms=scan, other_ms=other, launches=launches,
+                gpu_busy=total / wall_ms, warmup_s=warmup_s, top_other=[(round(t, 3), n[:80]) for t, n in others[:8]])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=["gka_tiny_patch16_224", "deit_tiny_patch16_224"])
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--res", type=int, default=224)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--compile", nargs="*", default=None, metavar="MODE",
+                   help="also profile torch.compile'd models (modes: default, reduce-overhead, max-autotune...)")
+    p.add_argument("--no-eager", action="store_true")
+    p.add_argument("--model-kwargs", type=json.loads, default={}, help='JSON {model: {kwarg: value}}')
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("profile_step.py: needs a CUDA device")
+    device, dtype = torch.device("cuda"), torch.bfloat16
+    modes = ([] if args.no_eager else [None]) + ([m or "default" for m in args.compile] if args.compile is not None
+                                                  else [])
+    if args.compile == []:
+        modes.append("default")
+    rows = []
+    print(json.dumps(dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__,
+                          date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), command=" ".join(sys.argv))))
+    for mode in modes:
+        for name in args.models:
+            try:
+                r = profile_model(name, args.batch, args.res, args.steps, args.warmup, mode, device, dtype,
+                                  args.model_kwargs.get(name, {}))
+            except Exception as e:  # noqa: BLE001  (a model that fails is a row with its error)
+                r = dict(model=name, compile=mode or "eager", error=f"{type(e).__name__}: {str(e)[:300]}")
+            rows.append(r)
+            print(json.dumps(r), flush=True)
+            torch.cuda.empty_cache()
+    print("\n| model | mode | img/s | wall ms/step | GPU ms/step | scan kernels ms | other kernels ms | launches/step "
+          "| GPU busy |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['model']} | {r['compile']} | error: {r['error'][:80]} |||||||")
+            continue
+        print(f"| {r['model']} | {r['compile']} | {r['img_s']:.0f} | {r['wall_ms']:.1f} | {r['gpu_ms']:.1f} "
+              f"| {r['scan_ms']:.1f} | {r['other_ms']:.1f} | {r['launches']:.0f} | {100 * r['gpu_busy']:.0f} % |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

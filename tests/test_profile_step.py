@@ -1,0 +1,18 @@
+"""benchmarks/profile_step.py: the split of a profile into scan kernels and the rest (the GPU run itself needs CUDA)."""
+from types import SimpleNamespace
+
+from benchmark_scripts import load_benchmark  # tests/benchmark_scripts.py
+
+
+def test_split_kernel_times_counts_scan_kernels_per_step():
+    ps = load_benchmark("profile_step")
+    ev = lambda key, us, n: SimpleNamespace(key=key, device_time_total=us, count=n)  # noqa: E731
+    events = [ev("_fwd_solve_kernel", 4000.0, 24), ev("_bwd_solve_kernel", 8000.0, 24),
+              ev("void at::native::vectorized_elementwise_kernel<4>", 2000.0, 400),
+              ev("cudaLaunchKernel", 0.0, 500), ev("void selective_scan_fwd_kernel<...>", 1000.0, 2),
+              ev("ampere_bf16_s16816gemm", 3000.0, 50)]
+    total, scan, other, launches, others = ps.split_kernel_times(events, steps=2)
+    assert (total, scan, other) == (9.0, 6.5, 2.5)
+    assert launches == (24 + 24 + 400 + 2 + 50) / 2      # host launch events have no device time
+    assert [n for _, n in others] == ["ampere_bf16_s16816gemm", "void at::native::vectorized_elementwise_kernel<4>"]
+    assert ps.is_scan_kernel("_sum_directions_kernel") and not ps.is_scan_kernel("triton_poi_fused_add_0")
