@@ -9,8 +9,6 @@
 The weights load through timm's pretrained path (``pretrained_cfg_overlay=dict(file=...)``); the
 ``config.json`` that train.py writes next to them supplies the model name, its kwargs and the
 preprocessing (input size, mean/std, crop_pct), each of which a flag can override.
-Bad input (arguments, data folder, model kwargs, an unsafe weights file) ends with one line on stderr
-and exit code 2.
 """
 import argparse
 import json
@@ -28,8 +26,9 @@ def parse_kv(items):
 
 
 def check_args(args) -> None:
-    """Argument values that would crash later or measure nothing."""
-    from gka_vision.engine.config import UserError
+    """Argument values that would crash later or measure nothing, and a --data / --split that names no
+    data; bad input ends main() with one line on stderr and exit code 2."""
+    from gka_vision.engine.config import UserError, resolve_data_root
     for flag, value, low in (("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0),
                              ("--bench-iters", args.bench_iters, 1), ("--bench-batch", args.bench_batch, 1),
                              ("--num-classes", args.num_classes, 1), ("--img-size", args.img_size, 1),
@@ -38,6 +37,8 @@ def check_args(args) -> None:
             raise UserError(f"{flag} must be >= {low}, got {value}")
     if args.crop_pct is not None and not 0 < args.crop_pct <= 1:
         raise UserError(f"--crop-pct must be in (0, 1], got {args.crop_pct}")
+    if not args.no_accuracy:
+        check_data(resolve_data_root(args.data), args.split)
 
 
 def check_data(root: str, split) -> None:
@@ -134,8 +135,6 @@ def _main(argv=None) -> int:
     except ConfigError as e:
         print(f"eval.py: {e}", file=sys.stderr)
         return 2
-    if root is not None:
-        check_data(root, args.split)
     if args.num_classes or "num_classes" not in kwargs:
         n = args.num_classes
         if n is None and root and os.path.exists(os.path.join(root, "_info.json")):
