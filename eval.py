@@ -18,13 +18,63 @@ import sys
 
 def parse_kv(items):
     from omegaconf import OmegaConf
+    from gka_vision.engine.config import UserError
     bad = [i for i in items if "=" not in i]
     if bad:
-        raise SystemExit(f"eval.py: --model-kwargs need key=value, got {bad}")
+        raise UserError(f"--model-kwargs need key=value, got {bad}")
     return OmegaConf.to_container(OmegaConf.from_dotlist(items))
 
 
+def check_args(args) -> None:
+    """Argument values that would crash later or measure nothing, and a --data / --split that names no
+    data; bad input ends main() with one line on stderr and exit code 2."""
+    from gka_vision.engine.config import UserError, resolve_data_root
+    for flag, value, low in (("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0),
+                             ("--bench-iters", args.bench_iters, 1), ("--bench-batch", args.bench_batch, 1),
+                             ("--num-classes", args.num_classes, 1), ("--img-size", args.img_size, 1),
+                             ("--in-chans", args.in_chans, 1), ("--threads", args.threads, 1)):
+        if value is not None and value < low:
+            raise UserError(f"{flag} must be >= {low}, got {value}")
+    if args.crop_pct is not None and not 0 < args.crop_pct <= 1:
+        raise UserError(f"--crop-pct must be in (0, 1], got {args.crop_pct}")
+    if not args.no_accuracy:
+        check_data(resolve_data_root(args.data), args.split)
+
+
+def check_data(root: str, split) -> None:
+    """``root`` is a shard folder (``_info.json``; ``split`` one of its splits or a shard pattern) or an
+    ImageFolder tree (``split``, if given, one of its sub-folders)."""
+    from gka_vision.engine.config import UserError
+    info_path = os.path.join(root, "_info.json")
+    if os.path.isfile(info_path):
+        splits = json.load(open(info_path)).get("splits", {})
+        if split is not None and ".tar" not in split and split not in splits:
+            raise UserError(f"--split {split!r} is not a split of {info_path} (it has {sorted(splits)})")
+        return
+    if split:
+        if ".tar" in split:
+            return
+        if not os.path.isdir(os.path.join(root, split)):
+            raise UserError(f"--split {split!r}: {root} has no _info.json (not a shard folder) and no "
+                            f"sub-folder {split!r}")
+        root = os.path.join(root, split)
+    elif os.path.isdir(os.path.join(root, "val")):
+        root = os.path.join(root, "val")
+    if not any(e.is_dir() for e in os.scandir(root)):
+        raise UserError(f"--data {root}: neither a shard folder (no _info.json) nor an ImageFolder tree "
+                        f"(no class sub-folders)")
+
+
 def main(argv=None) -> int:
+    from gka_vision.engine.config import UserError
+    try:
+        return _main(argv)
+    except UserError as e:
+        print(f"eval.py: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="timm model name (default: from config.json next to --weights)")
     ap.add_argument("--weights", default=None, help=".safetensors or .pth weights (none: random init, for FLOPs)")
@@ -50,6 +100,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args(argv)
+    check_args(args)
 
     import torch
     from gka_vision.engine.checkpoint import read_export_config
@@ -57,7 +108,7 @@ def main(argv=None) -> int:
     from gka_vision.engine.distributed import cleanup, init_distributed
     from gka_vision.engine.flops import count_flops, count_params, throughput
     from gka_vision.engine.loop import evaluate
-    from gka_vision.engine.trainer import _amp_dtype, create_model
+    from gka_vision.engine.trainer import _amp_dtype, create_model, model_build_errors
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -101,7 +152,9 @@ def main(argv=None) -> int:
 
     ds = init_distributed(args.device)
     try:
-        model = create_model(name, kwargs, args.weights).to(ds.device).eval()
+        with model_build_errors(name, kwargs):
+            model = create_model(name, kwargs, args.weights)
+        model = model.to(ds.device).eval()
         amp_dtype = _amp_dtype(args.amp, ds.device)
         res = {"model": name, "weights": args.weights, "model_args": kwargs, "params_m": count_params(model) / 1e6,
                "input_size": [in_chans, img_size, img_size], "device": str(ds.device), "world_size": ds.world_size}

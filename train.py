@@ -8,6 +8,8 @@
     python train.py --print-config [--config ...] [key=value ...] # show the merged config and exit
 
 Trailing ``key=value`` arguments override the YAML (omegaconf dotlist); unknown keys are errors.
+Exit codes: 0 done (also a partial run stopped by stop_after_epoch / time_limit_min, and a re-run
+with nothing left to train), 2 bad input (one line on stderr), 1 a failure such as a full disk.
 """
 import argparse
 import os
@@ -23,7 +25,7 @@ def main(argv=None) -> int:
     ap.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=1e-3")
     args = ap.parse_args(argv)
 
-    from gka_vision.engine.config import ConfigError, load_config, to_yaml
+    from gka_vision.engine.config import ConfigError, UserError, load_config, to_yaml
     try:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as e:
@@ -32,8 +34,18 @@ def main(argv=None) -> int:
     if args.print_config:
         print(to_yaml(cfg))
         return 0
+    from gka_vision.engine.checkpoint import NoSpaceError
     from gka_vision.engine.trainer import run
-    run(cfg)
+    rank = int(os.environ.get("RANK", 0))
+    where = f"train.py (rank {rank})" if rank else "train.py"
+    try:
+        run(cfg)
+    except UserError as e:
+        print(f"{where}: {e}", file=sys.stderr)
+        return 2
+    except NoSpaceError as e:
+        print(f"{where}: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,5 +1,7 @@
 """Checkpoints: atomic writes, code-free loading, timm-loadable export, fine-tuning through timm."""
+import errno
 import json
+import os
 import random
 
 import numpy as np
@@ -8,7 +10,7 @@ import timm
 import torch
 
 from gka_vision.engine.checkpoint import (
-    UnsafeCheckpointError, export_weights, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
+    NoSpaceError, UnsafeCheckpointError, export_weights, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
 )
 from gka_vision.engine.trainer import create_model
 
@@ -30,8 +32,7 @@ def test_atomic_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     real_save = torch.save
 
     def dying_save(obj, f, *a, **k):  # the process dies half-way through writing
-        with open(f, "wb") as fh:
-            fh.write(b"PK\x03\x04 partial")
+        f.write(b"PK\x03\x04 partial")
         raise KeyboardInterrupt("killed mid-write")
 
     monkeypatch.setattr(torch, "save", dying_save)
@@ -40,6 +41,7 @@ def test_atomic_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", real_save)
     ck = load_checkpoint(path)
     assert ck["epoch"] == 1 and torch.equal(ck["w"], torch.ones(3))
+    assert not (tmp_path / "last.pth.tmp").exists()
 
 
 def test_pickled_object_is_refused(tmp_path, capsys):
@@ -127,3 +129,86 @@ def test_optimizer_groups_no_decay_and_layer_decay():
     assert len(scales) >= 4 and scales[-1] == 1.0 and scales[0] < 0.1  # stem << blocks << head
     head_scale = {g["lr_scale"] for g in ld.param_groups for p in g["params"] if names[id(p)] == "head.weight"}
     assert head_scale == {1.0}
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+def test_full_disk_keeps_previous_checkpoint_and_says_so(tmp_path):
+    """A real ENOSPC from the kernel: the temp file is a link to /dev/full, where every write fails with
+    ENOSPC (torch's own file writer turned this into `basic_ios::clear: iostream error`)."""
+    path = tmp_path / "last.pth"
+    save_checkpoint({"epoch": 1, "w": torch.ones(1000)}, path)
+    os.symlink("/dev/full", tmp_path / "last.pth.tmp")
+    with pytest.raises(NoSpaceError, match=f"no space left on {tmp_path}") as e:
+        save_checkpoint({"epoch": 2, "w": torch.zeros(1000)}, path)
+    assert e.value.errno == errno.ENOSPC and "\n" not in str(e.value) and "last.pth" in str(e.value)
+    assert not os.path.lexists(tmp_path / "last.pth.tmp")  # the partial file is removed
+    ck = load_checkpoint(path)
+    assert ck["epoch"] == 1 and torch.equal(ck["w"], torch.ones(1000))  # the previous checkpoint is kept
+
+
+def test_full_disk_during_save_and_export_is_reported(tmp_path, monkeypatch):
+    """The same through a writer that raises OSError(ENOSPC) part-way, for checkpoints and for the export."""
+    path = tmp_path / "last.pth"
+    save_checkpoint({"epoch": 1}, path)
+
+    def full_save(obj, f, *a, **k):
+        f.write(b"PK\x03\x04 some bytes")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_save)
+    with pytest.raises(NoSpaceError, match="no space left on"):
+        save_checkpoint({"epoch": 2}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["epoch"] == 1 and sorted(os.listdir(tmp_path)) == ["last.pth"]
+
+    model = timm.create_model(NAME, num_classes=10, **TINY)
+    out = tmp_path / "weights"
+    export_weights(model.state_dict(), out, model_name=NAME, pretrained_cfg=dict(num_classes=10))
+    before = (out / "model.safetensors").read_bytes()
+    import builtins
+    real_open = builtins.open
+
+    class FullFile:
+        def __init__(self, f):
+            self.f = f
+
+        def __getattr__(self, k):
+            return getattr(self.f, k)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.f.close()
+
+        def write(self, b):
+            self.f.write(b[:10])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def full_open(file, mode="r", *a, **k):
+        f = real_open(file, mode, *a, **k)
+        return FullFile(f) if str(file).endswith(".tmp") and "w" in mode else f
+
+    monkeypatch.setattr(builtins, "open", full_open)
+    with pytest.raises(NoSpaceError, match=f"no space left on {out}"):
+        export_weights({k: v + 1 for k, v in model.state_dict().items()}, out, model_name=NAME,
+                       pretrained_cfg=dict(num_classes=10))
+    monkeypatch.undo()
+    assert (out / "model.safetensors").read_bytes() == before
+    assert not [p for p in os.listdir(out) if p.endswith(".tmp")]
+
+
+def test_exported_files_are_group_readable(tmp_path):
+    """model.safetensors gets the same mode as config.json (safetensors' own writer made it 0600)."""
+    old = os.umask(0o022)
+    try:
+        model = timm.create_model(NAME, num_classes=10, **TINY)
+        path = export_weights(model.state_dict(), tmp_path, model_name=NAME, pretrained_cfg=dict(num_classes=10))
+        save_checkpoint({"model": model.state_dict()}, tmp_path / "last.pth")
+    finally:
+        os.umask(old)
+    modes = {p: os.stat(tmp_path / p).st_mode & 0o777 for p in
+             ("model.safetensors", "config.json", "pretrained_cfg.json", "last.pth")}
+    assert set(modes.values()) == {0o644}, modes
+    assert timm.create_model(NAME, pretrained=True, num_classes=10, **TINY,
+                             pretrained_cfg_overlay=dict(file=str(path), num_classes=10)) is not None

@@ -76,3 +76,42 @@ def test_train_py_reports_config_errors(tmp_path, capsys):
     assert "model.name 'gka_tinyy_patch16_224' is not a registered timm model" in capsys.readouterr().err
     assert train.main(["--print-config", "optim.lr=0.01"]) == 0
     assert "lr: 0.01" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("override, key", [
+    ("eval_every=0", "eval_every"),
+    ("log_interval=0", "log_interval"),
+    ("checkpoint.save_every=0", "checkpoint.save_every"),
+    ("optim.lr=-1e-3", "optim.lr"),
+    ("optim.lr=0", "optim.lr"),
+    ("optim.weight_decay=-0.1", "optim.weight_decay"),
+    ("optim.clip_grad=0", "optim.clip_grad"),
+    ("sched.min_lr=-1", "sched.min_lr"),
+    ("sched.warmup_lr=-1", "sched.warmup_lr"),
+    ("sched.warmup_epochs=-1", "sched.warmup_epochs"),
+    ("data.num_workers=-1", "data.num_workers"),
+    ("data.val_batch_size=0", "data.val_batch_size"),
+    ("data.img_size=0", "data.img_size"),
+    ("data.crop_pct=0", "data.crop_pct"),
+    ("data.crop_pct=1.5", "data.crop_pct"),
+    ("data.num_classes=0", "data.num_classes"),
+    ("data.shuffle_buffer=-1", "data.shuffle_buffer"),
+    ("aug.hflip=1.5", "aug.hflip"),
+    ("aug.mixup=-0.2", "aug.mixup"),
+    ("aug.smoothing=1.0", "aug.smoothing"),
+    ("model.drop_path=-0.1", "model.drop_path"),
+    ("stop_after_epoch=-1", "stop_after_epoch"),
+    ("time_limit_min=0", "time_limit_min"),
+    ("threads=0", "threads"),
+])
+def test_out_of_range_values_are_errors(override, key):
+    """Values that would crash later (eval_every=0: ZeroDivisionError) or train something meaningless with
+    exit code 0 (stop_after_epoch=-1 exported an untrained model) are refused, naming the key."""
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.") + " must be"):
+        load_config(None, [override])
+
+
+def test_boundary_values_are_accepted():
+    cfg = load_config(None, ["stop_after_epoch=0", "data.num_workers=0", "optim.weight_decay=0", "sched.min_lr=0",
+                             "sched.warmup_epochs=0", "data.crop_pct=1.0", "aug.hflip=0", "time_limit_min=0.5"])
+    assert cfg.stop_after_epoch == 0 and cfg.data.num_workers == 0

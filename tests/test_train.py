@@ -159,3 +159,158 @@ def test_non_finite_loss_stops_training_with_a_clear_error():
                         device=torch.device("cpu"))
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), f"{k} changed by the failed step"
+
+
+def test_resubmitted_time_limited_job_exports_nothing(tiny_data, tmp_path, capsys):
+    """The same time-limited command submitted twice: the second run has nothing to train. It must not
+    export the unfinished weights as final, nor print 'trained model: nan%', nor touch summary.json."""
+    out = tmp_path / "job"
+    args = ["sched.epochs=3", "stop_after_epoch=1", "checkpoint.resume=auto", "verify_export=true"]
+    first = run(tiny_cfg(tiny_data, out, *args))
+    assert first["status"] == "partial" and first["epochs_done"] == 2 and first["epochs_total"] == 3
+    assert first["stopped_by"] == "stop_after_epoch" and first["final"]["count"] == 100
+    assert "partial run: 2 of 3 epochs done" in capsys.readouterr().out
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["status"] == "partial" and saved["epochs_done"] == 2 and "weights" not in saved
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    again = run(tiny_cfg(tiny_data, out, *args))
+    text = capsys.readouterr().out
+    assert "stop_after_epoch=1 is already reached" in text and "nothing to train" in text
+    assert "nan" not in text and "exported" not in text
+    assert again["nothing_to_do"] and again["status"] == "partial" and again["epochs_done"] == 2
+    assert not (out / "weights").exists()
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # nothing rewritten
+
+    # the run then continues to the end of its schedule and exports
+    done = run(tiny_cfg(tiny_data, out, "sched.epochs=3", "checkpoint.resume=auto", "verify_export=true"))
+    text = capsys.readouterr().out
+    assert done["status"] == "finished" and done["epochs_done"] == 3 and done["epochs_this_run"] == 1
+    assert (out / "weights" / "model.safetensors").exists() and "nan" not in text
+    assert f"trained model: {done['final']['top1']:.2f}%" in text
+    assert done["reloaded"]["top1"] == pytest.approx(done["final"]["top1"], abs=1e-9)
+
+
+def test_rerunning_a_finished_run_says_so(tiny_data, tmp_path, capsys):
+    """A finished run re-submitted with checkpoint.resume=auto (the ImageNet configs' default) reports
+    that it is finished and leaves summary.json and the export as they are (it wrote epochs_done 7 of 6
+    and lost the metrics). A finished checkpoint whose export is missing gets its export written."""
+    out = tmp_path / "fin"
+    args = ["sched.epochs=1", "checkpoint.resume=auto", "verify_export=true"]
+    first = run(tiny_cfg(tiny_data, out, *args))
+    assert first["status"] == "finished" and first["epochs_done"] == first["epochs_total"] == 1
+    capsys.readouterr()
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    again = run(tiny_cfg(tiny_data, out, *args))
+    text = capsys.readouterr().out
+    assert "the run is already finished" in text and "nothing to train" in text and "nan" not in text
+    assert again["nothing_to_do"] and again["epochs_done"] == 1 and again["final"] == first["final"]
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+    # killed between the last checkpoint and the export: the re-run exports from last.pth
+    import shutil
+    shutil.rmtree(out / "weights")
+    (out / "summary.json").unlink()
+    third = run(tiny_cfg(tiny_data, out, *args))
+    text = capsys.readouterr().out
+    assert "writing its summary and export" in text and "nan" not in text
+    assert third["status"] == "finished" and third["epochs_done"] == 1 and third["epochs_this_run"] == 0
+    assert third["final"] == first["final"] and f"trained model: {first['final']['top1']:.2f}%" in text
+    from safetensors.torch import load as from_bytes  # the same tensors (the header's key order may vary)
+    new = from_bytes((out / "weights" / "model.safetensors").read_bytes())
+    old = from_bytes(before[Path("weights/model.safetensors")])
+    assert new.keys() == old.keys() and all(torch.equal(new[k], old[k]) for k in old)
+    assert third["reloaded"]["top1"] == pytest.approx(first["final"]["top1"], abs=1e-9)
+
+
+def test_time_limited_stop_saves_the_epoch_it_stopped_after(tiny_data, tmp_path):
+    """A run stopped by time_limit_min writes last.pth for its last epoch even off the save_every grid,
+    so the epochs it reports as done are the ones a resume continues from."""
+    out = tmp_path / "tl"
+    part = run(tiny_cfg(tiny_data, out, "sched.epochs=3", "checkpoint.save_every=5", "time_limit_min=1e-6",
+                        "eval_every=5"))
+    assert part["status"] == "partial" and part["epochs_done"] == 1 and part["stopped_by"] == "time_limit_min"
+    from gka_vision.engine.checkpoint import load_checkpoint
+    assert load_checkpoint(out / "last.pth")["epoch"] == 0
+    assert not (out / "weights").exists()
+
+
+def _resume_worker(rank, world, port, argv, result_dir):
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    import contextlib
+    import io
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import train
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = train.main([a.replace("{rank}", str(rank)) for a in argv])
+    Path(result_dir, f"rank{rank}.json").write_text(json.dumps({"rc": rc, "err": err.getvalue()}))
+
+
+def _spawn_or_fail(fn, world, args, deadline_s=150):
+    """Start ``world`` processes; a hang fails the test after ``deadline_s`` instead of blocking it."""
+    import time
+    ctx = mp.start_processes(fn, args=args, nprocs=world, join=False, start_method="spawn")
+    t_end = time.time() + deadline_s
+    while not ctx.join(timeout=5):
+        if time.time() > t_end:
+            for p in ctx.processes:
+                if p.is_alive():
+                    p.kill()
+            pytest.fail(f"the {world} ranks did not finish within {deadline_s} s (hung in a collective?)")
+
+
+@pytest.mark.timeout(400)
+def test_resume_auto_on_node_local_outputs_fails_on_every_rank(tiny_data, tmp_path):
+    """Two ranks with their own output folders (node-local disks): rank 0 sees last.pth, rank 1 does not.
+    Both must stop with the same clear message and exit code 2 (rank 0 resumed, rank 1 restarted and the
+    job hung). Then both see a last.pth, but from different epochs: refused the same way."""
+    config = str(Path(__file__).resolve().parent.parent / "configs/fashion_mnist/bundled.yaml")
+    common = [f"data.root={tiny_data}", "data.batch_size=20", "data.val_batch_size=50", "data.num_workers=0",
+              "data.shuffle_buffer=50", "sched.epochs=2", "progress=false", "threads=1", "device=cpu", *TINY_MODEL]
+    run(tiny_cfg(tiny_data, tmp_path / "rank0", "stop_after_epoch=0"))  # rank 0's node holds epoch 0
+    argv = ["--config", config, *common, f"output={tmp_path}/rank{{rank}}", "checkpoint.resume=auto"]
+    _spawn_or_fail(_resume_worker, 2, (2, _free_port(), argv, str(tmp_path)))
+    res = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    for r in res:
+        assert r["rc"] == 2, res
+        assert len(r["err"].strip().splitlines()) == 1 and "Traceback" not in r["err"], r["err"]
+        assert "rank(s) [0] see" in r["err"] and "rank(s) [1] do not" in r["err"] and "shared storage" in r["err"]
+    assert not (tmp_path / "rank1" / "last.pth").exists()
+
+    # rank 1's node has a last.pth of its own, from another epoch
+    from gka_vision.engine.checkpoint import load_checkpoint, save_checkpoint
+    ck = load_checkpoint(tmp_path / "rank0" / "last.pth")
+    ck["epoch"], ck["update"] = 1, 2 * ck["update"]
+    save_checkpoint(ck, tmp_path / "rank1" / "last.pth")
+    _spawn_or_fail(_resume_worker, 2, (2, _free_port(), argv, str(tmp_path)))
+    res = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    for r in res:
+        assert r["rc"] == 2, res
+        assert "different checkpoints" in r["err"]
+        assert "rank 0: next epoch 1" in r["err"] and "rank 1: next epoch 2" in r["err"]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+def test_full_disk_during_training_ends_with_one_line(tiny_data, tmp_path, capsys):
+    """The checkpoint write of epoch 1 hits a full disk (its temp file is a link to /dev/full): train.py
+    says 'no space left on <folder>' in one line, exits 1, removes the temp file, keeps epoch 0's last.pth."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import train
+    from gka_vision.engine.checkpoint import load_checkpoint
+    out = tmp_path / "full"
+    run(tiny_cfg(tiny_data, out, "stop_after_epoch=0"))
+    os.symlink("/dev/full", out / "last.pth.tmp")
+    config = str(Path(__file__).resolve().parent.parent / "configs/fashion_mnist/bundled.yaml")
+    capsys.readouterr()
+    rc = train.main(["--config", config, f"data.root={tiny_data}", f"output={out}", "data.batch_size=20",
+                     "data.val_batch_size=50", "data.num_workers=0", "data.shuffle_buffer=50", "sched.epochs=2",
+                     "sched.warmup_epochs=0.5", "progress=false", "threads=1", *TINY_MODEL, "checkpoint.resume=auto"])
+    err = capsys.readouterr().err
+    assert rc == 1 and len(err.strip().splitlines()) == 1 and f"no space left on {out}" in err, err
+    assert "iostream" not in err and not os.path.lexists(out / "last.pth.tmp")
+    assert load_checkpoint(out / "last.pth")["epoch"] == 0

@@ -1,7 +1,8 @@
 """Checkpoints that lose nothing, and weights that timm can load.
 
 * ``save_checkpoint``: one ``torch.save`` to ``<path>.tmp``, flushed and fsynced, then ``os.replace``;
-  a run killed mid-write leaves the previous file intact.
+  a run killed mid-write leaves the previous file intact, a failed write (a full disk: ``NoSpaceError``)
+  removes the ``.tmp`` file and leaves the previous one too.
 * ``load_checkpoint``: ``torch.load(weights_only=True)`` only; a file that carries pickled Python
   objects (anything but tensors and plain containers) is refused with ``UnsafeCheckpointError``.
 * ``export_weights``: ``model.safetensors`` + ``config.json`` (timm's ``architecture`` /
@@ -11,34 +12,63 @@
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import pickle
 import random
+import re
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, BinaryIO, Callable, Dict, Optional
 
 import numpy as np
 import torch
 
+from .config import UserError
 
-class UnsafeCheckpointError(RuntimeError):
+
+class UnsafeCheckpointError(UserError, RuntimeError):
     """The checkpoint holds pickled objects that weights_only loading will not execute."""
 
 
-def _fsync_replace(tmp: Path, path: Path) -> None:
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+class NoSpaceError(OSError):
+    """A write ran out of disk space (errno ENOSPC); the file it was replacing is unchanged and no
+    ``.tmp`` file is left behind."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """``write(f)`` into ``<path>.tmp`` (a Python file, so a full disk raises ENOSPC here, not as an
+    opaque error inside a C++ writer), fsync, then ``os.replace`` onto ``path``. On any failure the
+    ``.tmp`` file is removed and ``path`` keeps its previous content. Files get the mode of ``open``
+    (0666 minus the umask), the same for weights, checkpoints and JSON."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            kept = f"the previous {path.name} is kept" if path.exists() else f"no {path.name} was written"
+            raise NoSpaceError(errno.ENOSPC, f"no space left on {path.parent} while writing {path.name}: {kept} "
+                                             f"and the partial {tmp.name} removed; free some space") from None
+        raise
+    return path
 
 
 def save_checkpoint(state: Dict[str, Any], path: str | os.PathLike) -> None:
     """Atomically write ``state`` (tensors and plain containers only) to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    _fsync_replace(tmp, path)
+    atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> Dict[str, Any]:
@@ -52,10 +82,11 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> Dict[str, An
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        detail = re.sub(r"\x1b\[[0-9;]*m", "", str(e).splitlines()[0]).strip() if str(e) else type(e).__name__
         raise UnsafeCheckpointError(
             f"refusing to load {path!r}: it contains pickled Python objects, which could run code when "
             f"loaded. Only tensors and plain containers are accepted (torch.load(weights_only=True)). "
-            f"Details: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+            f"Details: {detail}") from None
 
 
 def model_state_from(ckpt: Dict[str, Any], use_ema: bool = False) -> Dict[str, torch.Tensor]:
@@ -122,15 +153,16 @@ def export_weights(
     filename: str = "model.safetensors",
 ) -> Path:
     """Write ``filename`` (safetensors) + ``config.json`` + ``pretrained_cfg.json`` into ``out_dir``."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save as to_bytes
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sd = {k.removeprefix("module.").removeprefix("_orig_mod."): v.detach().contiguous().cpu()
           for k, v in state_dict.items()}
     weights = out / filename
-    tmp = weights.with_name(weights.name + ".tmp")
-    save_file(sd, str(tmp), metadata={"format": "pt", "architecture": model_name})
-    _fsync_replace(tmp, weights)
+    # serialised in memory and written through atomic_write: safetensors' own file writer makes
+    # mode-0600 files and reports a full disk without naming it
+    data = to_bytes(sd, metadata={"format": "pt", "architecture": model_name})
+    atomic_write(weights, lambda f: f.write(data))
     cfg = _plain(dict(pretrained_cfg))
     cfg.pop("file", None)
     config = {
@@ -141,9 +173,8 @@ def export_weights(
         "model_args": _plain(model_args or {}),
     }
     for name, obj in (("config.json", config), ("pretrained_cfg.json", cfg)):
-        p = out / name
-        p.with_name(name + ".tmp").write_text(json.dumps(obj, indent=1))
-        os.replace(p.with_name(name + ".tmp"), p)
+        text = json.dumps(obj, indent=1).encode()
+        atomic_write(out / name, lambda f: f.write(text))
     return weights
 
 

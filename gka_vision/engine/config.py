@@ -120,12 +120,17 @@ class TrainConfig:
     log_interval: int = 20  # steps between progress-bar/TensorBoard updates
     eval_every: int = 1  # epochs
     progress: bool = True  # tqdm bar per epoch
-    stop_after_epoch: Optional[int] = None  # end this run early (for time-limited jobs); the schedule still spans sched.epochs
+    stop_after_epoch: Optional[int] = None  # end this run after epoch N (0-based, >= 0); the schedule spans sched.epochs
     time_limit_min: Optional[float] = None  # stop after the epoch that would overrun this wall-clock budget (resumable)
     verify_export: bool = False  # reload the exported weights through timm and re-evaluate
 
 
-class ConfigError(ValueError):
+class UserError(Exception):
+    """Bad input from the user (config, files, arguments): train.py and eval.py print the message as one
+    line and exit with code 2."""
+
+
+class ConfigError(UserError, ValueError):
     """A configuration problem, with a message that names the key or path."""
 
 
@@ -165,22 +170,91 @@ def validate(cfg: TrainConfig) -> None:
     def need(cond, msg):
         if not cond:
             raise ConfigError(msg)
-    need(cfg.data.in_chans in (1, 3), f"data.in_chans must be 1 or 3, got {cfg.data.in_chans}")
-    need(len(cfg.data.mean) == cfg.data.in_chans and len(cfg.data.std) == cfg.data.in_chans,
-         f"data.mean/std need {cfg.data.in_chans} values (data.in_chans), got {cfg.data.mean} / {cfg.data.std}")
-    need(cfg.data.batch_size >= 1, f"data.batch_size must be >= 1, got {cfg.data.batch_size}")
-    need(cfg.optim.accum_steps >= 1, f"optim.accum_steps must be >= 1, got {cfg.optim.accum_steps}")
-    need(cfg.sched.epochs >= 1, f"sched.epochs must be >= 1, got {cfg.sched.epochs}")
+
+    def at_least(key, value, low, strict=False, optional=False):
+        if value is None and optional:
+            return
+        ok = value is not None and (value > low if strict else value >= low)  # NaN fails both
+        need(ok, f"{key} must be {'>' if strict else '>='} {low}, got {value}")
+
+    def fraction(key, value, high_open=False):
+        need(0 <= value < 1 if high_open else 0 <= value <= 1,
+             f"{key} must be in [0, 1{')' if high_open else ']'}, got {value}")
+
+    d, o, s, a = cfg.data, cfg.optim, cfg.sched, cfg.aug
+    need(d.in_chans in (1, 3), f"data.in_chans must be 1 or 3, got {d.in_chans}")
+    need(len(d.mean) == d.in_chans and len(d.std) == d.in_chans,
+         f"data.mean/std need {d.in_chans} values (data.in_chans), got {d.mean} / {d.std}")
+    at_least("data.batch_size", d.batch_size, 1)
+    at_least("data.val_batch_size", d.val_batch_size, 1, optional=True)
+    at_least("data.num_workers", d.num_workers, 0)
+    at_least("data.shuffle_buffer", d.shuffle_buffer, 0)
+    at_least("data.img_size", d.img_size, 1)
+    at_least("data.num_classes", d.num_classes, 1, optional=True)
+    need(0 < d.crop_pct <= 1, f"data.crop_pct must be in (0, 1], got {d.crop_pct}")
+    at_least("optim.accum_steps", o.accum_steps, 1)
+    at_least("optim.lr", o.lr, 0, strict=True)
+    at_least("optim.lr_base_size", o.lr_base_size, 1, optional=True)
+    at_least("optim.weight_decay", o.weight_decay, 0)
+    at_least("optim.eps", o.eps, 0, strict=True)
+    at_least("optim.clip_grad", o.clip_grad, 0, strict=True, optional=True)
+    at_least("optim.layer_decay", o.layer_decay, 0, strict=True, optional=True)
+    at_least("sched.epochs", s.epochs, 1)
+    at_least("sched.warmup_epochs", s.warmup_epochs, 0)
+    at_least("sched.warmup_lr", s.warmup_lr, 0)
+    at_least("sched.min_lr", s.min_lr, 0)
+    for key in ("hflip", "re_prob", "mixup_prob", "mixup_switch_prob"):
+        fraction(f"aug.{key}", getattr(a, key))
+    fraction("aug.smoothing", a.smoothing, high_open=True)
+    at_least("aug.mixup", a.mixup, 0)
+    at_least("aug.cutmix", a.cutmix, 0)
+    fraction("model.drop_path", cfg.model.drop_path, high_open=True)
+    fraction("model.drop_rate", cfg.model.drop_rate, high_open=True)
+    at_least("eval_every", cfg.eval_every, 1)
+    at_least("log_interval", cfg.log_interval, 1)
+    at_least("checkpoint.save_every", cfg.checkpoint.save_every, 1)
+    at_least("stop_after_epoch", cfg.stop_after_epoch, 0, optional=True)
+    at_least("time_limit_min", cfg.time_limit_min, 0, strict=True, optional=True)
+    at_least("threads", cfg.threads, 1, optional=True)
     need(cfg.amp in ("auto", "bf16", "fp16", "none"), f"amp must be auto|bf16|fp16|none, got {cfg.amp!r}")
     need(cfg.device in ("auto", "cpu", "cuda"), f"device must be auto|cpu|cuda, got {cfg.device!r}")
-    need((cfg.aug.mixup == 0 and cfg.aug.cutmix == 0) or cfg.data.batch_size % 2 == 0,
+    need((a.mixup == 0 and a.cutmix == 0) or d.batch_size % 2 == 0,
          "mixup/cutmix need an even data.batch_size")
-    need(len(cfg.aug.scale) == 2 and len(cfg.aug.ratio) == 2, "aug.scale and aug.ratio need two values")
+    need(len(a.scale) == 2 and len(a.ratio) == 2, "aug.scale and aug.ratio need two values")
     import timm
     import gka_vision  # noqa: F401  (registers the project's families)
     need(timm.is_model(cfg.model.name), f"model.name {cfg.model.name!r} is not a registered timm model "
          f"(this project's: {timm.list_models(['gka*', 'mamba*'])})")
-    resolve_data_root(cfg.data.root)
+    resolve_data_root(d.root)
+
+
+def check_splits(data: DataConfig, root: str) -> None:
+    """The data folder holds what the config names: ``_info.json`` for split names (shard patterns
+    ``*.tar*`` need none), each named split listed in it; the validation split may instead be a
+    sub-folder of an ImageFolder tree."""
+    import json
+    info_path = os.path.join(root, "_info.json")
+    info = None
+    if os.path.isfile(info_path):
+        try:
+            info = json.loads(Path(info_path).read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"cannot read {info_path}: {e}") from None
+    for key, split in (("data.train_split", data.train_split), ("data.val_split", data.val_split)):
+        if ".tar" in split:
+            continue
+        if info is None:
+            if key == "data.val_split" and os.path.isdir(os.path.join(root, split)):
+                continue  # an ImageFolder tree for validation
+            raise ConfigError(f"data.root {data.root!r} has no _info.json, so {key}={split!r} names nothing: give "
+                              f"a shard folder made by `python -m gka_vision.tools.make_shards`, or a shard pattern "
+                              f"such as {key}='name-{{000000..000009}}.tar|N'")
+        splits = info.get("splits", {})
+        if split not in splits:
+            raise ConfigError(f"{key}={split!r} is not a split of {info_path} (it has {sorted(splits)})")
+    if data.num_classes is None and (info is None or info.get("num_classes") is None):
+        raise ConfigError(f"{info_path if info is not None else 'data.root'} gives no num_classes; "
+                          f"set data.num_classes")
 
 
 def resolve_data_root(root: Optional[str]) -> str:

@@ -49,6 +49,15 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def rank_values(values, ds: DistState) -> list:
+    """Every rank's ``values`` (a list of numbers), as a list indexed by rank, on every rank; a
+    collective, so every rank must call it. Row r comes from rank r alone (one-hot all-reduce), which
+    works on gloo and NCCL alike."""
+    t = torch.zeros(ds.world_size, len(values), dtype=torch.float64, device=ds.device)
+    t[ds.rank] = torch.tensor([float(v) for v in values], dtype=torch.float64, device=ds.device)
+    return all_reduce_sum(t).tolist()
+
+
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

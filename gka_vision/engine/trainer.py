@@ -3,10 +3,13 @@
 Single process (CPU or one GPU) or torchrun DDP (env://; NCCL on GPU, gloo on CPU). Every rank
 reseeds ``random`` / ``numpy`` / ``torch`` from ``(seed, epoch, rank)`` at the start of each epoch and
 the data order depends only on ``(seed, epoch)``, so a run resumed from the end of epoch ``e``
-replays epochs ``e+1...`` exactly as the uninterrupted run would.
+replays epochs ``e+1...`` exactly as the uninterrupted run would. Only a run that has done all
+``sched.epochs`` exports weights; one stopped early is ``partial`` in summary.json, and a re-run with
+nothing left to train says so and changes nothing.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -25,8 +28,8 @@ from .checkpoint import (
     export_weights, load_checkpoint, model_state_from, read_export_config, rng_state, save_checkpoint,
     set_rng_state,
 )
-from .config import TrainConfig, resolve_data_root, to_dict, to_yaml
-from .distributed import all_reduce_sum, barrier, cleanup, init_distributed
+from .config import ConfigError, TrainConfig, UserError, check_splits, resolve_data_root, to_dict, to_yaml
+from .distributed import all_reduce_sum, barrier, cleanup, init_distributed, rank_values
 from .logger import RunLogger, plot_curves
 from .loop import TrainState, evaluate, train_one_epoch
 
@@ -107,6 +110,72 @@ def run(cfg: TrainConfig) -> dict:
         cleanup()
 
 
+@contextlib.contextmanager
+def model_build_errors(name: str, kwargs: dict):
+    """What a bad model argument raises while the model is built (an unknown kwarg, an image size the
+    patch does not divide, a width the heads do not divide, GKA solver options out of range, a missing
+    weights file or one that does not fit) becomes a UserError naming the model: one line, exit code 2."""
+    try:
+        yield
+    except UserError:
+        raise
+    except (TypeError, ValueError, AssertionError, KeyError, FileNotFoundError) as e:
+        raise UserError(f"model {name!r}: {_one_line(e)} (model kwargs {kwargs})") from None
+    except RuntimeError as e:
+        if "Error(s) in loading state_dict" not in str(e):
+            raise
+        raise UserError(f"model {name!r}: the weights do not fit the model built with kwargs {kwargs}: "
+                        f"{_one_line(e)}") from None
+
+
+def _one_line(e: BaseException, limit: int = 600) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "update", "best_top1", "rng")
+
+
+def _agreed_resume_path(cfg: TrainConfig, out: Path, ds) -> Optional[str]:
+    """The checkpoint to resume from, decided from what every rank sees: each rank reports whether the
+    file exists, and all ranks get the same answer or the same ConfigError (never some ranks resuming
+    while others start over, which hangs in the first mismatched collective)."""
+    resume = cfg.checkpoint.resume
+    if not resume:
+        return None
+    path = str(out / "last.pth") if resume == "auto" else resume
+    seen = [bool(r[0]) for r in rank_values([os.path.isfile(path)], ds)]
+    if all(seen):
+        return path
+    if resume == "auto" and not any(seen):
+        return None
+    lacking = [r for r, s in enumerate(seen) if not s]
+    if resume != "auto":
+        raise ConfigError(f"checkpoint.resume={resume!r} does not exist"
+                          + (f" on rank(s) {lacking} of {ds.world_size}" if ds.distributed else ""))
+    raise ConfigError(
+        f"checkpoint.resume=auto: rank(s) {[r for r, s in enumerate(seen) if s]} see {path} but rank(s) {lacking} "
+        f"do not, so they would not resume from the same epoch; output={cfg.output!r} must be one folder that "
+        f"every rank shares (shared storage, not a node-local disk)")
+
+
+def _summary_is_current(out: Path, done: int, epochs: int, export: bool, ds) -> tuple:
+    """(True, summary) when rank 0's summary.json already describes a run with ``done`` of ``epochs``
+    epochs (and its export, when finished): re-running it has nothing to add."""
+    ok, summary = False, None
+    if ds.is_main:
+        try:
+            summary = json.loads((out / "summary.json").read_text())
+        except (OSError, ValueError):
+            summary = None
+        finished = done == epochs
+        ok = (isinstance(summary, dict) and summary.get("epochs_done") == done
+              and summary.get("epochs_total") == epochs
+              and summary.get("status") == ("finished" if finished else "partial")
+              and not (finished and export and not (out / "weights" / "model.safetensors").exists()))
+    return rank_values([ok], ds)[0][0] > 0, summary
+
+
 def _run(cfg: TrainConfig, ds) -> dict:
     import timm
     from timm.data import Mixup
@@ -118,21 +187,19 @@ def _run(cfg: TrainConfig, ds) -> dict:
     if cfg.threads and ds.device.type == "cpu":
         torch.set_num_threads(cfg.threads)
     root = resolve_data_root(cfg.data.root)
+    check_splits(cfg.data, root)
     num_classes = cfg.data.num_classes
     if num_classes is None:
-        num_classes = load_info(root).get("num_classes")
-        if num_classes is None:
-            raise ValueError(f"{root}/_info.json has no num_classes; set data.num_classes")
+        num_classes = load_info(root)["num_classes"]
     out = Path(cfg.output)
-    if ds.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(to_yaml(cfg))
     say = print if ds.is_main else (lambda *a, **k: None)
 
     # ---- model, optimizer, schedule
     seed_everything(cfg.seed)
     kwargs = model_kwargs(cfg, num_classes)
-    model = create_model(cfg.model.name, kwargs, cfg.model.pretrained).to(ds.device)
+    with model_build_errors(cfg.model.name, kwargs):
+        model = create_model(cfg.model.name, kwargs, cfg.model.pretrained)
+    model = model.to(ds.device)
     if cfg.model.grad_checkpointing:
         model.set_grad_checkpointing(True)
     n_params = sum(p.numel() for p in model.parameters())
@@ -162,25 +229,65 @@ def _run(cfg: TrainConfig, ds) -> dict:
 
     # ---- resume
     state = TrainState()
-    resume = cfg.checkpoint.resume
-    if resume == "auto":
-        resume = str(out / "last.pth") if (out / "last.pth").exists() else None
+    metrics, ema_metrics = {}, {}
+    resume = _agreed_resume_path(cfg, out, ds)
     if resume:
         ckpt = load_checkpoint(resume, map_location=ds.device)
+        lacking = [k for k in CHECKPOINT_KEYS if k not in ckpt]
+        if lacking:
+            raise ConfigError(f"checkpoint.resume: {resume} is not a training checkpoint of train.py (no {lacking}); "
+                              f"to start from its weights use model.pretrained= instead")
         if ckpt.get("model_name") not in (None, cfg.model.name):
-            raise ValueError(f"checkpoint {resume} is for model {ckpt['model_name']!r}, config says {cfg.model.name!r}")
-        model.load_state_dict(model_state_from(ckpt))
+            raise ConfigError(f"checkpoint {resume} is for model {ckpt['model_name']!r}, config says {cfg.model.name!r}")
+        try:
+            model.load_state_dict(model_state_from(ckpt))
+        except RuntimeError as e:
+            raise ConfigError(f"checkpoint {resume} does not fit the model of this config (model.kwargs {kwargs}): "
+                              f"{_one_line(e)}") from None
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         if ema is not None:
             if ckpt.get("ema") is None:
-                raise ValueError(f"checkpoint {resume} has no EMA weights but ema.enabled=true")
+                raise ConfigError(f"checkpoint {resume} has no EMA weights but ema.enabled=true")
             ema.module.load_state_dict(ckpt["ema"])
         if scaler is not None and ckpt.get("scaler") is not None:
             scaler.load_state_dict(ckpt["scaler"])
         state.epoch, state.update, state.best_top1 = ckpt["epoch"] + 1, ckpt["update"], ckpt["best_top1"]
+        metrics, ema_metrics = ckpt.get("metrics") or {}, ckpt.get("ema_metrics") or {}
         set_rng_state(ckpt["rng"])
+        rows = rank_values([state.epoch, state.update], ds)
+        if any(r != rows[0] for r in rows):
+            seen = ", ".join(f"rank {i}: next epoch {int(r[0])}, {int(r[1])} updates" for i, r in enumerate(rows))
+            raise ConfigError(f"the ranks resume from different checkpoints at {resume} ({seen}); "
+                              f"output={cfg.output!r} must be one folder that every rank shares (shared storage)")
         say(f"resumed from {resume}: next epoch {state.epoch}, {state.update} updates done")
+
+    # epochs are counted as done (done = the next epoch to run); this run trains epochs done .. target - 1
+    epochs = cfg.sched.epochs
+    done = first = state.epoch
+    if done > epochs:
+        raise ConfigError(f"checkpoint {resume} has {done} epochs done, more than sched.epochs={epochs}: the schedule "
+                          f"cannot shrink under a resumed run (start a new one with checkpoint.resume=null)")
+    target = epochs if cfg.stop_after_epoch is None else min(cfg.stop_after_epoch + 1, epochs)
+    if done >= target:
+        if done == epochs:
+            reason = f"the run is already finished: {resume} holds epoch {done - 1}, the last of sched.epochs={epochs}"
+            hint = "start a new run with another output= or checkpoint.resume=null"
+        else:
+            reason = (f"stop_after_epoch={cfg.stop_after_epoch} is already reached: {resume} holds epochs "
+                      f"0-{done - 1} of sched.epochs={epochs}")
+            hint = "raise stop_after_epoch or leave it out to train on"
+        current, old = _summary_is_current(out, done, epochs, cfg.checkpoint.export, ds)
+        if current:
+            say(f"{reason}; nothing to train, and {out / 'summary.json'} already says so (left as it is; {hint})")
+            return dict(old or {"status": "finished" if done == epochs else "partial", "epochs_done": done,
+                                "epochs_total": epochs}, nothing_to_do=True)
+        say(f"{reason}; nothing to train, writing its summary"
+            + (" and export" if done == epochs and cfg.checkpoint.export else ""))
+
+    if ds.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(to_yaml(cfg))
 
     # ---- wrap
     model_plain = model
@@ -201,10 +308,9 @@ def _run(cfg: TrainConfig, ds) -> dict:
     else:
         loss_fn = torch.nn.CrossEntropyLoss()
 
-    logger = RunLogger(str(out), enabled=ds.is_main, start_epoch=state.epoch)
-    metrics, ema_metrics = {}, {}
-    last_epoch = cfg.sched.epochs - 1 if cfg.stop_after_epoch is None else min(cfg.stop_after_epoch, cfg.sched.epochs - 1)
-    for epoch in range(state.epoch, last_epoch + 1):
+    logger = RunLogger(str(out), enabled=ds.is_main, start_epoch=done) if done < target else None
+    stopped_by = None
+    for epoch in range(done, target):
         state.epoch = epoch
         seed_everything(_mix_seed(cfg.seed, epoch, ds.rank, 0xE90C))
         train_ds.set_epoch(epoch)
@@ -222,7 +328,7 @@ def _run(cfg: TrainConfig, ds) -> dict:
         state.step_log.clear()
         row = {"epoch": epoch, "step": state.update, "train_loss": train_loss,
                "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": round(epoch_time, 2)}
-        if (epoch + 1) % cfg.eval_every == 0 or epoch == last_epoch:
+        if (epoch + 1) % cfg.eval_every == 0 or epoch == target - 1:
             metrics = evaluate(model_plain, val_loader, device=ds.device, amp_dtype=amp_dtype,
                                progress=cfg.progress and ds.is_main)
             row.update(val_loss=metrics["loss"], val_top1=metrics["top1"], val_top5=metrics["top5"])
@@ -240,35 +346,44 @@ def _run(cfg: TrainConfig, ds) -> dict:
                if "val_top1" in row else "")
             + (f", EMA top-1 {row['ema_top1']:.2f}%" if "ema_top1" in row else "")
             + f" ({epoch_time:.0f}s, {row['skipped_samples']} samples skipped)")
-        if ds.is_main and ((epoch + 1) % cfg.checkpoint.save_every == 0 or epoch == last_epoch or is_best):
+        done = epoch + 1
+        stop = False
+        if cfg.time_limit_min is not None and done < target:
+            # stop if another epoch would overrun the budget; every rank takes the same decision
+            over = (time.time() - t_start + epoch_time) / 60 > cfg.time_limit_min
+            stop = all_reduce_sum(torch.tensor([float(over)], device=ds.device)).item() > 0
+        save_last = done % cfg.checkpoint.save_every == 0 or done == target or stop
+        if ds.is_main and (save_last or is_best):
             ckpt = {
                 "model_name": cfg.model.name, "model_kwargs": kwargs, "config": to_dict(cfg),
                 "model": model_plain.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "ema": ema.module.state_dict() if ema is not None else None,
                 "scaler": scaler.state_dict() if scaler is not None else None,
                 "epoch": epoch, "update": state.update, "best_top1": state.best_top1,
-                "metrics": metrics, "rng": rng_state(),
+                "metrics": metrics, "ema_metrics": ema_metrics, "rng": rng_state(),
             }
-            if (epoch + 1) % cfg.checkpoint.save_every == 0 or epoch == last_epoch:
+            if save_last:
                 save_checkpoint(ckpt, out / "last.pth")
             if is_best:
                 save_checkpoint(ckpt, out / "best.pth")
         barrier()
-        if cfg.time_limit_min is not None and epoch < last_epoch:
-            # stop if another epoch would overrun the budget; every rank takes the same decision
-            over = (time.time() - t_start + epoch_time) / 60 > cfg.time_limit_min
-            if all_reduce_sum(torch.tensor([float(over)], device=ds.device)).item() > 0:
-                say(f"stopping after epoch {epoch}: time_limit_min={cfg.time_limit_min} would be exceeded; "
-                    f"resume with checkpoint.resume=auto")
-                break
+        if stop:
+            stopped_by = "time_limit_min"
+            say(f"stopping after epoch {epoch}: time_limit_min={cfg.time_limit_min} would be exceeded; "
+                f"resume with checkpoint.resume=auto")
+            break
+    if done < epochs and stopped_by is None:
+        stopped_by = "stop_after_epoch"
 
-    summary = {"model": cfg.model.name, "params": n_params, "epochs_done": state.epoch + 1,
+    finished = done == epochs
+    summary = {"model": cfg.model.name, "params": n_params,
+               "status": "finished" if finished else "partial",  # partial: resume with checkpoint.resume=auto
+               "epochs_done": done, "epochs_total": epochs, "epochs_this_run": done - first, "stopped_by": stopped_by,
                "updates": state.update, "best_top1": state.best_top1, "final": metrics,
                "final_ema": ema_metrics, "train_time_s": round(time.time() - t_start, 1),
                "world_size": ds.world_size, "rank": ds.rank, "device": str(ds.device),
                "param_checksum": float(sum(p.detach().double().sum().item() for p in model_plain.parameters())),
                "skipped_samples": train_skips.count + val_skips.count}
-    finished = state.epoch == cfg.sched.epochs - 1
     if finished and cfg.checkpoint.export:
         pcfg = pretrained_cfg_for(model_plain, cfg, num_classes)
         margs = {k: v for k, v in kwargs.items() if k not in ("drop_path_rate", "drop_rate")}
@@ -287,10 +402,16 @@ def _run(cfg: TrainConfig, ds) -> dict:
             reloaded = create_model(cfg.model.name, margs, str(wdir / "model.safetensors")).to(ds.device)
             m2 = evaluate(reloaded, val_loader, device=ds.device, amp_dtype=amp_dtype)
             summary["reloaded"] = m2
+            trained = (f"trained model: {metrics['top1']:.2f}%" if "top1" in metrics else
+                       "the trained model has no accuracy to compare: its last epoch was not evaluated")
             say(f"weights reloaded through timm.create_model(pretrained=True, pretrained_cfg_overlay="
-                f"dict(file=...)): top-1 {m2['top1']:.2f}% (trained model: {metrics.get('top1', float('nan')):.2f}%)")
+                f"dict(file=...)): top-1 {m2['top1']:.2f}% ({trained})")
+    elif not finished:
+        say(f"partial run: {done} of {epochs} epochs done (stopped by {stopped_by}); no weights exported; "
+            f"continue with checkpoint.resume=auto")
     if ds.is_main:
-        logger.close()
+        if logger is not None:
+            logger.close()
         png = plot_curves(str(out))
         summary["curves"] = png
         (out / "summary.json").write_text(json.dumps(summary, indent=1))

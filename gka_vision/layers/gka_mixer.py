@@ -54,6 +54,15 @@ def log_forget_gate(a: torch.Tensor, A_log: torch.Tensor, dt_bias: torch.Tensor)
     return -torch.exp(A_log.float()) * F.softplus(a.float() + dt_bias.float())
 
 
+def _check_solver_options(owner: str, ridge_ratio: float, num_iter: int) -> None:
+    # lambda_t = a ||H_t||_F must be positive for the ridge solve to be well posed; zero Chebyshev steps
+    # return no solve at all
+    if not ridge_ratio > 0:  # also refuses NaN
+        raise ValueError(f'{owner}: ridge_ratio must be > 0, got {ridge_ratio}')
+    if num_iter < 1:
+        raise ValueError(f'{owner}: num_iter must be >= 1, got {num_iter}')
+
+
 def _init_A_log(num_heads: int, a_min: float = 1.0, a_max: float = 16.0) -> torch.Tensor:
     # GKA.md section 1 says A ~ U(0, 16); U(1, 16) avoids log(0).
     return torch.empty(num_heads).uniform_(a_min, a_max).log()
@@ -96,6 +105,7 @@ class BidirectionalGKAMixer(nn.Module):
             sequential_backward: bool = False,
     ):
         super().__init__()
+        _check_solver_options(type(self).__name__, ridge_ratio, num_iter)
         if num_heads < 1 or dim % num_heads != 0:
             raise ValueError(f'dim ({dim}) must be divisible by num_heads ({num_heads})')
         self.dim = dim

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from ..ops import gka_scan
-from .gka_mixer import _init_A_log, _init_dt_bias, log_forget_gate, normalize_qk_scale_beta
+from .gka_mixer import _check_solver_options, _init_A_log, _init_dt_bias, log_forget_gate, normalize_qk_scale_beta
 from .mamba_mixer import conv1d_same_silu
 from .norm import GatedRMSNorm
 
@@ -56,6 +56,7 @@ class GKAVisionMixer(nn.Module):
                  num_iter: int = 30, backend: str = 'auto', norm_eps: float = 1e-6, proj_drop: float = 0.,
                  head_dim: Optional[int] = None):
         super().__init__()
+        _check_solver_options(type(self).__name__, ridge_ratio, num_iter)
         self.dim, self.d_conv = dim, d_conv
         self.d_inner = int(expand * dim)
         if self.d_inner % 2:
