@@ -25,6 +25,8 @@ from triton.testing import do_bench
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
 import gka_kernels.gka_function as gkf  # noqa: E402
 from gka_vision.ops import gka_scan_bidirectional  # noqa: E402
 from gka_vision.ops.gka_reference import gka_scan_reference  # noqa: E402
@@ -93,10 +95,12 @@ def bench(fn, grad_to_none=None):
     return sorted(ts)[1]
 
 
-def time_op(fn, ins, do):
-    """(fwd ms, fwd+bwd ms, peak MiB of one fwd+bwd above the inputs)."""
+def time_op(fn, ins, do, fwd_only=False):
+    """(fwd ms, fwd+bwd ms, peak MiB of one fwd+bwd above the inputs); fwd_only: (fwd ms, nan, nan)."""
     with torch.no_grad():
         t_f = bench(lambda: fn(*ins))
+    if fwd_only:
+        return t_f, float("nan"), float("nan")
 
     def step():
         fn(*ins).backward(do)
@@ -125,6 +129,23 @@ def gka_op(backend):
     return lambda q, k, v, a, g, g2: gka_scan_bidirectional(q, k, v, a, g, g2, backend=backend)
 
 
+def load_anchor_ops():
+    """{'authors': (fn, info), 'fla_gka': (fn, info)} with fn(q, k, v, alpha, g, g_rev) -> the mean of both scan
+    directions (two calls of the anchor's one-direction op), fn None where the anchor is not importable."""
+    try:
+        from anchors import load_anchors  # benchmarks/anchors.py
+        loaded = load_anchors()
+    except Exception as e:  # noqa: BLE001  (a missing anchor is reported, not fatal)
+        return {name: (None, f"{type(e).__name__}: {e}") for name in ("authors", "fla_gka")}
+    out = {}
+    for name, anchor in loaded.items():
+        fn = anchor.fn
+        out[name] = (None if fn is None else
+                     (lambda f: lambda q, k, v, a, g, g2: 0.5 * (f(q, k, v, a, g) + f(q, k, v, a, g2, reverse=True)))(fn),
+                     anchor.info)
+    return out
+
+
 def sdpa_op(q, k, v, *_):
     return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
 
@@ -132,8 +153,8 @@ def sdpa_op(q, k, v, *_):
 _REF_CACHE = {}
 
 
-def errors(B, T, H, D, dtype):
-    """Forward and per-gradient rel. errors of the triton op vs the float64 reference on a slice
+def errors(B, T, H, D, dtype, op=None, grads=True):
+    """Forward and per-gradient rel. errors of the triton op (or `op`) vs the float64 reference on a slice
     (the reference is computed once per slice and dtype and reused for every variant)."""
     ins = make_inputs(B, T, H, D, dtype, seed=1)
     sl = [t.detach()[:1, :min(T, 1025), :2].contiguous().requires_grad_() for t in ins]
@@ -144,9 +165,11 @@ def errors(B, T, H, D, dtype):
         ref = 0.5 * (gka_scan_reference(*d[:5]) + gka_scan_reference(*d[:4], d[5], reverse=True))
         _REF_CACHE[key] = (ref.detach(), torch.autograd.grad(ref, d, do.double()))
     ref, grads_ref = _REF_CACHE[key]
-    o = gka_op("triton")(*sl)
-    grads = torch.autograd.grad(o, sl, do.to(o.dtype))
-    gerr = {n: rel(x, y) for n, x, y in zip(["q", "k", "v", "alpha", "g", "g_rev"], grads, grads_ref)}
+    o = (op or gka_op("triton"))(*sl)
+    if not grads:
+        return rel(o, ref), {}
+    gs = torch.autograd.grad(o, sl, do.to(o.dtype))
+    gerr = {n: rel(x, y) for n, x, y in zip(["q", "k", "v", "alpha", "g", "g_rev"], gs, grads_ref)}
     return rel(o, ref), gerr
 
 
@@ -196,6 +219,7 @@ def main():
                         "the first one fills the main table")
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--no-torch", action="store_true", help="skip the torch backend")
+    p.add_argument("--no-anchors", action="store_true", help="skip the authors' kernels and fla's GKA port")
     p.add_argument("--no-errors", action="store_true")
     p.add_argument("--profile", action="store_true", help="per-kernel time split at the first shape")
     p.add_argument("--json", default=None)
@@ -204,6 +228,8 @@ def main():
     info = dict(gpu=torch.cuda.get_device_name() if DEV == "cuda" else "cpu", torch=torch.__version__, triton=triton.__version__,
                 date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), dtype=args.dtype,
                 command="python " + " ".join(sys.argv))
+    anchors = {} if args.no_anchors else load_anchor_ops()
+    info["anchors"] = {name: info_ for name, (_, info_) in anchors.items()}
     print(json.dumps(info))
     results = []
     for shape in args.shapes:
@@ -234,6 +260,22 @@ def main():
         if not args.no_torch:
             row["torch"] = time_op(gka_op("torch"), ins, do)
             print(shape, "torch", ["%.3f" % x for x in row["torch"]], flush=True)
+        for name, (fn, _) in anchors.items():
+            if fn is None:
+                continue
+            fwd_only = name == "fla_gka"
+            try:
+                row[name] = time_op(fn, ins, do, fwd_only=fwd_only)
+                if not args.no_errors:
+                    for ename, dt in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+                        ef, eg = errors(B, T, H, D, dt, op=fn, grads=not fwd_only)
+                        row.setdefault("anchor_errors", {}).setdefault(name, {})[ename] = dict(fwd=ef, grad=eg)
+                        print(shape, "error", name, ename, "fwd %.2e" % ef,
+                              " ".join(f"d{n} {e:.2e}" for n, e in eg.items()), flush=True)
+            except Exception as e:  # noqa: BLE001
+                print(shape, name, "FAILED:", type(e).__name__, str(e)[:200], flush=True)
+                row[name] = (float("nan"),) * 3
+            print(shape, name, ["%.3f" % x for x in row[name]], flush=True)
         row["sdpa"] = time_op(sdpa_op, ins, do)
         print(shape, "sdpa", ["%.3f" % x for x in row["sdpa"]], flush=True)
         nf, nb = kernel_flops(B, T, H, D, dtype)
@@ -255,6 +297,24 @@ def main():
         eb, ef32 = e("err_bf16"), e("err_fp32")
         print(f"| {B},{T},{H},{D} | {tf:.2f} | {tfb:.2f} | {cf:.2f} | {cfb:.2f} | {sf:.2f} | {sfb:.2f} "
               f"| {tpk:.0f} / {cpk:.0f} | {1e6 * tfb / (B * T):.2f} | {eb[0]} / {ef32[0]} | {eb[1]} / {ef32[1]} |")
+    if any(name in row for row in results for name in ("authors", "fla_gka")):
+        print("\nAnchors, same inputs, same process (both directions; the authors' op called twice): ms and the "
+              "anchor's time over this project's (default variant); errors vs the float64 exact solve, bf16 / fp32 "
+              "inputs")
+        print("\n| B,T,H,D | ours fwd | ours fwd+bwd | authors fwd | authors fwd+bwd | authors/ours fwd+bwd "
+              "| fla port fwd | fla/ours fwd | err fwd ours / authors / fla (bf16) | err grad ours / authors (bf16) |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for row in results:
+            tf, tfb = row["triton"][args.variants[0]][:2]
+            af, afb = row.get("authors", (float("nan"),) * 3)[:2]
+            ff = row.get("fla_gka", (float("nan"),) * 3)[0]
+            ae = row.get("anchor_errors", {})
+            ef = lambda n: f"{ae[n]['bf16']['fwd']:.1e}" if n in ae else "-"  # noqa: E731
+            eg = lambda n: f"{max(ae[n]['bf16']['grad'].values()):.1e}" if n in ae and ae[n]['bf16']['grad'] else "-"  # noqa
+            ours_f = f"{row['err_bf16']['fwd']:.1e}" if "err_bf16" in row else "-"
+            ours_g = f"{max(row['err_bf16']['grad'].values()):.1e}" if "err_bf16" in row else "-"
+            print(f"| {','.join(map(str, row['shape']))} | {tf:.2f} | {tfb:.2f} | {af:.2f} | {afb:.2f} | {afb / tfb:.2f} "
+                  f"| {ff:.2f} | {ff / tf:.2f} | {ours_f} / {ef('authors')} / {ef('fla_gka')} | {ours_g} / {eg('authors')} |")
     if len(args.variants) > 1:
         print("\nKernel variants: fwd / fwd+bwd ms (TFLOP/s of the counted FLOPs); errors: fwd / worst gradient, "
               "bf16 inputs ; fp32 inputs")
