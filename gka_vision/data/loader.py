@@ -1,14 +1,40 @@
-"""timm transforms and DataLoaders over shard folders (and ImageFolder trees for evaluation)."""
+"""timm transforms and DataLoaders over shard folders (and ImageFolder trees for evaluation).
+
+Importing this module makes timm's RandAugment posterize ops accept 0 kept bits (a black image)
+again: Pillow >= 13 raises a ValueError for them, which would end a training run at a random image.
+"""
 from __future__ import annotations
 
 import os
 from typing import Optional
 
 import torch
+from PIL import ImageOps
 from timm.data import create_transform
 
 from .pipeline import FolderDataset, ShardDataset, SkipCounter, dist_info, expand_urls
 from .shards import load_info
+
+
+def _posterize(img, bits_to_keep, **__):
+    """timm's posterize op, also for 0 bits kept (a black image, as Pillow gave before it began to
+    refuse ``bits < 1``): RandAugment's increasing-magnitude posterize keeps 4 - 4 = 0 bits at
+    magnitude 10, which rand-m9-mstd0.5 draws."""
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep < 1:
+        return img.point([0] * 256 * len(img.getbands()))
+    return ImageOps.posterize(img, int(bits_to_keep))
+
+
+def _patch_timm_posterize() -> None:
+    from timm.data import auto_augment
+    for name in ("Posterize", "PosterizeIncreasing", "PosterizeOriginal"):
+        if name in auto_augment.NAME_TO_OP:
+            auto_augment.NAME_TO_OP[name] = _posterize
+
+
+_patch_timm_posterize()
 
 
 def build_transform(data_cfg, aug_cfg=None, *, train: bool):
