@@ -177,15 +177,17 @@ def test_labels_out_of_range_are_skipped_naming_the_shard(bad_set):
     assert len(vys) == 14 and all(0 <= y < 10 for y in vys) and vskips.count == 6
 
 
-def test_skip_count_counts_each_bad_sample_once(bad_set):
-    """6 bad samples, read again in 3 passes of each of 3 epochs: counted as 6."""
+@pytest.mark.parametrize("workers", [0, 2])
+def test_skip_count_counts_each_bad_sample_once(bad_set, workers):
+    """6 bad samples, read again in 3 passes of each of 3 epochs (by either DataLoader worker): counted as 6."""
     skips = SkipCounter(max_warnings=0)
     urls = [str(bad_set / "train-000000.tar"), str(bad_set / "train-000001.tar")]
     ds = ShardDataset(urls, to_tensor, 4, train=True, num_samples=60, shard_lengths=[14, 6], in_chans=1,
-                      num_classes=10, skip_counter=skips)  # 60 samples an epoch: 3 passes over the 20
+                      num_classes=10, skip_counter=skips, num_workers=workers)  # 60 an epoch: 3 passes over the 20
+    loader = ds if workers == 0 else torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers)
     for epoch in range(3):
         ds.set_epoch(epoch)
-        assert len(list(ds)) == 15
+        assert len(list(loader)) == (15 if workers == 0 else 16)  # rounded up to the workers
     assert skips.count == 6
 
 
