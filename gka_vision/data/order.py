@@ -9,8 +9,8 @@ and that step's batch comes from DataLoader worker ``(j // R) % W`` (W workers p
 DataLoader takes its workers' batches in turn. So *global worker* ``g = worker * R + rank`` reads the
 chunks ``g, g + G, g + 2G, ...`` (``G = R * W``): the steps of all ranks together consume the
 sequence in order, and each worker drains its shuffle buffer at the end of a pass, so no sample is
-trained on twice before every sample of the data set was seen once (at batch granularity), whatever
-the buffer size. A chunk is read as one or more *segments*, sample ranges of a shard.
+trained on twice before every sample of the data set was seen once (at batch granularity; a skipped
+bad sample shifts its worker's batches by one), whatever the buffer size. A chunk is read as one or more *segments*, sample ranges of a shard.
 
 Without shard lengths (a ``pattern|N`` split) the unit is a whole shard: shard ``j`` of the pass
 sequence goes to global worker ``j mod G``; each worker still sees its own shards of a pass once
