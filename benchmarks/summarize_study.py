@@ -10,8 +10,12 @@ Reads what train.py writes in each run folder (``epochs.csv``, ``steps.csv``, ``
 scripts/gpu_fmnist_study.sh (model tag, seed, GPU, exit code, wall time). A run that crashed or was
 killed has no summary.json: what its epochs.csv holds is still used, and it is reported as such.
 
-Writes ``study.md`` (a table per pair, the verdicts), ``study.json`` (every number) and
-``study_curves.png`` (train loss, val loss and val top-1 per epoch; mean over seeds, min/max band).
+Writes ``study.md`` (a table per pair, the verdicts), ``study.json`` (every number),
+``study_curves.png`` (train loss, val loss and val top-1 per epoch; mean over seeds, min/max band) and
+``study_top1_vs_speed.png`` (final top-1 against training img/s, one point per model, mean and
+standard deviation over seeds). The reference models a user would pick instead (deit_tiny beside
+the isotropic pair, mambaout_femto beside the hierarchical one) are compared with the GKA model of
+their group when their runs are present.
 """
 from __future__ import annotations
 
@@ -29,6 +33,8 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 DEFAULT_PAIRS = [("gka_tiny", "mamba_vim_tiny"), ("gkavision_tiny", "mambavision_tiny")]
+# the references beside each pair, compared with the pair's GKA model when both have runs
+REFERENCE_PAIRS = [("gka_tiny", "deit_tiny"), ("gkavision_tiny", "mambaout_femto")]
 # the engine raises this on a non-finite training loss (gka_vision/engine/loop.py): no step is skipped
 NONFINITE_RE = re.compile(r"FloatingPointError|training loss is (nan|inf|-inf)", re.I)
 
@@ -234,7 +240,7 @@ def _ms(s: dict, nd=2) -> str:
 
 
 def write_markdown(path: Path, runs: List[dict], pairs: List[dict], env: dict, command: Optional[str]) -> None:
-    L = ["# Fashion-MNIST accuracy study: GKA vs Mamba at equal budget", ""]
+    L = ["# Fashion-MNIST accuracy study: GKA vs Mamba (and references) at equal budget", ""]
     L.append(f"- date (UTC): {env.get('date_utc') or _dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M')}")
     if command:
         L.append(f"- command: `{command}`")
@@ -294,9 +300,21 @@ def write_markdown(path: Path, runs: List[dict], pairs: List[dict], env: dict, c
             f"{r['epochs_done']}/{r['epochs_scheduled']}", f"{_fmt(r['final_top1'])} / {_fmt(r['best_top1'])}",
             _fmt(r["train_time_s"], 0), _fmt(r["wall_s"], 0), _fmt(r["img_per_s"], 0),
             r["nonfinite_steps"], r["skipped_samples"]]) + " |")
+    L += ["", "## Top-1 against training speed", "",
+          "`study_top1_vs_speed.png`: one point per model, final top-1 against training img/s (mean, error bars = "
+          "std over seeds); img/s under the study's GPU sharing.", "",
+          "| model | params | seeds | top-1 mean ± std | training img/s mean ± std |", "|---|---|---|---|---|"]
+    for pt in speed_points(runs):
+        L.append(f"| {pt['tag']} (`{pt['model']}`) | " + (f"{pt['params'] / 1e6:.2f}M" if pt["params"] else "n/a")
+                 + f" | {pt['seeds']} | {pt['top1']:.2f} ± {pt['top1_std']:.2f} | "
+                 f"{pt['img_per_s']:.0f} ± {pt['img_per_s_std']:.0f} |")
     L += ["", "Per-epoch val top-1 (mean over seeds):", ""]
+    listed = set()
     for p in pairs:
         for agg in (p["a"], p["b"]):
+            if agg["tag"] in listed:
+                continue
+            listed.add(agg["tag"])
             curve = _mean_curve([r["top1_per_epoch"] for r in runs if r["tag"] == agg["tag"]])[0]
             L.append(f"- {agg['tag']}: " + " / ".join(f"{x:.2f}" for x in curve))
     L += ["", "Curves: `study_curves.png` (train loss, val loss, val top-1 per epoch; line = mean over seeds, "
@@ -342,14 +360,51 @@ def plot(path: Path, runs: List[dict], pairs: List[dict]) -> None:
     plt.close(fig)
 
 
+def speed_points(runs: List[dict]) -> List[dict]:
+    """One point per model tag: mean / std over seeds of the final top-1 and of the training img/s."""
+    pts = []
+    for tag in sorted({r["tag"] for r in runs}):
+        agg = aggregate(runs, tag)
+        if agg["top1"]["n"] and agg["img_per_s"]["n"]:
+            pts.append({"tag": tag, "model": agg["model"], "params": agg["params"], "seeds": agg["top1"]["n"],
+                        "top1": agg["top1"]["mean"], "top1_std": agg["top1"]["std"],
+                        "img_per_s": agg["img_per_s"]["mean"], "img_per_s_std": agg["img_per_s"]["std"]})
+    return pts
+
+
+def plot_top1_vs_speed(path: Path, runs: List[dict]) -> List[dict]:
+    """Final top-1 against training img/s (error bars: std over seeds); returns the plotted points."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    pts = speed_points(runs)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for i, p in enumerate(pts):
+        gka = p["tag"].startswith("gka")
+        ax.errorbar(p["img_per_s"], p["top1"], xerr=p["img_per_s_std"], yerr=p["top1_std"], fmt="o" if gka else "s",
+                    color=f"C{i % 10}", capsize=3, label=f"{p['tag']}" + (f" ({p['params'] / 1e6:.2f}M)" if p["params"] else ""))
+        ax.annotate(p["tag"], (p["img_per_s"], p["top1"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set_xlabel("training img/s per run (the study's GPU sharing; mean over seeds)")
+    ax.set_ylabel("final val top-1 (%)")
+    ax.set_title("Fashion-MNIST study: top-1 against training speed")
+    ax.grid(alpha=0.3)
+    if pts:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return pts
+
+
 def summarize(runs_root: Path, out: Path, pairs=DEFAULT_PAIRS, env: Optional[dict] = None,
-              command: Optional[str] = None) -> dict:
+              command: Optional[str] = None, references=REFERENCE_PAIRS) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     runs = find_runs(runs_root)
     if not runs:
         raise SystemExit(f"no run folders (epochs.csv / config.yaml / run_meta.json) under {runs_root}")
     tags = {r["tag"] for r in runs}
     use = [(a, b) for a, b in pairs if a in tags or b in tags]
+    use += [(a, b) for a, b in references if a in tags and b in tags and (a, b) not in use]
     comps = [compare_pair(runs, a, b) for a, b in use]
     env = dict(env or {})
     env.setdefault("date_utc", _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M"))
@@ -357,6 +412,8 @@ def summarize(runs_root: Path, out: Path, pairs=DEFAULT_PAIRS, env: Optional[dic
     (out / "study.json").write_text(json.dumps(result, indent=1, default=str))
     write_markdown(out / "study.md", runs, comps, env, command)
     plot(out / "study_curves.png", runs, comps)
+    result["speed_points"] = plot_top1_vs_speed(out / "study_top1_vs_speed.png", runs)
+    (out / "study.json").write_text(json.dumps(result, indent=1, default=str))
     return result
 
 
@@ -385,7 +442,7 @@ def main(argv=None) -> int:
         print(p["verdict"])
         for pr in p["problems"]:
             print("  -", pr)
-    print(f"wrote {args.out}/study.md, study.json, study_curves.png ({len(res['runs'])} runs)")
+    print(f"wrote {args.out}/study.md, study.json, study_curves.png, study_top1_vs_speed.png ({len(res['runs'])} runs)")
     return 0
 
 

@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
 # Accuracy study of issue 5 at equal budget on the full Fashion-MNIST (60k train / 10k test), for the device tool:
 #   run(kind="nvidia-h200-x2", carry=[".whl"], command="bash scripts/gpu_fmnist_study.sh")
-# 12 single-process train.py runs at once (configs/fashion_mnist/{gka_tiny,mamba_vim_tiny,gkavision_tiny,
-# mambavision_tiny}.yaml x seeds 0 1 2), spread over the GPUs (CUDA_VISIBLE_DEVICES, round robin over a
-# model-major list: 6 per GPU on 2 GPUs, every GPU gets both light and heavy models), same recipe, same
-# epochs per pair, same seeds. Then benchmarks/summarize_study.py writes the tables and the plot.
+# 18 single-process train.py runs at once (configs/fashion_mnist/{gka_tiny,mamba_vim_tiny,deit_tiny,gkavision_tiny,
+# mambavision_tiny,mambaout_femto}.yaml x seeds 0 1 2: the two pairs and the reference a user would pick instead
+# beside each, deit_tiny and mambaout_femto), spread over the GPUs (CUDA_VISIBLE_DEVICES, round robin over a
+# model-major list: 9 per GPU on 2 GPUs, every GPU gets both light and heavy models), same recipe, same epochs per
+# group, same seeds. Then benchmarks/summarize_study.py writes the tables and the plots (curves; top-1 vs img/s).
 # Everything (wheels, shards, training, packing) ends within STUDY_DEADLINE_S (default 550 s) of the start.
 #
-# Writes to $OUT (default output/fmnist_study), 5 files: study.md, study.json, study_curves.png,
+# Writes to $OUT (default output/fmnist_study), 6 files: study.md, study.json, study_curves.png, study_top1_vs_speed.png,
 # study_runs.tar.gz (every run folder: train.log, epochs.csv, steps.csv, summary.json, config.yaml,
 # curves.png, run_meta.json; plus env.json, shards.log; no checkpoints/weights), study.log (this script's log).
 #
 # Env knobs:
-#   EPOCHS (default 4), EPOCHS_ISO / EPOCHS_HIER: epochs of the gka_tiny/mamba_vim_tiny pair and of the
-#       gkavision_tiny/mambavision_tiny pair (default EPOCHS)
-#   STUDY_MODELS (default "gka_tiny mamba_vim_tiny gkavision_tiny mambavision_tiny"), STUDY_SEEDS ("0 1 2")
+#   EPOCHS (default 4), EPOCHS_ISO / EPOCHS_HIER: epochs of the isotropic group (gka_tiny, mamba_vim_tiny, deit_tiny)
+#       and of the hierarchical one (gkavision_tiny, mambavision_tiny, mambaout_femto) (default EPOCHS)
+#   STUDY_MODELS (default "gka_tiny mamba_vim_tiny deit_tiny gkavision_tiny mambavision_tiny mambaout_femto"),
+#       STUDY_SEEDS ("0 1 2")
 #   STUDY_GPUS (default: number of GPUs nvidia-smi/torch sees; 0 = CPU), STUDY_WORKERS (data.num_workers, 2)
 #   STUDY_TIME_LIMIT_MIN: train.py time_limit_min per run (default: so training ends ~8.5 min after start)
 #   STUDY_DEADLINE_S (550): runs still alive then are killed (logs kept) so packing fits the 10-min call
@@ -36,7 +38,7 @@ ROOT=${STUDY_ROOT:-/tmp/fmnist-study}
 RUNS=$ROOT/runs
 SHARDS=$ROOT/shards
 DEADLINE_S=${STUDY_DEADLINE_S:-550}
-MODELS=${STUDY_MODELS:-gka_tiny mamba_vim_tiny gkavision_tiny mambavision_tiny}
+MODELS=${STUDY_MODELS:-gka_tiny mamba_vim_tiny deit_tiny gkavision_tiny mambavision_tiny mambaout_femto}
 SEEDS=${STUDY_SEEDS:-0 1 2}
 WORKERS=${STUDY_WORKERS:-2}
 if [ "$DRY" = 1 ]; then EPOCHS=${EPOCHS:-2}; DEADLINE_S=${STUDY_DEADLINE_S:-400}; else EPOCHS=${EPOCHS:-4}; fi
@@ -49,7 +51,7 @@ LOG=$OUT/study.log
 say() { echo "[study +$(( $(date +%s) - T0 ))s] $*" | tee -a "$LOG"; }
 say "command: $COMMAND"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}  # 12 runs share the cores
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}  # the runs share the cores
 
 # ---- wheels (what the image lacks) into a --target dir; gka_vision from the repo root, gka_kernels = kernels/
 . scripts/device_env.sh
@@ -113,13 +115,15 @@ dry_args() {
         mamba_vim_tiny) echo "model.kwargs.embed_dim=32 model.kwargs.depth=1 model.kwargs.d_state=4";;
         gkavision_tiny|mambavision_tiny) echo "data.img_size=64 model.kwargs.dim=16 model.kwargs.in_dim=8 \
 model.kwargs.depths=[1,1,1,1] model.kwargs.num_heads=[2,2,2,2] model.kwargs.window_size=[8,8,4,2] model.kwargs.d_state=4";;
+        deit_tiny) echo "model.kwargs.embed_dim=32 model.kwargs.depth=1 model.kwargs.num_heads=2";;
+        mambaout_femto) echo "data.img_size=64 model.kwargs.dims=[8,16,24,32] model.kwargs.depths=[1,1,1,1]";;
     esac
 }
 
 # ---- launch every run at once; round robin over the model-major job list spreads each model over the GPUs
 i=0; pids=()
 for m in $MODELS; do
-    case $m in gkavision*|mambavision*) ep=$EPOCHS_HIER;; *) ep=$EPOCHS_ISO;; esac
+    case $m in gkavision*|mambavision*|mambaout*) ep=$EPOCHS_HIER;; *) ep=$EPOCHS_ISO;; esac
     for s in $SEEDS; do
         d=$RUNS/${m}_s$s; mkdir -p "$d"
         gpu=none; envs=()
@@ -128,8 +132,9 @@ for m in $MODELS; do
               time_limit_min=$STUDY_TIME_LIMIT_MIN progress=false data.num_workers=$WORKERS verify_export=false
               checkpoint.save_every=1000)
         if [ "$DRY" = 1 ]; then
-            args+=(model.kwargs.backend=torch data.batch_size=20 data.val_batch_size=50 data.shuffle_buffer=50
-                   threads=1 $(dry_args "$m"))
+            args+=(data.batch_size=20 data.val_batch_size=50 data.shuffle_buffer=50 threads=1 $(dry_args "$m"))
+            # the project's models take a scan backend; the plain timm references do not
+            case $m in deit_tiny|mambaout_femto) ;; *) args+=(model.kwargs.backend=torch);; esac
         fi
         args+=("$@")
         echo "${envs[*]} python3 train.py ${args[*]}" > "$d/command.txt"

@@ -157,3 +157,35 @@ def test_missing_inputs_are_clear(tmp_path):
         expand_urls(str(tmp_path), "train")
     with pytest.raises(ValueError, match="no samples"):
         write_split([], tmp_path, "train", ["a"])
+
+
+def test_imagefolder_matches_extensions_in_any_case_and_warns_about_what_it_drops(tmp_path, capsys):
+    """Issue 12, defect 9: `.Png`, `.JpEg`, `.WEBP`, `.Bmp` are images too; non-image files and class
+    folders of a val tree that the train tree lacks are dropped with a warning, not silently."""
+    pairs = bundled_samples("test", 12)
+    train, val = tmp_path / "train", tmp_path / "val"
+    fmts = [("png", "PNG"), ("Png", "PNG"), ("JpEg", "JPEG"), ("WEBP", "WEBP"), ("Bmp", "BMP"), ("jpg", "JPEG")]
+    for i, (png, _) in enumerate(pairs[:6]):
+        ext, fmt = fmts[i]
+        (train / f"n{i % 3:08d}").mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        Image.open(io.BytesIO(png)).save(buf, format=fmt)
+        (train / f"n{i % 3:08d}" / f"img{i}.{ext}").write_bytes(buf.getvalue())
+    (train / "n00000000" / "notes.txt").write_text("not an image")
+    (train / "labels.csv").write_text("a stray file at the root")
+    for i, (png, _) in enumerate(pairs[6:12]):
+        (val / f"n{i % 4:08d}").mkdir(parents=True, exist_ok=True)  # n00000003 is not a train class
+        (val / f"n{i % 4:08d}" / f"v{i}.PNG").write_bytes(png)
+    out = tmp_path / "wds"
+    assert make_shards.main(["imagefolder", "--src", str(train), "--out", str(out), "--split", "train"]) == 0
+    err = capsys.readouterr().err
+    assert load_info(out)["splits"]["train"]["num_samples"] == 6  # every case of every extension
+    assert "notes.txt" in err and "labels.csv" in err and "are not images" in err
+    assert make_shards.main(["imagefolder", "--src", str(val), "--out", str(out), "--split", "val",
+                             "--classes-from", str(train)]) == 0
+    err = capsys.readouterr().err
+    assert "n00000003" in err and "not in the class list" in err
+    assert load_info(out)["splits"]["val"]["num_samples"] == 5  # v3 dropped with its class
+    # the ImageFolder evaluation reader uses the same extension rule
+    from gka_vision.data.pipeline import FolderDataset
+    assert len(FolderDataset(str(train), lambda im: im)) == 6

@@ -1,13 +1,40 @@
-"""timm transforms and DataLoaders over shard folders (and ImageFolder trees for evaluation)."""
+"""timm transforms and DataLoaders over shard folders (and ImageFolder trees for evaluation).
+
+Importing this module makes timm's RandAugment posterize ops accept 0 kept bits (a black image)
+again: Pillow >= 13 raises a ValueError for them, which would end a training run at a random image.
+"""
 from __future__ import annotations
 
 import os
 from typing import Optional
 
 import torch
+from PIL import ImageOps
 from timm.data import create_transform
 
-from .pipeline import FolderDataset, ShardDataset, SkipCounter, expand_urls
+from .pipeline import FolderDataset, ShardDataset, SkipCounter, dist_info, expand_urls
+from .shards import load_info
+
+
+def _posterize(img, bits_to_keep, **__):
+    """timm's posterize op, also for 0 bits kept (a black image, as Pillow gave before it began to
+    refuse ``bits < 1``): RandAugment's increasing-magnitude posterize keeps 4 - 4 = 0 bits at
+    magnitude 10, which rand-m9-mstd0.5 draws."""
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep < 1:
+        return img.point([0] * 256 * len(img.getbands()))
+    return ImageOps.posterize(img, int(bits_to_keep))
+
+
+def _patch_timm_posterize() -> None:
+    from timm.data import auto_augment
+    for name in ("Posterize", "PosterizeIncreasing", "PosterizeOriginal"):
+        if name in auto_augment.NAME_TO_OP:
+            auto_augment.NAME_TO_OP[name] = _posterize
+
+
+_patch_timm_posterize()
 
 
 def build_transform(data_cfg, aug_cfg=None, *, train: bool):
@@ -34,12 +61,22 @@ def _loader(dataset, num_workers: int, pin_memory: bool, batch_size=None, seed=N
     return torch.utils.data.DataLoader(dataset, **kw)
 
 
+def _num_classes(data_cfg, root: str) -> Optional[int]:
+    """The config's class count, else ``_info.json``'s (labels are checked against it)."""
+    if data_cfg.num_classes is not None:
+        return data_cfg.num_classes
+    if os.path.exists(os.path.join(root, "_info.json")):
+        return load_info(root).get("num_classes")
+    return None
+
+
 def build_train_loader(data_cfg, aug_cfg, root: str, *, seed: int, skip_counter: Optional[SkipCounter] = None):
-    urls, _, num = expand_urls(root, data_cfg.train_split)
+    urls, lengths, num = expand_urls(root, data_cfg.train_split)
     ds = ShardDataset(
         urls, build_transform(data_cfg, aug_cfg, train=True), data_cfg.batch_size, train=True,
-        num_samples=num, num_workers=data_cfg.num_workers, seed=seed,
+        num_samples=num, shard_lengths=lengths, num_workers=data_cfg.num_workers, seed=seed,
         shuffle_buffer=data_cfg.shuffle_buffer, in_chans=data_cfg.in_chans, skip_counter=skip_counter,
+        num_classes=_num_classes(data_cfg, root), resample=data_cfg.resample,
     )
     return _loader(ds, data_cfg.num_workers, data_cfg.pin_memory), ds
 
@@ -57,10 +94,20 @@ def build_val_loader(data_cfg, root: str, split: Optional[str] = None, *, skip_c
         return _loader(ds, data_cfg.num_workers, data_cfg.pin_memory, batch_size=bs), ds
     urls, lengths, num = expand_urls(root, split)
     # never more workers than this rank has shards, so no worker idles with an empty stream
-    from .pipeline import dist_info
     rank, world = dist_info()
     n_local = len(urls[rank::world])
     workers = max(0, min(data_cfg.num_workers, n_local))
     ds = ShardDataset(urls, transform, bs, train=False, num_samples=num, shard_lengths=lengths,
-                      num_workers=workers, in_chans=data_cfg.in_chans, skip_counter=skip_counter)
+                      num_workers=workers, in_chans=data_cfg.in_chans, skip_counter=skip_counter,
+                      num_classes=_num_classes(data_cfg, root))
     return _loader(ds, workers, data_cfg.pin_memory), ds
+
+
+def val_coverage_warning(dataset, seen: int) -> Optional[str]:
+    """A line saying that validation covered fewer samples than the split holds, or None.
+    ``seen`` is the count over all ranks (``evaluate()``'s ``count``)."""
+    expected = getattr(dataset, "expected_samples", None)
+    if expected is None or seen >= expected:
+        return None
+    return (f"validation saw {seen} of the {expected} samples of the split ({expected - seen} missing or skipped: "
+            "see the warnings about bad samples and shards); the accuracy covers only those it saw")

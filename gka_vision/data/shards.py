@@ -21,13 +21,15 @@ import os
 import random
 import struct
 import tarfile
+import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".JPEG", ".JPG", ".PNG")
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")  # matched in any case (".JPEG", ".Png")
 
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -151,17 +153,28 @@ def find_classes(root: str | os.PathLike) -> List[str]:
     return classes
 
 
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMG_EXTENSIONS and path.is_file()
+
+
 def imagefolder_samples(root: str | os.PathLike, classes: Optional[Sequence[str]] = None) -> Tuple[List[Sample], List[str]]:
-    """Samples of an ImageFolder tree (``root/<class>/<image>``), image bytes read verbatim."""
+    """Samples of an ImageFolder tree (``root/<class>/<image>``), image bytes read verbatim.
+
+    Warns (RuntimeWarning) about what is left out: files that are not images, files outside the
+    class folders, and class folders that are not in ``classes`` (a val tree with a class the train
+    tree lacks).
+    """
     root = Path(root)
     classes = list(classes) if classes is not None else find_classes(root)
-    samples = []
+    samples, dropped = [], []
     for idx, cls in enumerate(classes):
         folder = root / cls
         if not folder.is_dir():
             continue  # a val split may lack some classes
         for p in sorted(folder.rglob("*")):
-            if p.suffix not in IMG_EXTENSIONS or not p.is_file():
+            if not is_image_file(p):
+                if p.is_file():
+                    dropped.append(p)
                 continue
             ext = p.suffix.lower().lstrip(".")
             ext = "jpg" if ext == "jpeg" else ext
@@ -169,7 +182,23 @@ def imagefolder_samples(root: str | os.PathLike, classes: Optional[Sequence[str]
             key = f"{idx:05d}_{len(samples):08d}"
             samples.append(Sample(key, p.read_bytes(), ext, idx, {"path": rel}))
     if not samples:
-        raise ValueError(f"no images with extensions {IMG_EXTENSIONS} found under {str(root)!r}")
+        raise ValueError(f"no images with extensions {' '.join(IMG_EXTENSIONS)} (any case) found under {str(root)!r}")
+    if dropped:
+        kinds = Counter(p.suffix.lower() or "(no extension)" for p in dropped)
+        warnings.warn(f"{len(dropped)} files under {str(root)!r} are not images ({' '.join(IMG_EXTENSIONS)} in any case) and "
+                      f"are left out: {', '.join(f'{k} x{n}' for k, n in kinds.most_common())}; e.g. "
+                      + ", ".join(p.relative_to(root).as_posix() for p in dropped[:5]), RuntimeWarning, stacklevel=2)
+    stray = sorted(p.name for p in root.iterdir() if p.is_file())
+    if stray:
+        warnings.warn(f"{len(stray)} files at the top of {str(root)!r} are in no class folder and are left out: "
+                      + ", ".join(stray[:5]), RuntimeWarning, stacklevel=2)
+    known = set(classes)
+    extra = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in known)
+    if extra:
+        n_img = sum(1 for c in extra for p in (root / c).rglob("*") if is_image_file(p))
+        warnings.warn(f"{len(extra)} class folders under {str(root)!r} are not in the class list and are left out "
+                      f"({n_img} images): {', '.join(extra[:10])}" + (" ..." if len(extra) > 10 else ""),
+                      RuntimeWarning, stacklevel=2)
     return samples, classes
 
 

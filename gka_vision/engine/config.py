@@ -46,7 +46,8 @@ class DataConfig:
     batch_size: int = 128  # per process and per micro-step
     val_batch_size: Optional[int] = None  # None: 2 x batch_size
     num_workers: int = 4
-    shuffle_buffer: int = 5000
+    shuffle_buffer: int = 5000  # encoded samples per DataLoader worker
+    resample: bool = False  # draw training shards with replacement (default: every sample once per epoch)
     pin_memory: bool = True
 
 

@@ -21,9 +21,10 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..data.loader import build_train_loader, build_val_loader
+from ..data.loader import build_train_loader, build_val_loader, val_coverage_warning
 from ..data.pipeline import SkipCounter, _mix_seed
 from ..data.shards import load_info
+from ..data.skips import distinct_skips
 from .checkpoint import (
     export_weights, load_checkpoint, model_state_from, read_export_config, rng_state, save_checkpoint,
     set_rng_state,
@@ -91,7 +92,8 @@ def build_optimizer(model: torch.nn.Module, ocfg, lr: float) -> torch.optim.Opti
     """timm's optimizer factory: no weight decay for biases, norms and ``model.no_weight_decay()``;
     with ``layer_decay`` each layer group (``model.group_matcher``) gets lr x decay^(depth - layer)."""
     from timm.optim import create_optimizer_v2
-    extra = {"betas": tuple(ocfg.betas), "eps": ocfg.eps} if "adam" in ocfg.opt.lower() else {}
+    name = ocfg.opt.lower()
+    extra = {"betas": tuple(ocfg.betas), "eps": ocfg.eps} if "adam" in name or "lamb" in name else {}
     return create_optimizer_v2(model, ocfg.opt, lr=lr, weight_decay=ocfg.weight_decay,
                                layer_decay=ocfg.layer_decay, **extra)
 
@@ -215,7 +217,7 @@ def _run(cfg: TrainConfig, ds) -> dict:
     # ---- data
     train_skips, val_skips = SkipCounter(), SkipCounter()
     train_loader, train_ds = build_train_loader(cfg.data, cfg.aug, root, seed=cfg.seed, skip_counter=train_skips)
-    val_loader, _ = build_val_loader(cfg.data, root, skip_counter=val_skips)
+    val_loader, val_ds = build_val_loader(cfg.data, root, skip_counter=val_skips)
     updates_per_epoch = math.ceil(len(train_loader) / cfg.optim.accum_steps)
     total = cfg.sched.epochs * updates_per_epoch
     warmup = min(int(round(cfg.sched.warmup_epochs * updates_per_epoch)), total - 1)
@@ -310,6 +312,7 @@ def _run(cfg: TrainConfig, ds) -> dict:
 
     logger = RunLogger(str(out), enabled=ds.is_main, start_epoch=done) if done < target else None
     stopped_by = None
+    skipped = 0
     for epoch in range(done, target):
         state.epoch = epoch
         seed_everything(_mix_seed(cfg.seed, epoch, ds.rank, 0xE90C))
@@ -332,11 +335,13 @@ def _run(cfg: TrainConfig, ds) -> dict:
             metrics = evaluate(model_plain, val_loader, device=ds.device, amp_dtype=amp_dtype,
                                progress=cfg.progress and ds.is_main)
             row.update(val_loss=metrics["loss"], val_top1=metrics["top1"], val_top5=metrics["top5"])
+            short = val_coverage_warning(val_ds, metrics["count"])
+            if short:
+                say(f"warning: {short}")
             if ema is not None:
                 ema_metrics = evaluate(ema.module, val_loader, device=ds.device, amp_dtype=amp_dtype)
                 row["ema_top1"] = ema_metrics["top1"]
-        skipped = all_reduce_sum(torch.tensor([float(train_skips.count + val_skips.count)], device=ds.device))
-        row["skipped_samples"] = int(skipped.item())
+        skipped = row["skipped_samples"] = distinct_skips([train_skips, val_skips])  # each bad sample once, all ranks
         is_best = "val_top1" in row and row["val_top1"] > state.best_top1
         if is_best:
             state.best_top1 = row["val_top1"]
@@ -383,7 +388,7 @@ def _run(cfg: TrainConfig, ds) -> dict:
                "final_ema": ema_metrics, "train_time_s": round(time.time() - t_start, 1),
                "world_size": ds.world_size, "rank": ds.rank, "device": str(ds.device),
                "param_checksum": float(sum(p.detach().double().sum().item() for p in model_plain.parameters())),
-               "skipped_samples": train_skips.count + val_skips.count}
+               "skipped_samples": skipped}
     if finished and cfg.checkpoint.export:
         pcfg = pretrained_cfg_for(model_plain, cfg, num_classes)
         margs = {k: v for k, v in kwargs.items() if k not in ("drop_path_rate", "drop_rate")}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 
 from gka_vision.data.shards import (
     fashion_mnist_samples, find_classes, imagefolder_samples, write_split,
@@ -53,7 +54,16 @@ def main(argv=None) -> int:
         p.add_argument("--seed", type=int, default=0, help="seed of the cross-shard shuffle")
         p.add_argument("--compress", action="store_true", help="write gzip-compressed .tar.gz shards")
     args = ap.parse_args(argv)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            return _run(args, ap)
+        finally:
+            for w in caught:  # what was left out, as plain lines on stderr
+                print(f"warning: {w.message}", file=sys.stderr)
 
+
+def _run(args, ap) -> int:
     t0 = time.time()
     kw = dict(samples_per_shard=args.samples_per_shard, num_shards=args.num_shards, prefix=args.prefix, seed=args.seed,
               compress=args.compress)
