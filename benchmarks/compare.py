@@ -8,18 +8,26 @@ For each model it measures, on one device, in one run:
   - training-step throughput (forward + backward + AdamW step, autocast --dtype) and its peak memory;
   - a resolution sweep (--resolutions) at --sweep-batch: inference and training throughput and peak memory.
 
+NAME@VARIANT rows are NAME built with a variant's kwargs (VARIANT_KWARGS), combinable with '+'. NAME@compile is
+torch.compile(model): every new input shape or mode recompiles (tens of seconds), so a compiled row runs only the
+training point at the first batch size and --res (the targets') and, last of all, the inference point there;
+never the other batch sizes or the sweep. Every point records its first step's time (first_step_s: the
+compilation for a compiled row, the Triton kernels' for the others).
+
 Bounded and robust, for a single GPU run under a wall-clock limit:
-  - points run in priority order: first the issue's targets (train img/s at the first batch size of
-    gkavision_tiny vs mambavision_tiny and gka_small vs mamba_vim_small, then peak memory at the largest
-    resolution of gka_tiny/gka_small vs deit_tiny/deit_small, then the targets at the other batch sizes),
-    then GMACs, then everything else; once --time-budget-s has passed, the remaining points are recorded
-    as "skipped (time budget)" without running;
-  - each point has --warmup untimed steps (the first compiles the Triton kernels) and then at most --iters
-    timed steps, fewer once --point-time-s of timed steps have run;
+  - points run in priority order: first the issue's targets (the eager rows of THROUGHPUT_TARGETS: training
+    img/s at the first batch size and --res, and at the largest resolution at --sweep-batch; the training peak
+    memory at --memory-res of MEMORY_TARGETS; then the compiled rows of THROUGHPUT_TARGETS, which take tens of
+    seconds each to compile), then GMACs, then every other point; once --time-budget-s has passed, the
+    remaining points are recorded as "skipped (time budget)" without running;
+  - each point has --warmup untimed steps (the first compiles) and then at most --iters timed steps, fewer
+    once --point-time-s of timed steps have run;
   - any failure of a point (OOM, a Triton compile error, anything) is recorded with its message and the run
     goes on; if a project model fails with a Triton scan, it falls back to the PyTorch scan (recorded);
-  - the Mamba baselines get their best available scan: on CUDA their first training point is also timed
-    with the PyTorch scan, and the faster of the two is kept for that model (both recorded);
+  - the Mamba baselines run with mamba_ssm's CUDA selective scan when gka_vision.ops.selective_scan has it
+    (the compiled extension selective_scan_cuda importable); otherwise they get their best available scan:
+    on CUDA their first eager training point is also timed with the other scans, and the fastest is kept for
+    that model (all recorded; --scan-trials on also runs these trials next to mamba_ssm's scan);
   - <out>/<prefix>.json and .md are rewritten after every point, so a kill leaves the data measured so far;
     --render re-writes the .md and the plots from the .json.
 It writes <out>/<prefix>.json, <prefix>.md (target ratios, tables, command, hardware, versions, date) and
@@ -41,6 +49,7 @@ import statistics
 import sys
 import time
 import functools
+import importlib.util
 import types
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -52,11 +61,10 @@ import timm
 import gka_vision  # noqa: F401  (registers the project's models)
 
 DEFAULT_MODELS = [
-    'gka_tiny_patch16_224', 'gka_small_patch16_224',
-    'mamba_vim_tiny_patch16_224', 'mamba_vim_small_patch16_224',
-    'gkavision_tiny', 'mambavision_tiny',
-    'deit_tiny_patch16_224', 'deit_small_patch16_224',
-    'mambaout_femto', 'mambaout_tiny',
+    'gka_tiny_patch16_224', 'gka_tiny_patch16_224@compile', 'deit_tiny_patch16_224', 'deit_tiny_patch16_224@compile',
+    'gkavision_tiny', 'gkavision_tiny@compile', 'mambavision_tiny', 'mambavision_tiny@compile',
+    'gka_small_patch16_224', 'mamba_vim_small_patch16_224', 'deit_small_patch16_224',
+    'mambaout_femto', 'mamba_vim_tiny_patch16_224', 'mambaout_tiny',
 ]
 SMOKE_MODELS = ['mamba_vim_tiny_patch16_224', 'mambavision_tiny']
 SMOKE_KWARGS = {  # shallow versions, so that the CPU smoke run takes seconds
@@ -65,10 +73,16 @@ SMOKE_KWARGS = {  # shallow versions, so that the CPU smoke run takes seconds
 }
 PROJECT_MODULES = ('gka_vit', 'mamba_vim', 'mambavision', 'gkavision')
 DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16, 'fp32': torch.float32}
-# the issue's targets, measured in the same run: (model, baseline, required ratio of training images/s)
-THROUGHPUT_TARGETS = [('gkavision_tiny', 'mambavision_tiny', 0.85),
-                      ('gka_small_patch16_224', 'mamba_vim_small_patch16_224', 1.0)]
-# (model, reference): peak memory at the largest resolution of the sweep must be below the reference's
+# the issue's throughput targets, most important first, measured in the same run: (model, baseline, required
+# ratio of training images/s, point: 'bs' = the first batch size at --res, 'top' = the largest resolution at
+# --sweep-batch)
+THROUGHPUT_TARGETS = [('gkavision_tiny', 'mambavision_tiny', 1.0, 'bs'),
+                      ('gkavision_tiny@compile', 'mambavision_tiny@compile', 1.0, 'bs'),
+                      ('gka_tiny_patch16_224@compile', 'deit_tiny_patch16_224@compile', 0.5, 'bs'),
+                      ('gka_small_patch16_224', 'mamba_vim_small_patch16_224', 1.0, 'bs'),
+                      ('gka_tiny_patch16_224', 'deit_tiny_patch16_224', 1.0, 'top')]
+# (model, reference): training peak memory at --memory-res and --sweep-batch at most the reference's; the rows
+# NAME@VARIANT of the model present are held to the same reference (compiled ones excepted: they run no sweep)
 MEMORY_TARGETS = [('gka_tiny_patch16_224', 'deit_tiny_patch16_224'),
                   ('gka_small_patch16_224', 'deit_small_patch16_224')]
 # NAME@VARIANT: NAME built with these extra kwargs, a row of its own (e.g. gka_tiny_patch16_224@recompute)
@@ -103,6 +117,18 @@ def variants(name: str) -> List[str]:
     return out
 
 
+def compiled(name: str) -> bool:
+    """A NAME@...compile row (torch.compile(model)); never raises, unlike variants()."""
+    return 'compile' in name.partition('@')[2].split('+')
+
+
+def eager_name(name: str) -> str:
+    """The row of the same model without torch.compile: 'gkavision_tiny@hd32+compile' -> 'gkavision_tiny@hd32'."""
+    base, _, rest = name.partition('@')
+    kept = [v for v in rest.split('+') if v and v != 'compile']
+    return base + ('@' + '+'.join(kept) if kept else '')
+
+
 def variant_kwargs(name: str) -> Dict[str, Any]:
     """Extra create_model kwargs of a NAME@VARIANT row (VARIANT_KWARGS); a bad variant is an error naming it."""
     kwargs: Dict[str, Any] = {}
@@ -134,7 +160,28 @@ def build_model(name: str, res: int, backend: Optional[str], device: torch.devic
     except TypeError:  # hierarchical / conv models take any size without img_size
         model = timm.create_model(base, **kwargs)
     model = model.to(device)
-    return torch.compile(model) if 'compile' in variants(name) else model
+    return torch.compile(model) if compiled(name) else model
+
+
+def scan_backends(device: torch.device) -> List[str]:
+    """The selective-scan backends usable on `device`, from gka_vision.ops.selective_scan.available_backends;
+    without that function, mamba_ssm's counts on CUDA when its extension selective_scan_cuda can be found."""
+    try:
+        from gka_vision.ops.selective_scan import available_backends
+    except ImportError:
+        names = ['reference', 'torch']
+        if device.type == 'cuda':
+            names.append('triton')
+            if importlib.util.find_spec('selective_scan_cuda') is not None:
+                names.append('mamba_ssm')
+        return names
+    return list(available_backends(device))
+
+
+def scan_trials_wanted(setting: str, device: torch.device, scan: str) -> bool:
+    """--scan-trials for a Mamba baseline running `scan`: 'on', 'off', or 'auto' (on CUDA, unless it already runs
+    mamba_ssm's CUDA scan)."""
+    return setting == 'on' or (setting == 'auto' and device.type == 'cuda' and not scan.endswith(':mamba_ssm'))
 
 
 def scan_backend_used(name: str, device: torch.device, backend: Optional[str]) -> str:
@@ -213,8 +260,9 @@ def measure(model: torch.nn.Module, batch: int, res: int, mode: str, dtype: torc
             deadline: Optional[float] = None) -> Dict[str, Any]:
     """Images/s and peak memory of inference ('infer') or one training step ('train').
 
-    `warmup` untimed steps (at least one: it compiles the Triton kernels; the others stop once they add up to
-    `point_time_s` or `deadline` has passed; all timed together as warmup_s), then up to
+    `warmup` untimed steps (at least one: it compiles the Triton kernels, and the model under torch.compile;
+    timed alone as first_step_s; the others stop once they add up to `point_time_s` or `deadline` has passed;
+    all timed together as warmup_s), then up to
     `iters` timed steps, stopping early once they add up to `point_time_s` (at least two) or `deadline`
     (time.monotonic(), at least one) has passed; the median step gives images/s. A non-finite output or loss
     is an error. Never raises: OOM gives status 'OOM', any other failure status 'error' with its message."""
@@ -246,6 +294,7 @@ def measure(model: torch.nn.Module, batch: int, res: int, mode: str, dtype: torc
         out = step()  # compiles
         _sync(device)
         t1 = time.perf_counter()
+        first_step_s = t1 - t0
         for _ in range(warmup - 1):  # slow steps (or the deadline) cut the warm-up short
             if (point_time_s is not None and time.perf_counter() - t1 >= point_time_s) or \
                     (deadline is not None and time.monotonic() > deadline):
@@ -268,7 +317,7 @@ def measure(model: torch.nn.Module, batch: int, res: int, mode: str, dtype: torc
                 break
         seconds = statistics.median(times)
         return dict(img_s=batch / seconds, ms=1e3 * seconds, peak_gb=_peak_gb(device), status='ok',
-                    iters=len(times), warmup_s=round(warmup_s, 2))
+                    iters=len(times), warmup_s=round(warmup_s, 2), first_step_s=round(first_step_s, 2))
     except Exception as err:  # noqa: BLE001  (a failed point is a result, the run goes on)
         status = 'OOM' if _is_oom(err) else 'error'
         return dict(img_s=None, ms=None, peak_gb=None, status=status, error=_message(err))
@@ -282,37 +331,51 @@ def measure(model: torch.nn.Module, batch: int, res: int, mode: str, dtype: torc
 Task = Tuple[str, str, int, str]  # (kind, model, batch size or resolution, mode)
 
 
+def memory_pairs(names) -> List[Tuple[str, str]]:
+    """MEMORY_TARGETS, then (row, reference) for every NAME@VARIANT row in `names` of their models (compiled
+    rows excepted: they run no sweep)."""
+    return MEMORY_TARGETS + [(n, ref) for m, ref in MEMORY_TARGETS for n in names
+                             if timm_name(n) == m and n != m and not compiled(n)]
+
+
 def plan(args) -> List[Task]:
     """Every point of the run, most important first (see the module docstring). Kinds: 'bs' (a batch size at
-    --res), 'sweep' (a resolution at --sweep-batch), 'gmacs'."""
+    --res), 'sweep' (a resolution at --sweep-batch), 'gmacs'. A compiled row gets only its training point at
+    the first batch size and, last of all, its inference point there."""
     models, b0, top = args.models, args.batch_sizes[0], max(args.resolutions)
     tasks: List[Task] = []
 
-    def add(*t):
-        if t not in tasks:
-            tasks.append(t)
+    def add(kind, m, a, mode):
+        if m not in models or (kind, m, a, mode) in tasks:
+            return
+        if compiled(m) and (kind == 'sweep' or (kind == 'bs' and a != b0)):  # each new shape recompiles
+            return
+        tasks.append((kind, m, a, mode))
 
-    thr = [m for pair in THROUGHPUT_TARGETS for m in pair[:2] if m in models]
-    mem = [m for pair in MEMORY_TARGETS for m in (pair[0], pair[1]) if m in models]
-    for m in thr:
-        add('bs', m, b0, 'train')
-    for mode in ('train', 'infer'):
-        for m in mem:
-            add('sweep', m, top, mode)
-    for b in args.batch_sizes[1:]:
-        for m in thr:
-            add('bs', m, b, 'train')
+    def add_throughput_targets(compiled_rows: bool):
+        for m, ref, _, point in THROUGHPUT_TARGETS:
+            for name in (m, ref):
+                if compiled(name) == compiled_rows:
+                    add(*(('bs', name, b0, 'train') if point == 'bs' else ('sweep', name, top, 'train')))
+
+    add_throughput_targets(False)  # seconds each
+    for pair in memory_pairs(models):
+        for name in pair:
+            add('sweep', name, args.memory_res, 'train')
+    add_throughput_targets(True)  # tens of seconds each (compilation): after the eager targets
     if not args.no_flops:
         for m in models:
-            add('gmacs', m, args.flops_res, '-')
+            add('gmacs', eager_name(m) if eager_name(m) in models else m, args.flops_res, '-')  # compiled: same
     for m in models:
-        for mode in ('train', 'infer'):
+        for mode in ('train',) if compiled(m) else ('train', 'infer'):
             for b in args.batch_sizes:
                 add('bs', m, b, mode)
     for res in sorted(args.resolutions):
         for m in models:
             for mode in ('train', 'infer'):
                 add('sweep', m, res, mode)
+    for m in models:  # inference recompiles a compiled model: last
+        add('bs', m, b0, 'infer')
     return tasks
 
 
@@ -332,6 +395,7 @@ class Runner:
         self.rows: Dict[str, Dict[str, Any]] = {}
         self.sweep: Dict[Tuple[str, int], Dict[str, Any]] = {}
         self.trialled: set = set()
+        self.scans = scan_backends(device)
         self.tasks = plan(args)
         for kind, name, a, mode in self.tasks:  # every planned point exists in the json from the start
             row = self._row(name)
@@ -349,8 +413,9 @@ class Runner:
                                    params_m=None, gmacs=None, infer={}, train={})
             project = timm_name(name) in _project_models()
             self.backend[name] = self.args.backend if project else None
-            if project and name.startswith('mamba') and self.args.mamba_backend:
-                self.backend[name] = self.args.mamba_backend
+            if project and name.startswith('mamba'):
+                self.backend[name] = self.args.mamba_backend or (
+                    'mamba_ssm' if 'mamba_ssm' in self.scans else self.args.backend)
             if project and not name.startswith('mamba') and self.args.gka_backend:
                 self.backend[name] = self.args.gka_backend
         return self.rows[name]
@@ -404,27 +469,31 @@ class Runner:
         return True
 
     def _scan_trial(self, name: str, batch: int, res: int, result: Dict[str, Any]) -> Dict[str, Any]:
-        """Best available scan of a Mamba baseline: also time its first training point with the PyTorch scan
-        and keep the faster one for that model."""
+        """Best available scan of an eager Mamba baseline: also time its first training point with the other
+        selective-scan backends of this device and keep the fastest for that model."""
         row = self.rows[name]
         if (name in self.trialled or not name.startswith('mamba') or timm_name(name) not in _project_models()
-                or self.args.scan_trials == 'off' or (self.device.type != 'cuda' and self.args.scan_trials == 'auto')
-                or 'torch' in row['scan'] or result['status'] != 'ok'
-                or self._over_budget()):
+                or compiled(name) or not scan_trials_wanted(self.args.scan_trials, self.device, row['scan'])
+                or 'torch' in row['scan'] or result['status'] != 'ok' or self._over_budget()):
             return result
         self.trialled.add(name)
         first = row['scan']
+        family, current = first.split(':')
         model = self.model(name, res)
-        set_scan_backend(model, 'torch')
-        alt = self._measure(model, batch, res, 'train')
-        row['scan_trials'] = {first: result, row['scan'].split(':')[0] + ':torch': alt}
-        if alt['status'] == 'ok' and alt['img_s'] > result['img_s']:
-            self.backend[name] = 'torch'
-            row['scan'] = row['scan'].split(':')[0] + ':torch (faster than ' + first.split(':')[-1] + ')'
-            self._drop_model()
-            return alt
-        set_scan_backend(model, self.backend[name] or 'auto')
-        return result
+        trials = {first: result}
+        for backend in ('mamba_ssm', 'triton', 'torch'):
+            if backend in self.scans and backend != current and not self._over_budget():
+                set_scan_backend(model, backend)
+                trials[f'{family}:{backend}'] = self._measure(model, batch, res, 'train')
+        row['scan_trials'] = trials
+        best = max(trials, key=lambda k: trials[k]['img_s'] if trials[k]['status'] == 'ok' else -1.0)
+        if best == first:
+            set_scan_backend(model, self.backend[name] or 'auto')
+            return result
+        self.backend[name] = best.split(':')[1]
+        row['scan'] = f'{best} (faster than {current})'
+        self._drop_model()
+        return trials[best]
 
     def run_task(self, task: Task) -> Dict[str, Any]:
         kind, name, a, mode = task
@@ -436,10 +505,13 @@ class Runner:
         if kind == 'gmacs':
             try:
                 extra = self.args.model_kwargs.get(name)
-                m = build_model(name, a, 'torch' if timm_name(name) in _project_models() else None, self.device,
-                                extra)
-                self.rows[name]['gmacs'] = count_gmacs(m, a)
-                result = dict(status='ok' if self.rows[name]['gmacs'] is not None else 'no fvcore')
+                m = build_model(eager_name(name), a, 'torch' if timm_name(name) in _project_models() else None,
+                                self.device, extra)
+                gmacs = count_gmacs(m, a)
+                for n, row in self.rows.items():  # the compiled rows of the model too
+                    if eager_name(n) == eager_name(name):
+                        row['gmacs'] = gmacs
+                result = dict(status='ok' if gmacs is not None else 'no fvcore')
             except Exception as err:  # noqa: BLE001
                 result = dict(status='error', error=_message(err))
             finally:
@@ -539,8 +611,9 @@ def environment(device: torch.device, argv: Optional[List[str]] = None) -> Dict[
         env['triton'] = triton.__version__
     except ImportError:
         env['triton'] = None
-    from gka_vision.ops.selective_scan import _mamba_ssm_fn
-    env['mamba_ssm'] = _mamba_ssm_fn() is not None
+    env['selective_scan_backends'] = scan_backends(device)
+    extension = importlib.util.find_spec('selective_scan_cuda')
+    env['selective_scan_cuda'] = extension.origin if extension else None
     if device.type == 'cuda':
         env['gpu'] = torch.cuda.get_device_name(device)
         env['cuda'] = torch.version.cuda
@@ -576,39 +649,68 @@ def target_lines(result: Dict[str, Any]) -> List[str]:
     args = types.SimpleNamespace(**result['args'])
     rows = {r['name']: r for r in result['rows']}
     sweep = {(s['name'], s['res']): s for s in result['sweep']}
-    top = max(args.resolutions)
+    b0, top = args.batch_sizes[0], max(args.resolutions)
     lines = ['## Targets (ratios of numbers measured in this run)', '',
              '| target | model | reference | ratio | required | verdict |', '|---|---|---|---|---|---|']
 
     def verdict(ratio, ok):
         return '-' if ratio is None else ('**met**' if ok else '**NOT met**')
 
-    for m, ref, need in THROUGHPUT_TARGETS:
-        for b in args.batch_sizes:
-            a_ = rows.get(m, {}).get('train', {}).get(str(b))
-            r_ = rows.get(ref, {}).get('train', {}).get(str(b))
-            va, vr = _ok(a_, 'img_s'), _ok(r_, 'img_s')
-            ratio = va / vr if va and vr else None
-            lines.append(
-                f'| training img/s, batch {b}, {args.res}px | {m}: {_cell(a_)} ({rows.get(m, {}).get("scan", "-")}) '
-                f'| {ref}: {_cell(r_)} ({rows.get(ref, {}).get("scan", "-")}) | {_fmt(ratio, ".3f")} '
-                f'| >= {need} | {verdict(ratio, ratio is not None and ratio >= need)} |')
-    variants = [(n, ref) for m, ref in MEMORY_TARGETS for n in rows if timm_name(n) == m and n != m]
-    for m, ref in MEMORY_TARGETS + variants:
-        for mode in ('train', 'infer'):
-            a_ = sweep.get((m, top), {}).get(mode)
-            r_ = sweep.get((ref, top), {}).get(mode)
-            va, vr = _ok(a_, 'peak_gb'), _ok(r_, 'peak_gb')
-            ratio = va / vr if va and vr else None
-            what = 'training step' if mode == 'train' else 'inference'
-            lines.append(f'| peak GB, {what}, {top}px, batch {args.sweep_batch} | {m}: {_cell(a_, "peak_gb", ".2f")} '
-                         f'| {ref}: {_cell(r_, "peak_gb", ".2f")} | {_fmt(ratio, ".3f")} | < 1 '
-                         f'| {verdict(ratio, ratio is not None and ratio < 1)} |')
-    lines += ['', 'The Mamba baselines run with their best available scan: on CUDA the first training point is '
-              'timed with the Triton (or mamba_ssm) scan and with the PyTorch scan, and the faster one is kept '
-              '(column "scan"; both timings under "Scan trials"). OOM means the point ran out of memory; '
-              '"skip": not run, time budget spent; "n/r": not reached (run killed); "error": see Errors.', '']
+    def scan(name):
+        return rows.get(name, {}).get('scan', '-')
+
+    for m, ref, need, point in THROUGHPUT_TARGETS:
+        if point == 'bs':
+            what = f'training img/s, batch {b0}, {args.res}px'
+            a_, r_ = (rows.get(n, {}).get('train', {}).get(str(b0)) for n in (m, ref))
+        else:
+            what = f'training img/s, {top}px, batch {args.sweep_batch}'
+            a_, r_ = (sweep.get((n, top), {}).get('train') for n in (m, ref))
+        va, vr = _ok(a_, 'img_s'), _ok(r_, 'img_s')
+        ratio = va / vr if va and vr else None
+        lines.append(f'| {what} | {m}: {_cell(a_)} ({scan(m)}) | {ref}: {_cell(r_)} ({scan(ref)}) '
+                     f'| {_fmt(ratio, ".3f")} | >= {need} | {verdict(ratio, ratio is not None and ratio >= need)} |')
+    for m, ref in memory_pairs(rows):
+        a_, r_ = (sweep.get((n, args.memory_res), {}).get('train') for n in (m, ref))
+        va, vr = _ok(a_, 'peak_gb'), _ok(r_, 'peak_gb')
+        ratio = va / vr if va and vr else None
+        lines.append(f'| training peak GB, {args.memory_res}px, batch {args.sweep_batch} '
+                     f'| {m}: {_cell(a_, "peak_gb", ".2f")} | {ref}: {_cell(r_, "peak_gb", ".2f")} '
+                     f'| {_fmt(ratio, ".3f")} | <= 1 | {verdict(ratio, ratio is not None and ratio <= 1)} |')
+    lines += ['', "The Mamba baselines run with mamba_ssm's CUDA selective scan when it is available (the "
+              'selective-scan backends above); otherwise with their best available scan: on CUDA the first eager '
+              'training point is timed with each selective-scan backend and the fastest is kept (column "scan"; '
+              'the timings under "Scan trials"). NAME@compile rows are torch.compile(model) (default mode); they run '
+              f'only the training point at batch {b0}, {args.res}px and, last of all, the inference point there: '
+              'each new input shape recompiles (tens of seconds), so no sweep and no other batch size '
+              '(compile times under "torch.compile"). OOM means the point ran out of memory; "skip": not run, time '
+              'budget spent; "n/r": not reached (run killed); "error": see Errors.', '']
     return lines
+
+
+def compile_lines(result: Dict[str, Any]) -> List[str]:
+    """The compiled rows next to their eager rows, with the first step's time (the compilation)."""
+    args = types.SimpleNamespace(**result['args'])
+    rows = {r['name']: r for r in result['rows']}
+    b0 = str(args.batch_sizes[0])
+    lines = []
+    for name, r in rows.items():
+        if not compiled(name):
+            continue
+        eager = rows.get(eager_name(name), {})
+        for mode in ('train', 'infer'):
+            c, e = r[mode].get(b0), eager.get(mode, {}).get(b0)
+            if c is None:
+                continue
+            vc, ve = _ok(c, 'img_s'), _ok(e, 'img_s')
+            ratio = vc / ve if vc and ve else None
+            lines.append(f'| {r["model"]} | {mode} | {_cell(c)} | {_cell(e)} | {_fmt(ratio, ".2f")} '
+                         f'| {_cell(c, "first_step_s", ".1f")} | {_cell(e, "first_step_s", ".1f")} |')
+    if not lines:
+        return []
+    return ['', f'## torch.compile (batch {b0}, {args.res}px)', '',
+            '| model | mode | img/s | eager row img/s | compiled / eager | first step s (compile) '
+            '| eager first step s |', '|---|---|---|---|---|---|---|'] + lines
 
 
 def write_markdown(path: str, result: Dict[str, Any]) -> None:
@@ -621,10 +723,12 @@ def write_markdown(path: str, result: Dict[str, Any]) -> None:
         f'- command: `{env["command"]}`',
         f'- device: {env.get("gpu", env["cpu"])} ({env["device"]}, CUDA_VISIBLE_DEVICES='
         f'{env.get("cuda_visible_devices")}); torch {env["torch"]}, triton {env["triton"]}, '
-        f'timm {env["timm"]}, CUDA {env.get("cuda", "-")}, mamba_ssm importable: {env["mamba_ssm"]}',
+        f'timm {env["timm"]}, CUDA {env.get("cuda", "-")}; selective-scan backends: '
+        f'{", ".join(env["selective_scan_backends"])} (selective_scan_cuda: {env["selective_scan_cuda"]})',
         f'- precision: autocast {args.dtype}; timing: median of at most {args.iters} steps (fewer once they add up '
-        f'to {args.point_time_s} s) after {args.warmup} warm-up steps (the first compiles the Triton kernels); '
-        f'GMACs: fvcore at {args.flops_res}px, batch 1 (one multiply-add = 1, so GFLOPs = 2 x GMACs)',
+        f'to {args.point_time_s} s) after {args.warmup} warm-up steps (the first compiles the Triton kernels, '
+        f'and the model of a @compile row); GMACs: fvcore at {args.flops_res}px, batch 1 (one multiply-add = 1, '
+        f'so GFLOPs = 2 x GMACs)',
         f'- time budget: {args.time_budget_s} s; elapsed {env.get("elapsed_s")} s; '
         f'run {"finished" if env.get("finished") else "NOT finished (killed or still running)"}; points: {counts}',
         '',
@@ -640,7 +744,7 @@ def write_markdown(path: str, result: Dict[str, Any]) -> None:
             + ' | '.join(_cell(r['infer'].get(str(b))) for b in bs) + ' | '
             + ' | '.join(_cell(r['train'].get(str(b))) for b in bs) + ' | '
             + ' | '.join(_cell(r['train'].get(str(b)), 'peak_gb', '.2f') for b in bs) + ' |')
-    res = sorted(args.resolutions)
+    res = sorted({s['res'] for s in sweep})
     lines += ['', f'## Resolution sweep (batch {args.sweep_batch}): img/s / peak GB', '',
               '| model | ' + ' | '.join(f'{r}px infer' for r in res) + ' | '
               + ' | '.join(f'{r}px train' for r in res) + ' |',
@@ -654,6 +758,7 @@ def write_markdown(path: str, result: Dict[str, Any]) -> None:
                 cells.append('-' if s is None else
                              _cell(s) if s.get('status') != 'ok' else f'{_cell(s)} / {_cell(s, "peak_gb", ".2f")}')
         lines.append(f'| {m} | ' + ' | '.join(cells) + ' |')
+    lines += compile_lines(result)
     trials = [(r['model'], k, v) for r in rows for k, v in r.get('scan_trials', {}).items()]
     if trials:
         lines += ['', f'## Scan trials (training, batch {bs[0]}, {args.res}px)', '',
@@ -722,19 +827,24 @@ def parse_args(argv=None):
                         f'kwargs as a row of its own (variants: {VARIANT_KWARGS})')
     p.add_argument('--batch-sizes', nargs='+', type=int, default=[128, 256],
                    help='batch sizes at --res; the first is the one of the throughput targets')
-    p.add_argument('--resolutions', nargs='+', type=int, default=[224, 384, 512, 768, 1024])
+    p.add_argument('--resolutions', nargs='+', type=int, default=[224, 384, 512, 768, 1024, 1536, 2048],
+                   help='resolutions of the sweep at --sweep-batch; the largest is the one of a throughput target')
     p.add_argument('--sweep-batch', type=int, default=16)
+    p.add_argument('--memory-res', type=int, default=1024,
+                   help='resolution of the memory targets (a point of the sweep at --sweep-batch)')
     p.add_argument('--res', type=int, default=224, help='resolution of the batch-size measurements')
     p.add_argument('--flops-res', type=int, default=224)
     p.add_argument('--dtype', choices=sorted(DTYPES), default='bf16')
     p.add_argument('--backend', default='auto', help="scan backend of the project's models")
     p.add_argument('--mamba-backend', default=None, help='selective-scan backend of the Mamba baselines '
-                   '(default: --backend), e.g. torch when the Triton selective scan failed its tests')
+                   "(default: mamba_ssm when gka_vision.ops.selective_scan has it on the device, else --backend), "
+                   'e.g. torch when the Triton selective scan failed its tests')
     p.add_argument('--gka-backend', default=None, help='GKA backend of the GKA models (default: --backend)')
     p.add_argument('--scan-trials', choices=['auto', 'on', 'off'], default='auto',
-                   help='time the Mamba baselines also with the PyTorch scan and keep the faster (auto: on CUDA)')
+                   help="time the eager Mamba baselines' first training point with each selective-scan backend and "
+                        "keep the fastest (auto: on CUDA, unless they run mamba_ssm's scan)")
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    p.add_argument('--warmup', type=int, default=3, help='untimed steps per point (the first compiles)')
+    p.add_argument('--warmup', type=int, default=3, help='untimed steps per point (the first compiles; timed alone)')
     p.add_argument('--iters', type=int, default=20, help='at most this many timed steps per point')
     p.add_argument('--point-time-s', type=float, default=1.0,
                    help='stop timing a point once its timed steps add up to this (at least 2 steps)')
@@ -753,7 +863,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.smoke:
         args.models = args.models or SMOKE_MODELS
-        args.batch_sizes, args.resolutions, args.sweep_batch = [2], [64, 96], 2
+        args.batch_sizes, args.resolutions, args.sweep_batch, args.memory_res = [2], [64, 96], 2, 96
         if args.model_kwargs is None:
             args.model_kwargs = {m: SMOKE_KWARGS[m] for m in args.models if m in SMOKE_KWARGS}
         args.res = args.flops_res = 64

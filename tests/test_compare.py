@@ -46,12 +46,59 @@ _ARGS = ['--device', 'cpu', '--batch-sizes', '2', '--res', '16', '--resolutions'
 def test_plan_puts_the_issue_targets_first():
     cmp = _compare()
     tasks = cmp.plan(cmp.parse_args([]))
-    assert tasks[:4] == [('bs', 'gkavision_tiny', 128, 'train'), ('bs', 'mambavision_tiny', 128, 'train'),
-                         ('bs', 'gka_small_patch16_224', 128, 'train'),
-                         ('bs', 'mamba_vim_small_patch16_224', 128, 'train')]
-    assert tasks[4:8] == [('sweep', m, 1024, 'train') for m in ('gka_tiny_patch16_224', 'deit_tiny_patch16_224',
-                                                                'gka_small_patch16_224', 'deit_small_patch16_224')]
-    assert len(tasks) == len(set(tasks)) == 10 * (1 + 4 + 10)  # gmacs, 2 batch sizes x 2 modes, 5 res x 2 modes
+    # the eager targets (seconds each), then the compiled ones (tens of seconds each to compile)
+    assert tasks[:4] == [('bs', m, 128, 'train') for m in (
+        'gkavision_tiny', 'mambavision_tiny', 'gka_small_patch16_224', 'mamba_vim_small_patch16_224')]
+    assert tasks[4:6] == [('sweep', m, 2048, 'train') for m in ('gka_tiny_patch16_224', 'deit_tiny_patch16_224')]
+    assert tasks[6:10] == [('sweep', m, 1024, 'train') for m in ('gka_tiny_patch16_224', 'deit_tiny_patch16_224',
+                                                                 'gka_small_patch16_224', 'deit_small_patch16_224')]
+    assert tasks[10:14] == [('bs', m, 128, 'train') for m in (
+        'gkavision_tiny@compile', 'mambavision_tiny@compile', 'gka_tiny_patch16_224@compile',
+        'deit_tiny_patch16_224@compile')]
+    assert tasks[14][0] == 'gmacs'
+    # compiled rows: the training point at the first batch size, their inference point there last of all
+    compiled = [t for t in tasks if '@compile' in t[1]]
+    assert compiled[4:] == tasks[-4:] == [('bs', m, 128, 'infer') for m in (
+        'gka_tiny_patch16_224@compile', 'deit_tiny_patch16_224@compile', 'gkavision_tiny@compile',
+        'mambavision_tiny@compile')]
+    assert len(compiled) == 8
+    # 10 eager rows: gmacs, 2 batch sizes x 2 modes, 7 resolutions x 2 modes
+    assert len(tasks) == len(set(tasks)) == 10 * (1 + 4 + 14) + 4 * 2
+
+
+def test_compiled_rows_run_only_the_targets_point(tmp_path, monkeypatch):
+    """A NAME@compile row never runs the sweep or another batch size (each new shape recompiles); its GMACs are
+    its eager model's (counted once, on the eager build); every point records its first step's time."""
+    cmp = _compare()
+    built = []
+
+    def build(name, res, backend, device, extra=None):
+        built.append(name)
+        return _fake_build(name, res, backend, device, extra)
+
+    monkeypatch.setattr(cmp, 'build_model', build)
+    monkeypatch.setattr(cmp, 'count_gmacs', lambda model, res: 1.5)
+    args = [a for a in _ARGS if a != '--no-flops'] + ['--batch-sizes', '2', '4', '--out', str(tmp_path)]
+    result = cmp.main(args + ['--models', 'ok', 'ok@compile', 'other@compile'])
+    rows = {r['name']: r for r in result['rows']}
+    for name in ('ok@compile', 'other@compile'):
+        assert set(rows[name]['train']) == set(rows[name]['infer']) == {'2'}
+        assert rows[name]['train']['2']['status'] == rows[name]['infer']['2']['status'] == 'ok'
+        assert rows[name]['gmacs'] == 1.5
+    assert set(rows['ok']['train']) == {'2', '4'}
+    assert {s['name'] for s in result['sweep']} == {'ok'}
+    assert [t for t in cmp.plan(cmp.parse_args(args + ['--models', 'ok', 'ok@compile', 'other@compile']))
+            if t[0] == 'gmacs'] == [('gmacs', 'ok', 224, '-'), ('gmacs', 'other@compile', 224, '-')]
+    assert 'other' in built and 'other@compile' in built  # the GMACs build is the eager one
+    points = [r[m][b] for r in rows.values() for m in ('train', 'infer') for b in r[m]]
+    points += [s[m] for s in result['sweep'] for m in ('train', 'infer')]
+    assert all(p['first_step_s'] >= 0 and p['warmup_s'] >= p['first_step_s'] for p in points)
+    md = (tmp_path / 'compare.md').read_text()
+    assert '## torch.compile (batch 2, 16px)' in md
+    c, e = rows['ok@compile']['train']['2'], rows['ok']['train']['2']
+    assert (f'| ok@compile | train | {cmp._cell(c)} | {cmp._cell(e)} | {c["img_s"] / e["img_s"]:.2f} '
+            f'| {c["first_step_s"]:.1f} | {e["first_step_s"]:.1f} |') in md
+    assert '| other@compile | infer |' in md and 'no sweep and no other batch size' in md
 
 
 def test_errors_are_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
@@ -105,20 +152,42 @@ def test_time_budget_skips_the_remaining_points(tmp_path, monkeypatch):
 
 
 def test_target_ratios_in_markdown(tmp_path):
+    """Each of the issue's targets is a ratio of two numbers of the run with its verdict: training img/s at the
+    first batch size (eager and compiled pairs), at the largest resolution, and training memory at --memory-res."""
     cmp = _compare()
-    args = cmp.parse_args(['--batch-sizes', '128', '--resolutions', '1024'])
+    args = cmp.parse_args(['--batch-sizes', '128', '256', '--resolutions', '512', '2048'])
     ok = lambda v, k='img_s': dict(status='ok', **{k: v})  # noqa: E731
-    rows = [dict(name=n, model=n, scan='x', params_m=1.0, gmacs=None, infer={}, train={'128': ok(v)})
-            for n, v in (('gkavision_tiny', 90.0), ('mambavision_tiny', 100.0),
-                         ('gka_small_patch16_224', 50.0), ('mamba_vim_small_patch16_224', 60.0))]
-    sweep = [dict(name=n, model=n, res=1024, train=ok(v, 'peak_gb'), infer=ok(v / 2, 'peak_gb'))
-             for n, v in (('gka_tiny_patch16_224', 2.0), ('deit_tiny_patch16_224', 4.0))]
+    rows = [dict(name=n, model=n, scan='x', params_m=1.0, gmacs=None, infer={}, train={'128': ok(v), '256': ok(1.0)})
+            for n, v in (('gkavision_tiny', 100.0), ('mambavision_tiny', 100.0),
+                         ('gkavision_tiny@compile', 150.0), ('mambavision_tiny@compile', 160.0),
+                         ('gka_tiny_patch16_224@compile', 50.0), ('deit_tiny_patch16_224@compile', 100.0),
+                         ('gka_small_patch16_224', 50.0))]
+    sweep = [dict(name=n, model=n, res=2048, train=ok(v), infer=ok(1.0))
+             for n, v in (('gka_tiny_patch16_224', 30.0), ('deit_tiny_patch16_224', 20.0))]
+    sweep += [dict(name=n, model=n, res=1024, train=ok(v, 'peak_gb'))
+              for n, v in (('gka_tiny_patch16_224', 3.0), ('deit_tiny_patch16_224', 3.0),
+                           ('gka_small_patch16_224', 5.0), ('deit_small_patch16_224', 4.0))]
     env = cmp.environment(torch.device('cpu'), ['--x'])
-    lines = '\n'.join(cmp.target_lines(dict(env=env, args=vars(args), rows=rows, sweep=sweep)))
-    assert '| 0.900 | >= 0.85 | **met** |' in lines
-    assert '| 0.833 | >= 1.0 | **NOT met** |' in lines
-    assert lines.count('| 0.500 | < 1 | **met** |') == 2
-    assert 'gka_small_patch16_224: - ' in lines  # not measured: no ratio, no verdict
+    lines = cmp.target_lines(dict(env=env, args=vars(args), rows=rows, sweep=sweep))
+    table = [line for line in lines if line.startswith('| training')]
+    assert table == [
+        '| training img/s, batch 128, 224px | gkavision_tiny: 100 (x) | mambavision_tiny: 100 (x) | 1.000 '
+        '| >= 1.0 | **met** |',
+        '| training img/s, batch 128, 224px | gkavision_tiny@compile: 150 (x) | mambavision_tiny@compile: 160 (x) '
+        '| 0.938 | >= 1.0 | **NOT met** |',
+        '| training img/s, batch 128, 224px | gka_tiny_patch16_224@compile: 50 (x) '
+        '| deit_tiny_patch16_224@compile: 100 (x) | 0.500 | >= 0.5 | **met** |',
+        '| training img/s, batch 128, 224px | gka_small_patch16_224: 50 (x) | mamba_vim_small_patch16_224: - (-) '
+        '| - | >= 1.0 | - |',  # not measured: no ratio, no verdict
+        '| training img/s, 2048px, batch 16 | gka_tiny_patch16_224: 30 (-) | deit_tiny_patch16_224: 20 (-) '
+        '| 1.500 | >= 1.0 | **met** |',
+        '| training peak GB, 1024px, batch 16 | gka_tiny_patch16_224: 3.00 | deit_tiny_patch16_224: 3.00 | 1.000 '
+        '| <= 1 | **met** |',
+        '| training peak GB, 1024px, batch 16 | gka_small_patch16_224: 5.00 | deit_small_patch16_224: 4.00 | 1.250 '
+        '| <= 1 | **NOT met** |']
+    md = tmp_path / 'compare.md'
+    cmp.write_markdown(str(md), dict(env=env, args=vars(args), rows=rows, sweep=sweep))
+    assert '\n'.join(table) in md.read_text() and '| 1024px train | 2048px train |' in md.read_text()
 
 
 def test_triton_failure_falls_back_to_torch_scan_and_baselines_get_the_faster_scan(tmp_path, monkeypatch):
@@ -138,6 +207,73 @@ def test_triton_failure_falls_back_to_torch_scan_and_baselines_get_the_faster_sc
     assert mamba['train']['2']['img_s'] == max(v['img_s'] for v in mamba['scan_trials'].values())
     md = (tmp_path / 'compare.md').read_text()
     assert '## Scan trials' in md and 'PyTorch scan used from then on' in md
+
+
+def test_mamba_baselines_use_mamba_ssm_when_available(tmp_path, monkeypatch):
+    """With mamba_ssm's CUDA scan available, the Mamba baselines run with it (column scan) and are not trialled
+    unless --scan-trials on, which then times them with every other backend and keeps the fastest; an explicit
+    --mamba-backend wins; without it, --backend as before."""
+    cmp = _compare()
+    built = []
+
+    def build(name, res, backend, device, extra=None):
+        built.append((name, backend))
+        return _fake_build(name, res, backend, device, extra)
+
+    monkeypatch.setattr(cmp, 'build_model', build)
+    monkeypatch.setattr(cmp, '_project_models', lambda: frozenset({'mamba_fake', 'mamba_quick'}))
+    monkeypatch.setattr(cmp, 'scan_backend_used', lambda name, device, backend: 'selective_scan:' + backend)
+    monkeypatch.setattr(cmp, 'scan_backends', lambda device: ['reference', 'torch', 'triton', 'mamba_ssm'])
+    run = lambda model, *a: {r['name']: r for r in cmp.main(  # noqa: E731
+        _ARGS + ['--models', model, '--resolutions', '16', '--out', str(tmp_path), *a])['rows']}[model]
+
+    row = run('mamba_quick')
+    assert {b for n, b in built} == {'mamba_ssm'} and row['scan'] == 'selective_scan:mamba_ssm'
+    assert 'scan_trials' not in row
+    assert json.loads((tmp_path / 'compare.json').read_text())['env']['selective_scan_backends'][-1] == 'mamba_ssm'
+    assert 'selective-scan backends: reference, torch, triton, mamba_ssm' in (tmp_path / 'compare.md').read_text()
+
+    trial = run('mamba_fake', '--scan-trials', 'on')  # mamba_fake is slow but with the torch scan
+    assert list(trial['scan_trials']) == ['selective_scan:mamba_ssm', 'selective_scan:triton', 'selective_scan:torch']
+    assert trial['scan'] == 'selective_scan:torch (faster than mamba_ssm)'
+    assert trial['train']['2']['img_s'] == max(v['img_s'] for v in trial['scan_trials'].values())
+
+    built.clear()
+    run('mamba_quick', '--mamba-backend', 'triton')
+    assert {b for n, b in built} == {'triton'}
+    monkeypatch.setattr(cmp, 'scan_backends', lambda device: ['reference', 'torch', 'triton'])
+    built.clear()
+    assert run('mamba_quick', '--backend', 'torch')['scan'] == 'selective_scan:torch'
+    assert {b for n, b in built} == {'torch'}
+
+
+def test_scan_trials_by_default_only_on_cuda_without_mamba_ssm():
+    cmp = _compare()
+    cuda, cpu = torch.device('cuda'), torch.device('cpu')
+    assert cmp.scan_trials_wanted('auto', cuda, 'selective_scan:triton')
+    assert not cmp.scan_trials_wanted('auto', cuda, 'selective_scan:mamba_ssm')
+    assert not cmp.scan_trials_wanted('auto', cpu, 'selective_scan:triton')
+    assert cmp.scan_trials_wanted('on', cuda, 'selective_scan:mamba_ssm')
+    assert not cmp.scan_trials_wanted('off', cuda, 'selective_scan:triton')
+
+
+def test_scan_backends_from_the_selective_scan_module_else_the_extension(monkeypatch):
+    """The backends come from gka_vision.ops.selective_scan.available_backends; without that function,
+    mamba_ssm's counts on CUDA when the extension selective_scan_cuda can be found."""
+    import importlib.util
+    from gka_vision.ops import selective_scan as ss
+    cmp = _compare()
+    monkeypatch.setattr(ss, 'available_backends', lambda device: ['torch', 'mamba_ssm'] if device.type == 'cuda'
+                        else ['torch'])
+    assert cmp.scan_backends(torch.device('cuda')) == ['torch', 'mamba_ssm']
+    assert cmp.scan_backends(torch.device('cpu')) == ['torch']
+    monkeypatch.delattr(ss, 'available_backends')
+    found = {'selective_scan_cuda': None}
+    monkeypatch.setattr(importlib.util, 'find_spec', lambda name: found.get(name, object()))
+    assert cmp.scan_backends(torch.device('cuda')) == ['reference', 'torch', 'triton']
+    found['selective_scan_cuda'] = object()
+    assert cmp.scan_backends(torch.device('cuda')) == ['reference', 'torch', 'triton', 'mamba_ssm']
+    assert cmp.scan_backends(torch.device('cpu')) == ['reference', 'torch']
 
 
 def test_params_are_counted_at_the_table_resolution(tmp_path, monkeypatch):
@@ -172,15 +308,24 @@ def test_model_variant_rows(tmp_path, monkeypatch):
     assert built[-1] == ('gka_tiny_patch16_224', dict(recompute_mixer=True, img_size=32))
     with pytest.raises(ValueError, match="unknown model variant 'fast'"):
         cmp.build_model('gka_tiny_patch16_224@fast', 32, None, torch.device('cpu'))
-    result = dict(args=dict(resolutions=[16], batch_sizes=[2], sweep_batch=2, res=16),
-                  rows=[dict(name=n, model=n, train={}, infer={}) for n in
-                        ('gka_tiny_patch16_224', 'gka_tiny_patch16_224@recompute', 'deit_tiny_patch16_224')],
+    names = ('gka_tiny_patch16_224', 'gka_tiny_patch16_224@recompute', 'gka_tiny_patch16_224@compile',
+             'deit_tiny_patch16_224')
+    result = dict(args=dict(resolutions=[16, 32], batch_sizes=[2], sweep_batch=2, res=16, memory_res=16),
+                  rows=[dict(name=n, model=n, train={}, infer={}) for n in names],
                   sweep=[dict(name=n, res=16, train=dict(status='ok', peak_gb=g, img_s=1.0))
                          for n, g in (('gka_tiny_patch16_224', 3.0), ('gka_tiny_patch16_224@recompute', 1.0),
                                       ('deit_tiny_patch16_224', 2.0))])
-    text = '\n'.join(cmp.target_lines(result))
-    assert '| gka_tiny_patch16_224@recompute: 1.00 | deit_tiny_patch16_224: 2.00 | 0.500 | < 1 | **met** |' in text
-    assert '| gka_tiny_patch16_224: 3.00 | deit_tiny_patch16_224: 2.00 | 1.500 | < 1 | **NOT met** |' in text
+    lines = [line for line in cmp.target_lines(result) if line.startswith('| training peak GB')]
+    assert lines[0].endswith('| gka_tiny_patch16_224: 3.00 | deit_tiny_patch16_224: 2.00 | 1.500 | <= 1 '
+                             '| **NOT met** |')
+    assert lines[2].endswith('| gka_tiny_patch16_224@recompute: 1.00 | deit_tiny_patch16_224: 2.00 | 0.500 | <= 1 '
+                             '| **met** |')
+    assert len(lines) == 3 and '@compile' not in ''.join(lines)  # compiled rows run no sweep
+    tasks = cmp.plan(cmp.parse_args(['--models', *names, '--resolutions', '16', '32', '--memory-res', '16']))
+    assert tasks[:6] == [('sweep', m, r, 'train') for m, r in (
+        ('gka_tiny_patch16_224', 32), ('deit_tiny_patch16_224', 32), ('gka_tiny_patch16_224', 16),
+        ('deit_tiny_patch16_224', 16), ('gka_tiny_patch16_224@recompute', 16))] + [
+        ('bs', 'gka_tiny_patch16_224@compile', 128, 'train')]
 
 
 def test_compile_variant_and_combined_variants(monkeypatch):
