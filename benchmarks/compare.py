@@ -22,8 +22,9 @@ Bounded and robust, for a single GPU run under a wall-clock limit:
     remaining points are recorded as "skipped (time budget)" without running;
   - each point has --warmup untimed steps (the first compiles) and then at most --iters timed steps, fewer
     once --point-time-s of timed steps have run;
-  - any failure of a point (OOM, a Triton compile error, anything) is recorded with its message and the run
-    goes on; if a project model fails with a Triton scan, it falls back to the PyTorch scan (recorded);
+  - a first step (compilation) longer than --first-step-limit-s is stopped (SIGALRM) and recorded as
+    "timeout"; any failure of a point (OOM, a Triton compile error, anything) is recorded with its message and
+    the run goes on; if a project model fails with a Triton scan, it falls back to the PyTorch scan (recorded);
   - the Mamba baselines run with mamba_ssm's CUDA selective scan when gka_vision.ops.selective_scan has it
     (the compiled extension selective_scan_cuda importable); otherwise they get their best available scan:
     on CUDA their first eager training point is also timed with the other scans, and the fastest is kept for
@@ -48,8 +49,11 @@ import platform
 import statistics
 import sys
 import time
+import contextlib
 import functools
 import importlib.util
+import signal
+import threading
 import types
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -91,6 +95,7 @@ VARIANT_KWARGS = {'recompute': dict(recompute_mixer=True),
                   'hd32': dict(gka_head_dim=32),  # gkavision: scan head dim 32 instead of C / num_heads
                   'compile': {}}  # torch.compile(model) (default mode); combine with '+': NAME@hd32+compile
 SKIPPED = 'skipped (time budget)'
+TIMEOUT = 'timeout'  # the first step (a compilation) ran past --first-step-limit-s
 PENDING = 'pending'  # planned, not reached yet (what a killed run leaves in the json)
 
 
@@ -255,17 +260,52 @@ def cuda_healthy(device: torch.device) -> bool:
         return False
 
 
+class FirstStepTimeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: Optional[float]):
+    """Raise FirstStepTimeout after `seconds` of wall time, and again every second until the block ends (torch.compile
+    suppresses some exceptions of its backward compilation). SIGALRM, so only in the main thread of a POSIX
+    process; elsewhere, or with None, no limit. Interrupts Python code, e.g. torch.compile's, between calls."""
+    if seconds is None or not hasattr(signal, 'SIGALRM') or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise FirstStepTimeout(f'first step (compilation) stopped after {seconds:g} s')
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.01), 1.0)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _caused_by(err: BaseException, kind: type) -> bool:
+    """`err` or an exception in its chain (torch.compile wraps what its backend raised) is a `kind`."""
+    while err is not None:
+        if isinstance(err, kind):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
 def measure(model: torch.nn.Module, batch: int, res: int, mode: str, dtype: torch.dtype, device: torch.device,
             warmup: int, iters: int, point_time_s: Optional[float] = None,
-            deadline: Optional[float] = None) -> Dict[str, Any]:
+            deadline: Optional[float] = None, first_step_limit_s: Optional[float] = None) -> Dict[str, Any]:
     """Images/s and peak memory of inference ('infer') or one training step ('train').
 
     `warmup` untimed steps (at least one: it compiles the Triton kernels, and the model under torch.compile;
-    timed alone as first_step_s; the others stop once they add up to `point_time_s` or `deadline` has passed;
-    all timed together as warmup_s), then up to
+    timed alone as first_step_s, stopped after `first_step_limit_s`; the others stop once
+    they add up to `point_time_s` or `deadline` has passed; all timed together as warmup_s), then up to
     `iters` timed steps, stopping early once they add up to `point_time_s` (at least two) or `deadline`
     (time.monotonic(), at least one) has passed; the median step gives images/s. A non-finite output or loss
-    is an error. Never raises: OOM gives status 'OOM', any other failure status 'error' with its message."""
+    is an error. Never raises: OOM gives status 'OOM', a stopped first step 'timeout', any other failure status
+    'error' with its message."""
     in_chans = getattr(model, 'in_chans', 3)
     num_classes = max(getattr(model, 'num_classes', 1000), 1)
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
@@ -291,8 +331,9 @@ def measure(model: torch.nn.Module, batch: int, res: int, mode: str, dtype: torc
                 opt.step()
                 return loss.detach()
         t0 = time.perf_counter()
-        out = step()  # compiles
-        _sync(device)
+        with _time_limit(first_step_limit_s):
+            out = step()  # compiles
+            _sync(device)
         t1 = time.perf_counter()
         first_step_s = t1 - t0
         for _ in range(warmup - 1):  # slow steps (or the deadline) cut the warm-up short
@@ -319,7 +360,7 @@ def measure(model: torch.nn.Module, batch: int, res: int, mode: str, dtype: torc
         return dict(img_s=batch / seconds, ms=1e3 * seconds, peak_gb=_peak_gb(device), status='ok',
                     iters=len(times), warmup_s=round(warmup_s, 2), first_step_s=round(first_step_s, 2))
     except Exception as err:  # noqa: BLE001  (a failed point is a result, the run goes on)
-        status = 'OOM' if _is_oom(err) else 'error'
+        status = 'OOM' if _is_oom(err) else TIMEOUT if _caused_by(err, FirstStepTimeout) else 'error'
         return dict(img_s=None, ms=None, peak_gb=None, status=status, error=_message(err))
     finally:
         model.zero_grad(set_to_none=True)
@@ -454,13 +495,14 @@ class Runner:
     def _measure(self, model, batch, res, mode):
         a = self.args
         return measure(model, batch, res, mode, self.dtype, self.device, a.warmup, a.iters, a.point_time_s,
-                       self.deadline)
+                       self.deadline, a.first_step_limit_s)
 
     def _fallback(self, name: str, result: Dict[str, Any]) -> bool:
-        """After a non-OOM failure with a Triton scan: switch the model to the PyTorch scan. True if switched."""
+        """After a non-OOM failure with a Triton scan: switch the model to the PyTorch scan. True if switched.
+        Not for a compiled row: its point is the compiled scan op, and the PyTorch scan's graph compiles for minutes."""
         row = self.rows[name]
         if result['status'] != 'error' or self.backend[name] in (None, 'torch') or 'torch' in row['scan'] \
-                or 'model build failed' in result.get('error', ''):
+                or 'model build failed' in result.get('error', '') or compiled(name):
             return False
         row['scan_fallback'] = f'{row["scan"]} failed, PyTorch scan used from then on: {result["error"]}'
         row['scan'] = row['scan'].split(':')[0] + ':torch (fallback)'
@@ -626,7 +668,8 @@ def _fmt(v, spec='.0f') -> str:
     return format(v, spec) if isinstance(v, (int, float)) else str(v)
 
 
-_SHORT = {'OOM': 'OOM', 'error': 'error', SKIPPED: 'skip', PENDING: 'n/r', 'skipped (CUDA context broken)': 'skip*'}
+_SHORT = {'OOM': 'OOM', 'error': 'error', TIMEOUT: 'timeout', SKIPPED: 'skip', PENDING: 'n/r',
+          'skipped (CUDA context broken)': 'skip*'}
 
 
 def _cell(r: Optional[Dict[str, Any]], key: str = 'img_s', spec: Optional[str] = None) -> str:
@@ -683,8 +726,9 @@ def target_lines(result: Dict[str, Any]) -> List[str]:
               'the timings under "Scan trials"). NAME@compile rows are torch.compile(model) (default mode); they run '
               f'only the training point at batch {b0}, {args.res}px and, last of all, the inference point there: '
               'each new input shape recompiles (tens of seconds), so no sweep and no other batch size '
-              '(compile times under "torch.compile"). OOM means the point ran out of memory; "skip": not run, time '
-              'budget spent; "n/r": not reached (run killed); "error": see Errors.', '']
+              '(compile times under "torch.compile"). OOM means the point ran out of memory; "timeout": its first step '
+              '(compilation) ran past --first-step-limit-s; "skip": not run, time budget spent; "n/r": not reached '
+              '(run killed); "error": see Errors.', '']
     return lines
 
 
@@ -848,6 +892,9 @@ def parse_args(argv=None):
     p.add_argument('--iters', type=int, default=20, help='at most this many timed steps per point')
     p.add_argument('--point-time-s', type=float, default=1.0,
                    help='stop timing a point once its timed steps add up to this (at least 2 steps)')
+    p.add_argument('--first-step-limit-s', type=float, default=120,
+                   help="stop a point whose first step (torch.compile's compilation, the Triton kernels') runs "
+                        'longer; recorded as timeout, and the run goes on')
     p.add_argument('--time-budget-s', type=float, default=None,
                    help='wall-clock budget of the measurements; later points are recorded as skipped')
     p.add_argument('--no-flops', action='store_true')

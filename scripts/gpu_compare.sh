@@ -9,11 +9,12 @@
 # CUDA scan; a build still running there is waited for, at most MAMBA_WAIT_S (default 60) s, after the tests.
 # Writes at most 4 files to $OUT/compare: compare.md, compare.json, compare.log (tests + benchmark output),
 # compare_plots.tar (throughput and memory vs resolution PNGs).
-# TOTAL_S (default 380) bounds the whole script; TESTS_S (default 110) the tests. Extra args go to compare.py.
+# TOTAL_S (default 420) bounds the whole script; TESTS_S (default 110) the tests. Extra args go to compare.py
+# (e.g. --first-step-limit-s: a compilation stopped after that long, default 120 s).
 set -o pipefail
 cd "$(dirname "$0")/.."
 t_start=$(date +%s)
-TOTAL_S=${TOTAL_S:-380}
+TOTAL_S=${TOTAL_S:-420}
 TESTS_S=${TESTS_S:-110}
 MAMBA_WAIT_S=${MAMBA_WAIT_S:-60}
 MODELS=(gka_tiny_patch16_224 gka_tiny_patch16_224@compile deit_tiny_patch16_224 deit_tiny_patch16_224@compile

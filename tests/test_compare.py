@@ -3,6 +3,7 @@ budget (later points recorded as skipped, not run), per-point errors recorded wi
 json written before and during the run, and --render from the json."""
 import json
 import os
+import signal
 import time
 
 import pytest
@@ -25,6 +26,8 @@ class _Net(nn.Module):
     def forward(self, x):
         if self.kind == 'slow':
             time.sleep(0.2)
+        if self.kind == 'stuck' and self.training:  # like a compilation that does not end
+            time.sleep(30)
         if self.kind in ('crash', 'gka_fake') and self.training and self.backend != 'torch':
             raise RuntimeError('triton compile failed: bad block size')
         if self.kind == 'mamba_fake' and self.backend != 'torch':
@@ -36,7 +39,7 @@ class _Net(nn.Module):
 def _fake_build(name, res, backend, device, extra=None):
     if name == 'broken':
         raise ValueError('cannot build this one')
-    return _Net(name, backend).to(device)
+    return _Net(name.split('@')[0], backend).to(device)
 
 
 _ARGS = ['--device', 'cpu', '--batch-sizes', '2', '--res', '16', '--resolutions', '16', '32', '--sweep-batch', '2',
@@ -120,6 +123,38 @@ def test_errors_are_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
     assert '## Errors' in md and 'cannot build this one' in md and 'bad block size' in md and '## Targets' in md
 
 
+def test_a_first_step_past_its_limit_is_stopped_and_the_run_goes_on(tmp_path, monkeypatch):
+    cmp = _compare()
+    monkeypatch.setattr(cmp, 'build_model', _fake_build)
+    t0 = time.monotonic()
+    result = cmp.main(_ARGS + ['--models', 'stuck', 'ok', '--first-step-limit-s', '0.5', '--out', str(tmp_path)])
+    assert time.monotonic() - t0 < 15  # three training points of 'stuck', each stopped after 0.5 s
+    rows = {r['name']: r for r in result['rows']}
+    stuck = rows['stuck']['train']['2']
+    assert stuck['status'] == cmp.TIMEOUT
+    assert stuck['error'] == 'FirstStepTimeout: first step (compilation) stopped after 0.5 s'
+    assert rows['stuck']['infer']['2']['status'] == rows['ok']['train']['2']['status'] == 'ok'
+    assert [s['train']['status'] for s in result['sweep']] == [cmp.TIMEOUT, cmp.TIMEOUT, 'ok', 'ok']
+    assert '| timeout |' in (tmp_path / 'compare.md').read_text()
+    # torch.compile suppresses some exceptions of its backward compilation: the alarm repeats until the step ends
+    t0 = time.monotonic()
+    with pytest.raises(cmp.FirstStepTimeout):
+        with cmp._time_limit(0.2):
+            try:
+                time.sleep(10)
+            except cmp.FirstStepTimeout:
+                time.sleep(10)
+    assert time.monotonic() - t0 < 3 and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    # torch.compile raises its own exception from what its backend raised: still a timeout
+    try:
+        try:
+            raise cmp.FirstStepTimeout('x')
+        except cmp.FirstStepTimeout as err:
+            raise RuntimeError('backend compiler failed') from err
+    except RuntimeError as wrapped:
+        assert cmp._caused_by(wrapped, cmp.FirstStepTimeout) and not cmp._caused_by(wrapped, KeyError)
+
+
 def test_time_budget_skips_the_remaining_points(tmp_path, monkeypatch):
     cmp = _compare()
     monkeypatch.setattr(cmp, 'build_model', _fake_build)
@@ -196,11 +231,15 @@ def test_triton_failure_falls_back_to_torch_scan_and_baselines_get_the_faster_sc
     monkeypatch.setattr(cmp, '_project_models', lambda: frozenset({'gka_fake', 'mamba_fake'}))
     monkeypatch.setattr(cmp, 'scan_backend_used', lambda name, device, backend: (
         'selective_scan:' if name.startswith('mamba') else 'gka_scan:') + ('torch' if backend == 'torch' else 'triton'))
-    result = cmp.main(_ARGS + ['--models', 'gka_fake', 'mamba_fake', '--scan-trials', 'on', '--out', str(tmp_path)])
+    result = cmp.main(_ARGS + ['--models', 'gka_fake', 'gka_fake@compile', 'mamba_fake', '--scan-trials', 'on',
+                               '--out', str(tmp_path)])
     rows = {r['name']: r for r in result['rows']}
     gka = rows['gka_fake']
     assert gka['train']['2']['status'] == 'ok' and gka['scan'] == 'gka_scan:torch (fallback)'
     assert 'bad block size' in gka['scan_fallback']
+    gka = rows['gka_fake@compile']  # a compiled row keeps its scan: the failure is its result
+    assert gka['train']['2']['status'] == 'error' and 'bad block size' in gka['train']['2']['error']
+    assert gka['scan'] == 'gka_scan:triton' and 'scan_fallback' not in gka
     mamba = rows['mamba_fake']
     assert set(mamba['scan_trials']) == {'selective_scan:triton', 'selective_scan:torch'}
     assert mamba['scan'] == 'selective_scan:torch (faster than triton)'
