@@ -309,7 +309,6 @@ def _resize_gka_vit(k: str, v: torch.Tensor, target: torch.Tensor) -> Optional[t
         if v.ndim != 4 or v.shape[-1] != target.shape[-1]:
             raise ValueError(f"checkpoint key 'pos_embed' has shape {tuple(v.shape)}, "
                              f"the model expects {tuple(target.shape)}")
-        _logger.info(f'Resizing pos_embed grid {tuple(v.shape[1:3])} -> {tuple(target.shape[1:3])}')
         return resample_pos_embed(v, target.shape[1:3])
     if k == 'patch_embed.proj.weight' and v.shape[:2] == target.shape[:2] and v.shape[2:] != target.shape[2:]:
         return resample_patch_embed(v, list(target.shape[2:]), interpolation='bicubic', antialias=True)
