@@ -140,7 +140,10 @@ def adapt_state_dict(state_dict: Dict[str, Any], model: torch.nn.Module, first_c
         if target is None or v.shape == target.shape:
             out[k] = v
             continue
-        resized = resize(k, v, target) if resize is not None else None
+        try:
+            resized = resize(k, v, target) if resize is not None else None
+        except ValueError as e:
+            raise ValueError(str(e) + '.' + _fix_hint(pretrained_cfg)) from None
         if resized is not None:
             out[k] = resized
             changes.append(f'{k} resized {tuple(v.shape)} -> {tuple(resized.shape)}')
