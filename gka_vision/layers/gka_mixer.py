@@ -22,13 +22,21 @@ import math
 from typing import Tuple
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
 import torch.utils.checkpoint
+from timm.layers import register_notrace_function
 
 from ..ops import gka_scan_bidirectional
+from .input_checks import check_tokens
 from .norm import GatedRMSNorm
+
+# FX leaves (timm's feature extraction, torch.fx / torchvision tracing): the scan runs as one call
+register_notrace_function(gka_scan_bidirectional)
+torch.fx.wrap('gka_scan_bidirectional')
+torch.fx.wrap('check_tokens')
 
 
 def recompute_elementwise(fn, *args):
@@ -148,19 +156,17 @@ class BidirectionalGKAMixer(nn.Module):
     _gate = staticmethod(log_forget_gate)
 
     def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
-        if x.ndim != 3 or x.shape[-1] != self.dim:
-            raise ValueError(f'expected tokens of shape [B, N, {self.dim}], got {tuple(x.shape)}')
+        x = check_tokens(x, self.dim, hw)
         B, N, C = x.shape
-        H, W = int(hw[0]), int(hw[1])
-        if N != H * W:
-            raise ValueError(f'token count N={N} does not match the grid size {H}x{W} (H*W={H * W})')
+        H, W = hw
         nh, D = self.num_heads, self.head_dim
 
         u = self.conv(x.transpose(1, 2).reshape(B, C, H, W))
         u = F.silu(u).flatten(2).transpose(1, 2)
         beta, alpha, a_fwd, a_bwd, gate = self._small_projections(x)
         beta = torch.sigmoid(beta).unsqueeze(-1)
-        q, k, v = recompute_elementwise(normalize_qk_scale_beta, *self.qkv(u).view(B, N, 3, nh, D).unbind(2), beta)
+        q, k, v = self.qkv(u).view(B, N, 3, nh, D).unbind(2)
+        q, k, v = recompute_elementwise(normalize_qk_scale_beta, q, k, v, beta)
         alpha = torch.sigmoid(alpha)
         g_fwd = self._gate(a_fwd, self.A_log_fwd, self.dt_bias_fwd)
         g_bwd = self._gate(a_bwd, self.A_log_bwd, self.dt_bias_bwd)

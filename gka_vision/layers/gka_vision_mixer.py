@@ -23,14 +23,22 @@ BidirectionalGKAMixer (layers/gka_mixer.py) is the heavier alternative: all chan
 from typing import Optional, Tuple
 
 import torch
+import torch.fx
 import torch.nn as nn
+from timm.layers import register_notrace_function
 
 from ..ops import gka_scan
 from .gka_mixer import _check_solver_options, _init_A_log, _init_dt_bias, log_forget_gate, normalize_qk_scale_beta
+from .input_checks import check_tokens
 from .mamba_mixer import conv1d_same_silu
 from .norm import GatedRMSNorm
 
 __all__ = ['GKAVisionMixer']
+
+# FX leaves (timm's feature extraction, torch.fx / torchvision tracing): the scan runs as one call
+register_notrace_function(gka_scan)
+torch.fx.wrap('gka_scan')
+torch.fx.wrap('check_tokens')
 
 
 class GKAVisionMixer(nn.Module):
@@ -97,8 +105,7 @@ class GKAVisionMixer(nn.Module):
         return {'A_log', 'dt_bias'}
 
     def forward(self, x: torch.Tensor, hw: Optional[Tuple[int, int]] = None) -> torch.Tensor:
-        if x.ndim != 3 or x.shape[-1] != self.dim:
-            raise ValueError(f'expected tokens of shape [B, N, {self.dim}], got {tuple(x.shape)}')
+        x = check_tokens(x, self.dim)
         B, N, _ = x.shape
         nh, D = self.num_heads, self.head_dim
         xz = self.in_proj(x).transpose(1, 2)                                   # [B, E, N]

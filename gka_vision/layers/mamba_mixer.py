@@ -24,12 +24,21 @@ import math
 from typing import Optional, Tuple
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from timm.layers import register_notrace_function
+
 from ..ops.selective_scan import selective_scan
+from .input_checks import check_tokens
 
 __all__ = ['BidirectionalMambaMixer', 'MambaVisionMixer', 'init_A_log', 'init_dt_proj']
+
+# FX leaves (timm's feature extraction, torch.fx / torchvision tracing): the scan runs as one call
+register_notrace_function(selective_scan)
+torch.fx.wrap('selective_scan')
+torch.fx.wrap('check_tokens')
 
 
 def init_A_log(channels: int, d_state: int) -> torch.Tensor:
@@ -125,8 +134,7 @@ class BidirectionalMambaMixer(nn.Module):
             delta_bias=branch.dt_proj.bias.float(), delta_softplus=True, reverse=reverse, backend=self.backend)
 
     def forward(self, x: torch.Tensor, hw: Optional[Tuple[int, int]] = None) -> torch.Tensor:
-        if x.ndim != 3 or x.shape[-1] != self.dim:
-            raise ValueError(f'expected tokens of shape [B, N, {self.dim}], got {tuple(x.shape)}')
+        x = check_tokens(x, self.dim)
         xz = self.in_proj(x).transpose(1, 2)                  # [B, 2E, L]
         xs, z = xz.chunk(2, dim=1)
         y = 0.5 * (self._direction(self.fwd, xs, z, reverse=False) + self._direction(self.bwd, xs, z, reverse=True))
@@ -173,8 +181,7 @@ class MambaVisionMixer(nn.Module):
         return {'ssm.A_log', 'ssm.D'}
 
     def forward(self, x: torch.Tensor, hw: Optional[Tuple[int, int]] = None) -> torch.Tensor:
-        if x.ndim != 3 or x.shape[-1] != self.dim:
-            raise ValueError(f'expected tokens of shape [B, N, {self.dim}], got {tuple(x.shape)}')
+        x = check_tokens(x, self.dim)
         xz = self.in_proj(x).transpose(1, 2)                  # [B, E, L]
         xs, z = xz.chunk(2, dim=1)
         xs = conv1d_same_silu(xs, self.ssm.conv1d.weight)

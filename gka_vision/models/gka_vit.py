@@ -16,6 +16,7 @@ from functools import partial
 from typing import Any, Dict, List, Optional, Tuple, Type, Union
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.utils.checkpoint
 
@@ -29,6 +30,8 @@ from ..layers import BidirectionalGKAMixer, PatchEmbed, resample_pos_embed
 from ._checkpoint import adapt_state_dict
 
 __all__ = ['GKAViT', 'GKABlock']
+
+torch.fx.wrap('resample_pos_embed')  # an FX leaf (it compares the grid sizes; also registered with timm)
 
 _logger = logging.getLogger(__name__)
 

@@ -23,16 +23,18 @@ of stages 1-3 instead of the end of stages 0-2 (same layers, cleaner feature tap
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.utils.checkpoint
 import torch.nn.functional as F
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import Attention, DropPath, LayerScale, Mlp, trunc_normal_
+from timm.layers import Attention, DropPath, LayerScale, Mlp, register_notrace_function, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from ..layers import BidirectionalGKAMixer, GKAVisionMixer
+from ..layers.input_checks import check_image
 from ..layers.mamba_mixer import MambaVisionMixer
 from ._checkpoint import adapt_state_dict
 
@@ -137,6 +139,31 @@ def window_reverse(x: torch.Tensor, wh: int, ww: int, H: int, W: int) -> torch.T
     return x.reshape(-1, C, H, W)
 
 
+@register_notrace_function  # FX leaf: the window size and padding depend on the map size
+def windows_of(x: torch.Tensor, window_size: int) -> Tuple[torch.Tensor, int, int]:
+    """[B, C, H, W] -> (window tokens [B * nW, wh * ww, C], wh, ww): windows of window_size (shrunk to the map
+    when it is smaller), the map zero-padded at the bottom / right to a multiple of the window."""
+    H, W = x.shape[-2:]
+    wh, ww = min(window_size, H), min(window_size, W)
+    pad_b, pad_r = (-H) % wh, (-W) % ww
+    if pad_b or pad_r:
+        x = F.pad(x, (0, pad_r, 0, pad_b))
+    return window_partition(x, wh, ww), wh, ww
+
+
+@register_notrace_function  # FX leaf: the padding to remove depends on the map size
+def map_of(t: torch.Tensor, wh: int, ww: int, H: int, W: int) -> torch.Tensor:
+    """Inverse of windows_of: window tokens -> the [B, C, H, W] map, padding removed."""
+    Hp, Wp = H + (-H) % wh, W + (-W) % ww
+    x = window_reverse(t, wh, ww, Hp, Wp)
+    return x[:, :, :H, :W].contiguous() if (Hp, Wp) != (H, W) else x
+
+
+torch.fx.wrap('windows_of')
+torch.fx.wrap('map_of')
+torch.fx.wrap('check_image')
+
+
 class HybridStage(nn.Module):
     """Optional stride-2 downsample, then conv blocks, or windowed mixer blocks followed by attention blocks."""
 
@@ -167,19 +194,13 @@ class HybridStage(nn.Module):
                 return checkpoint_seq(self.blocks, x)
             return self.blocks(x)
         B, C, H, W = x.shape
-        wh, ww = min(self.window_size, H), min(self.window_size, W)
-        pad_b, pad_r = (-H) % wh, (-W) % ww
-        if pad_b or pad_r:
-            x = F.pad(x, (0, pad_r, 0, pad_b))
-        Hp, Wp = H + pad_b, W + pad_r
-        t = window_partition(x, wh, ww)
+        t, wh, ww = windows_of(x, self.window_size)
         for blk in self.blocks:
             if self.grad_checkpointing and not torch.jit.is_scripting():
                 t = torch.utils.checkpoint.checkpoint(blk, t, (wh, ww), use_reentrant=False)
             else:
                 t = blk(t, (wh, ww))
-        x = window_reverse(t, wh, ww, Hp, Wp)
-        return x[:, :, :H, :W].contiguous() if (pad_b or pad_r) else x
+        return map_of(t, wh, ww, H, W)
 
 
 class MambaVision(nn.Module):
@@ -328,9 +349,6 @@ class MambaVision(nn.Module):
             self.global_pool = global_pool
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
-    def _check_input(self, x: torch.Tensor):
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f'expected an image batch of shape [B, {self.in_chans}, H, W], got {tuple(x.shape)}')
 
     def forward_intermediates(
             self,
@@ -345,7 +363,7 @@ class MambaVision(nn.Module):
         norm applies the final BatchNorm to the last stage's output only (the other widths differ)."""
         if output_fmt != 'NCHW':
             raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
-        self._check_input(x)
+        x = check_image(x, self.in_chans)
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
         last = len(self.stages) - 1
         stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
@@ -373,7 +391,7 @@ class MambaVision(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """[B, C_in, H, W] -> [B, 8 dim, H/32, W/32] after the final BatchNorm."""
-        self._check_input(x)
+        x = check_image(x, self.in_chans)
         return self.norm(self.stages(self.stem(x)))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
