@@ -28,6 +28,7 @@ from timm.models._manipulate import checkpoint
 
 from ..layers import BidirectionalGKAMixer, PatchEmbed, resample_pos_embed
 from ._checkpoint import adapt_state_dict
+from ._resize import record_input_size
 
 __all__ = ['GKAViT', 'GKABlock']
 
@@ -196,6 +197,45 @@ class GKAViT(nn.Module):
         for blk in self.blocks:
             blk.recompute_mixer = enable
             blk.mixer.sequential_backward = enable
+
+    @torch.jit.ignore
+    def set_input_size(
+            self,
+            img_size: Optional[Union[int, Tuple[int, int]]] = None,
+            patch_size: Optional[Union[int, Tuple[int, int]]] = None,
+    ) -> None:
+        """Change the default input size and/or the patch size in place (timm's `set_input_size`).
+
+        The stored position embedding is resized bicubically to the new grid (img_size / patch_size) and, for a
+        new patch size, the patch-embedding kernel is resampled (timm's `resample_patch_embed`, which keeps the
+        embedding of a resized patch). The change is recorded so that `timm.models.save_for_hf` + `local-dir:`
+        rebuild the resized model. Inputs of any size that is a multiple of the patch keep working.
+        """
+        img_size = to_2tuple(img_size) if img_size is not None else self.img_size
+        new_patch = to_2tuple(patch_size) if patch_size is not None else self.patch_size
+        if img_size[0] % new_patch[0] or img_size[1] % new_patch[1]:
+            raise ValueError(f'img_size {img_size[0]}x{img_size[1]} is not divisible by the patch size '
+                             f'{new_patch[0]}x{new_patch[1]}')
+        if new_patch != self.patch_size:
+            old = self.patch_embed.proj
+            proj = nn.Conv2d(old.in_channels, old.out_channels, kernel_size=new_patch, stride=new_patch,
+                             bias=old.bias is not None).to(device=old.weight.device, dtype=old.weight.dtype)
+            with torch.no_grad():
+                proj.weight.copy_(resample_patch_embed(old.weight, list(new_patch), interpolation='bicubic',
+                                                       antialias=True))
+                if old.bias is not None:
+                    proj.bias.copy_(old.bias)
+            self.patch_embed.proj = proj
+            self.patch_embed.patch_size = self.patch_size = new_patch
+            for info in self.feature_info:
+                info['reduction'] = new_patch[0]
+        self.img_size = img_size
+        grid = self.patch_embed.feat_size(img_size)
+        if grid != tuple(self.grid_size):
+            self.pos_embed = nn.Parameter(resample_pos_embed(self.pos_embed.detach(), grid),
+                                          requires_grad=self.pos_embed.requires_grad)
+            self.grid_size = grid
+        record_input_size(self, img_size, patch_size=new_patch if patch_size is not None else None)
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:

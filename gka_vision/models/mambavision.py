@@ -29,7 +29,7 @@ import torch.utils.checkpoint
 import torch.nn.functional as F
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import Attention, DropPath, LayerScale, Mlp, register_notrace_function, trunc_normal_
+from timm.layers import Attention, DropPath, LayerScale, Mlp, register_notrace_function, to_2tuple, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
@@ -37,6 +37,7 @@ from ..layers import BidirectionalGKAMixer, GKAVisionMixer
 from ..layers.input_checks import check_image
 from ..layers.mamba_mixer import MambaVisionMixer
 from ._checkpoint import adapt_state_dict
+from ._resize import record_input_size
 
 __all__ = ['MambaVision', 'ConvBlock', 'MixerBlock', 'HybridStage']
 
@@ -222,6 +223,8 @@ class MambaVision(nn.Module):
             (non-reentrant torch.utils.checkpoint), keeping only the block input; also `set_recompute_mixer`.
             GKA mixers then also run the Triton backward one scan direction at a time (half its transient
             memory).
+        img_size: the nominal input size (recorded for preprocessing and `set_input_size`; the network takes
+            any size: windows larger than a stage's map shrink to it, others pad the map).
     """
 
     def __init__(
@@ -249,6 +252,7 @@ class MambaVision(nn.Module):
             num_iter: int = 30,
             gka_head_dim: Optional[int] = None,
             recompute_mixer: bool = False,
+            img_size: Union[int, Tuple[int, int]] = 224,
     ):
         super().__init__()
         if global_pool not in ('', 'avg'):
@@ -263,6 +267,7 @@ class MambaVision(nn.Module):
         self.num_classes = num_classes
         self.global_pool = global_pool
         self.in_chans = in_chans
+        self.img_size = to_2tuple(img_size)
         self.mixer = mixer
         self.output_fmt = 'NCHW'
         widths = [dim * 2 ** i for i in range(4)]
@@ -336,6 +341,32 @@ class MambaVision(nn.Module):
                 m.recompute_mixer = enable
             if isinstance(m, BidirectionalGKAMixer):
                 m.sequential_backward = enable
+
+    @torch.jit.ignore
+    def set_input_size(
+            self,
+            img_size: Optional[Union[int, Tuple[int, int]]] = None,
+            window_size: Optional[Union[int, Sequence[int]]] = None,
+    ) -> None:
+        """Change the nominal input size and/or the windows of stages 2-3 in place (timm's `set_input_size`).
+
+        No weight depends on the input size here (any size runs: windows larger than a stage's map shrink to
+        it, others pad the map), so img_size is bookkeeping (recorded for preprocessing and for
+        `timm.models.save_for_hf` + `local-dir:`); window_size (one int, or 4 per-stage values of which stages
+        2-3 are used) changes which tokens a mixer/attention block sees, and is recorded too. Windows are
+        kept by default: at 224 px MambaVision-T's windows (14, 7) cover the whole map of stages 2-3, at 448 px
+        each such map is split into 4 windows.
+        """
+        if window_size is not None:
+            ws = (window_size,) * 4 if isinstance(window_size, int) else tuple(int(w) for w in window_size)
+            if len(ws) != 4 or any(w < 1 for w in ws):
+                raise ValueError(f'window_size must be a positive int or 4 positive ints, got {window_size!r}')
+            for stage, w in zip(self.stages, ws):
+                stage.window_size = w
+            window_size = ws
+        if img_size is not None:
+            self.img_size = to_2tuple(img_size)
+        record_input_size(self, self.img_size, window_size=window_size)
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
