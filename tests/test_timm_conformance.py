@@ -1,7 +1,8 @@
 """timm's per-model checks on every model this project registers (gka_*, gkavision_*, mamba_vim_*,
 mambavision_*), on the CPU: forward, backward, default_cfg, forward_features / forward_head, features_only,
 forward_intermediates, FX forward and backward (timm's FX harness, plain torch.fx, feature_cls='fx'),
-set_input_size persisted through save/reload, and TorchScript.
+set_input_size persisted through save/reload, and TorchScript (torch.jit.script runs and matches eager; the
+scans stay Python calls inside it, so torch.jit.save of a scripted model fails with TorchScript's error).
 
 Written from what timm's tests/test_models.py checks for every architecture (not copied from it). Each model
 keeps its own widths, heads and mixers but runs with fewer blocks (and Chebyshev iterations), as timm's suite
@@ -19,7 +20,7 @@ import gka_vision  # noqa: F401  (registers the models)
 
 from timm_api import (check_backward, check_default_cfg, check_features_only, check_forward,  # tests/timm_api.py
                       check_forward_intermediates, check_fx_backward, check_fx_features, check_fx_forward,
-                      check_set_input_size_roundtrip, create, images)
+                      check_set_input_size_roundtrip, check_torchscript, create, images)
 
 FAMILIES = ('gka_*', 'gkavision_*', 'mamba_vim_*', 'mambavision_*')
 MODELS = sorted({m for f in FAMILIES for m in timm.list_models(f)})
@@ -92,11 +93,19 @@ def test_fx_feature_extraction(name):
     check_fx_features(_make(name), _x(1))
 
 
-def test_fx_traces_the_bidirectional_gka_mixer_in_windows():
-    """mixer='gka_bi' (BidirectionalGKAMixer inside the hybrid's windows) traces too."""
-    model = create('gkavision_tiny', small('gkavision_tiny'), mixer='gka_bi', num_classes=42)
-    check_fx_forward(model, _x(1))
-    check_fx_backward(model, _x(), 42)
+@pytest.mark.filterwarnings('ignore:`torch.jit.script` is deprecated', 'ignore:`torch.jit.save` is deprecated')
+@pytest.mark.parametrize('name', MODELS)
+def test_torchscript(name):
+    check_torchscript(_make(name), _x(1))
+
+
+@pytest.mark.filterwarnings('ignore:`torch.jit.script` is deprecated', 'ignore:`torch.jit.save` is deprecated')
+def test_fx_and_torchscript_with_the_bidirectional_gka_mixer_in_windows():
+    """mixer='gka_bi' (BidirectionalGKAMixer inside the hybrid's windows) traces and scripts too."""
+    make = lambda **kw: create('gkavision_tiny', small('gkavision_tiny'), mixer='gka_bi', **kw)  # noqa: E731
+    check_fx_forward(make(), _x(1))
+    check_fx_backward(make(num_classes=42), _x(), 42)
+    check_torchscript(make, _x(1))
 
 
 @pytest.mark.parametrize('name', MODELS)

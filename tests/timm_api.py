@@ -261,3 +261,21 @@ def check_set_input_size_roundtrip(model, created_with, resize, x, folder):
     with torch.no_grad():
         assert torch.equal(restored(x), out)
     return restored
+
+
+def check_torchscript(make, x):
+    """torch.jit.script of the model built under timm's set_scriptable(True) (timm's TorchScript test) runs
+    and matches the eager output. The scans are Python calls inside it (torch.jit.ignore: Python autograd
+    Functions / Triton), so a scripted model cannot be torch.jit.save'd: that fails with TorchScript's own
+    'Could not export Python function call' error (use torch.export or the dynamo ONNX exporter to serialize)."""
+    import io
+    import pytest
+    with timm.set_scriptable(True):
+        model = make().eval()
+    scripted = torch.jit.script(model)
+    with torch.no_grad():
+        out = scripted(x)
+        assert out.shape == (x.shape[0], model.num_classes) and torch.isfinite(out).all()
+        torch.testing.assert_close(out, model(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(RuntimeError, match='Could not export Python function call'):
+        torch.jit.save(scripted, io.BytesIO())

@@ -41,6 +41,12 @@ torch.fx.wrap('gka_scan')
 torch.fx.wrap('check_tokens')
 
 
+@torch.jit.ignore  # TorchScript: the scan stays a Python call (a scripted model runs; it cannot be saved)
+def _scan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, alpha: torch.Tensor, g: torch.Tensor,
+          ridge_ratio: float, num_iter: int, backend: str) -> torch.Tensor:
+    return gka_scan(q, k, v, alpha, g, ridge_ratio=ridge_ratio, num_iter=num_iter, backend=backend)
+
+
 class GKAVisionMixer(nn.Module):
     """MambaVision-shaped mixer with one causal GKA scan on half the channels (see the module docstring).
 
@@ -116,8 +122,7 @@ class GKAVisionMixer(nn.Module):
         q, k = self.qk(xs).view(B, N, 2, nh, D).unbind(2)
         q, k, v = normalize_qk_scale_beta(q, k, xs.reshape(B, N, nh, D), torch.sigmoid(beta).unsqueeze(-1))
         g = log_forget_gate(a, self.A_log, self.dt_bias)
-        y = gka_scan(q, k, v, torch.sigmoid(alpha), g, ridge_ratio=self.ridge_ratio, num_iter=self.num_iter,
-                     backend=self.backend)
+        y = _scan(q, k, v, torch.sigmoid(alpha), g, self.ridge_ratio, self.num_iter, self.backend)
         y = self.norm(y).reshape(B, N, -1)
         return self.proj_drop(self.out_proj(torch.cat([y, z.transpose(1, 2)], dim=-1)))
 

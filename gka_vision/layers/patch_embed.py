@@ -3,7 +3,7 @@
 Both keep the token map in NHWC, so the grid size travels with the tensor and raster order is
 simply ``x.reshape(B, H * W, C)``.
 """
-from typing import Tuple, Union
+from typing import List, Tuple, Union
 
 import torch
 import torch.fx
@@ -42,11 +42,11 @@ class PatchEmbed(nn.Module):
 
 
 @register_notrace_function  # a leaf for FX: it compares the grid sizes
-def resample_pos_embed(pos_embed: torch.Tensor, new_size: Tuple[int, int], antialias: bool = True) -> torch.Tensor:
+def resample_pos_embed(pos_embed: torch.Tensor, new_size: List[int], antialias: bool = True) -> torch.Tensor:
     """Bicubic resize of an NHWC position embedding [1, h, w, C] to [1, H, W, C] (in fp32, cast back)."""
-    if tuple(pos_embed.shape[1:3]) == tuple(new_size):
+    if pos_embed.shape[1] == new_size[0] and pos_embed.shape[2] == new_size[1]:
         return pos_embed
     dtype = pos_embed.dtype
     pe = pos_embed.float().permute(0, 3, 1, 2)
-    pe = F.interpolate(pe, size=tuple(new_size), mode='bicubic', align_corners=False, antialias=antialias)
+    pe = F.interpolate(pe, size=[new_size[0], new_size[1]], mode='bicubic', align_corners=False, antialias=antialias)
     return pe.permute(0, 2, 3, 1).to(dtype)

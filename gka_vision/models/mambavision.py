@@ -39,7 +39,7 @@ from ..layers.mamba_mixer import MambaVisionMixer
 from ._checkpoint import adapt_state_dict
 from ._resize import record_input_size
 
-__all__ = ['MambaVision', 'ConvBlock', 'MixerBlock', 'HybridStage']
+__all__ = ['MambaVision', 'ConvBlock', 'MixerBlock', 'ConvStage', 'HybridStage']
 
 MIXERS = ('mamba', 'gka', 'gka_bi')
 
@@ -165,36 +165,47 @@ torch.fx.wrap('map_of')
 torch.fx.wrap('check_image')
 
 
-class HybridStage(nn.Module):
-    """Optional stride-2 downsample, then conv blocks, or windowed mixer blocks followed by attention blocks."""
+class ConvStage(nn.Module):
+    """Optional stride-2 downsample, then conv residual blocks (stages 0-1)."""
 
-    def __init__(self, in_dim: int, dim: int, depth: int, conv: bool, num_heads: int, window_size: int,
-                 mixer: str, mlp_ratio: float = 4., drop_path: Sequence[float] = (), proj_drop: float = 0.,
-                 layer_scale: Optional[float] = None, layer_scale_conv: Optional[float] = None,
-                 **mixer_kwargs):
+    def __init__(self, in_dim: int, dim: int, depth: int, drop_path: Sequence[float] = (),
+                 layer_scale_conv: Optional[float] = None, window_size: int = 0):
         super().__init__()
         self.downsample = nn.Conv2d(in_dim, dim, 3, stride=2, padding=1, bias=False) if in_dim != dim \
             else nn.Identity()
-        self.conv = conv
-        self.window_size = window_size
+        self.window_size = window_size  # unused here: the model's per-stage window list, of which 2-3 apply
         self.grad_checkpointing = False
         dp = list(drop_path) or [0.] * depth
-        if conv:
-            self.blocks = nn.Sequential(*[ConvBlock(dim, dp[i], layer_scale_conv) for i in range(depth)])
-        else:
-            n_mixer = depth - depth // 2  # odd depth: one more mixer block than attention blocks
-            self.blocks = nn.ModuleList([
-                MixerBlock(dim, num_heads, mixer if i < n_mixer else 'attn', mlp_ratio=mlp_ratio,
-                           drop_path=dp[i], proj_drop=proj_drop, layer_scale=layer_scale, **mixer_kwargs)
-                for i in range(depth)])
+        self.blocks = nn.Sequential(*[ConvBlock(dim, dp[i], layer_scale_conv) for i in range(depth)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
-        if self.conv:
-            if self.grad_checkpointing and not torch.jit.is_scripting():
-                return checkpoint_seq(self.blocks, x)
-            return self.blocks(x)
-        B, C, H, W = x.shape
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self.blocks, x)
+        return self.blocks(x)
+
+
+class HybridStage(nn.Module):
+    """Optional stride-2 downsample, then windowed mixer blocks followed by attention blocks (stages 2-3)."""
+
+    def __init__(self, in_dim: int, dim: int, depth: int, num_heads: int, window_size: int,
+                 mixer: str, mlp_ratio: float = 4., drop_path: Sequence[float] = (), proj_drop: float = 0.,
+                 layer_scale: Optional[float] = None, **mixer_kwargs):
+        super().__init__()
+        self.downsample = nn.Conv2d(in_dim, dim, 3, stride=2, padding=1, bias=False) if in_dim != dim \
+            else nn.Identity()
+        self.window_size = window_size
+        self.grad_checkpointing = False
+        dp = list(drop_path) or [0.] * depth
+        n_mixer = depth - depth // 2  # odd depth: one more mixer block than attention blocks
+        self.blocks = nn.ModuleList([
+            MixerBlock(dim, num_heads, mixer if i < n_mixer else 'attn', mlp_ratio=mlp_ratio,
+                       drop_path=dp[i], proj_drop=proj_drop, layer_scale=layer_scale, **mixer_kwargs)
+            for i in range(depth)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        H, W = x.shape[-2], x.shape[-1]
         t, wh, ww = windows_of(x, self.window_size)
         for blk in self.blocks:
             if self.grad_checkpointing and not torch.jit.is_scripting():
@@ -286,11 +297,15 @@ class MambaVision(nn.Module):
         dpr = [drop_path_rate * i / max(sum(depths) - 1, 1) for i in range(sum(depths))]  # linear rule
         stages, self.feature_info, prev = [], [], dim
         for i in range(4):
-            stages.append(HybridStage(
-                prev, widths[i], depths[i], conv=i < 2, num_heads=num_heads[i], window_size=window_size[i],
-                mixer=mixer, mlp_ratio=mlp_ratio, drop_path=dpr[sum(depths[:i]):sum(depths[:i + 1])],
-                proj_drop=proj_drop_rate, layer_scale=layer_scale, layer_scale_conv=layer_scale_conv,
-                recompute_mixer=recompute_mixer, **mixer_kwargs))
+            dp = dpr[sum(depths[:i]):sum(depths[:i + 1])]
+            if i < 2:
+                stages.append(ConvStage(prev, widths[i], depths[i], drop_path=dp, layer_scale_conv=layer_scale_conv,
+                                        window_size=window_size[i]))
+            else:
+                stages.append(HybridStage(
+                    prev, widths[i], depths[i], num_heads=num_heads[i], window_size=window_size[i], mixer=mixer,
+                    mlp_ratio=mlp_ratio, drop_path=dp, proj_drop=proj_drop_rate, layer_scale=layer_scale,
+                    recompute_mixer=recompute_mixer, **mixer_kwargs))
             self.feature_info.append(dict(num_chs=widths[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
             prev = widths[i]
         self.stages = nn.Sequential(*stages)
