@@ -1,6 +1,7 @@
 """timm's per-model checks on every model this project registers (gka_*, gkavision_*, mamba_vim_*,
 mambavision_*), on the CPU: forward, backward, default_cfg, forward_features / forward_head, features_only,
-forward_intermediates, FX forward and backward (timm's FX harness, plain torch.fx, feature_cls='fx'),
+forward_intermediates, FX forward and backward (timm's FX harness, plain torch.fx, feature_cls='fx'), the
+structure contract on the meta device (device= / dtype= factory kwargs, reset_classifier, frozen parameters),
 set_input_size persisted through save/reload, and TorchScript (torch.jit.script runs and matches eager; the
 scans stay Python calls inside it, so torch.jit.save of a scripted model fails with TorchScript's error).
 
@@ -20,6 +21,7 @@ import gka_vision  # noqa: F401  (registers the models)
 
 from timm_api import (check_backward, check_default_cfg, check_features_only, check_forward,  # tests/timm_api.py
                       check_forward_intermediates, check_fx_backward, check_fx_features, check_fx_forward,
+                      check_meta_structure,
                       check_set_input_size_roundtrip, check_torchscript, create, images)
 
 FAMILIES = ('gka_*', 'gkavision_*', 'mamba_vim_*', 'mambavision_*')
@@ -66,6 +68,13 @@ def test_backward(name):
 @pytest.mark.parametrize('name', MODELS)
 def test_default_cfg(name):
     check_default_cfg(_make(name), size=64)
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_meta_device_structure(name):
+    """At the real sizes (the meta device allocates nothing): device= / dtype=, reset_classifier, frozen
+    parameters, group_matcher, no_weight_decay."""
+    check_meta_structure(lambda **kw: timm.create_model(name, **kw))
 
 
 @pytest.mark.parametrize('name', MODELS)

@@ -279,3 +279,39 @@ def check_torchscript(make, x):
         torch.testing.assert_close(out, model(x), rtol=1e-5, atol=1e-5)
     with pytest.raises(RuntimeError, match='Could not export Python function call'):
         torch.jit.save(scripted, io.BytesIO())
+
+
+def check_meta_structure(make, x_shape=(1, 3, 224, 224)):
+    """timm's structure contract on the meta device (no memory): create_model(device=, dtype=) puts every
+    parameter and buffer there; forward runs on meta tensors and follows a dtype change; reset_classifier
+    builds the new head on the model's device / dtype / train mode; a frozen model stays frozen through
+    reset_classifier and set_input_size; unknown constructor args raise TypeError; group_matcher splits the
+    parameters and every no_weight_decay entry names one."""
+    import fnmatch
+    import pytest
+    from timm.models._manipulate import group_parameters
+    model = make(device='meta', dtype=torch.float32).eval()
+    misplaced = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type != 'meta']
+    assert not misplaced, misplaced[:5]
+    x = torch.randn(x_shape, device='meta')
+    assert model(x).shape == (x_shape[0], model.num_classes)
+    model.to(torch.bfloat16)
+    assert model(x.to(torch.bfloat16)).dtype == torch.bfloat16
+    model.to(device='meta', dtype=torch.float64)
+    model.reset_classifier(0)
+    model.reset_classifier(2)
+    head = list(model.get_classifier().parameters())
+    assert head and all(p.device.type == 'meta' and p.dtype == torch.float64 for p in head)
+    assert all(not m.training for m in model.modules())
+    frozen = make(device='meta').requires_grad_(False)
+    frozen.reset_classifier(0)
+    frozen.reset_classifier(0, '')
+    frozen.set_input_size(img_size=(448, 448))
+    assert not [n for n, p in frozen.named_parameters() if p.requires_grad]
+    with pytest.raises(TypeError):
+        make(device='meta', not_a_model_arg=1)
+    groups = group_parameters(model, model.group_matcher(coarse=False), reverse=True)
+    assert len(set(groups.values())) > 1
+    names = [n for n, _ in model.named_parameters()]
+    for pattern in model.no_weight_decay():
+        assert any(fnmatch.fnmatch(n, pattern) for n in names), pattern

@@ -71,12 +71,20 @@ def _check_solver_options(owner: str, ridge_ratio: float, num_iter: int) -> None
         raise ValueError(f'{owner}: num_iter must be >= 1, got {num_iter}')
 
 
+@register_notrace_function  # an FX leaf
 @torch.jit.ignore  # TorchScript: the scan stays a Python call (a scripted model runs; it cannot be saved)
 def _scan_bidirectional(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, alpha: torch.Tensor, g: torch.Tensor,
                         g_rev: torch.Tensor, ridge_ratio: float, num_iter: int, backend: str,
                         sequential_backward: bool) -> torch.Tensor:
+    """The mixer's scan call. On the meta device (shape-only models: timm's structure tests, device='meta'
+    builds) it gives the output's shape and dtype without running the scan."""
+    if q.is_meta:
+        return torch.empty_like(q)
     return gka_scan_bidirectional(q, k, v, alpha, g, g_rev, ridge_ratio=ridge_ratio, num_iter=num_iter,
                                   backend=backend, sequential_backward=sequential_backward)
+
+
+torch.fx.wrap('_scan_bidirectional')
 
 
 def _init_A_log(num_heads: int, a_min: float = 1.0, a_max: float = 16.0) -> torch.Tensor:

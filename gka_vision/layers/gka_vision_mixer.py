@@ -41,10 +41,18 @@ torch.fx.wrap('gka_scan')
 torch.fx.wrap('check_tokens')
 
 
+@register_notrace_function  # an FX leaf
 @torch.jit.ignore  # TorchScript: the scan stays a Python call (a scripted model runs; it cannot be saved)
 def _scan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, alpha: torch.Tensor, g: torch.Tensor,
           ridge_ratio: float, num_iter: int, backend: str) -> torch.Tensor:
+    """The mixer's scan call. On the meta device (shape-only models: timm's structure tests, device='meta'
+    builds) it gives the output's shape and dtype without running the scan."""
+    if q.is_meta:
+        return torch.empty_like(q)
     return gka_scan(q, k, v, alpha, g, ridge_ratio=ridge_ratio, num_iter=num_iter, backend=backend)
+
+
+torch.fx.wrap('_scan')
 
 
 class GKAVisionMixer(nn.Module):

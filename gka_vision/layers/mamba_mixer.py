@@ -65,12 +65,19 @@ def conv1d_same_silu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
     return F.silu(F.conv1d(F.pad(x, ((K - 1) // 2, K // 2)), weight, bias, groups=x.shape[1]))
 
 
+@register_notrace_function  # an FX leaf
 @torch.jit.ignore  # TorchScript: the scan stays a Python call (a scripted model runs; it cannot be saved)
 def _scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, D: torch.Tensor,
           z: Optional[torch.Tensor], delta_bias: torch.Tensor, reverse: bool, backend: str) -> torch.Tensor:
-    """selective_scan with softplus on delta + delta_bias (both mixers' call)."""
+    """selective_scan with softplus on delta + delta_bias (both mixers' call). On the meta device (shape-only
+    models: timm's structure tests, device='meta' builds) it gives the output's shape and dtype only."""
+    if u.is_meta:
+        return torch.empty_like(u)
     return selective_scan(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=True, reverse=reverse,
                           backend=backend)
+
+
+torch.fx.wrap('_scan')
 
 
 class _SSMBranch(nn.Module):

@@ -30,9 +30,6 @@ class PatchEmbed(nn.Module):
         self.in_chans = in_chans
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size)
 
-    def check_input(self, x: torch.Tensor) -> torch.Tensor:
-        return check_image(x, self.in_chans, self.patch_size)
-
     def feat_size(self, img_size: Tuple[int, int]) -> Tuple[int, int]:
         return img_size[0] // self.patch_size[0], img_size[1] // self.patch_size[1]
 

@@ -28,6 +28,7 @@ from timm.models._manipulate import checkpoint
 
 from ..layers import BidirectionalGKAMixer, PatchEmbed, resample_pos_embed
 from ._checkpoint import adapt_state_dict
+from ._factory import accepts_device_dtype, like
 from ._resize import record_input_size
 
 __all__ = ['GKAViT', 'GKABlock']
@@ -96,6 +97,7 @@ class GKAViT(nn.Module):
         proj_drop_rate: after the mixer output projection and inside the MLP; drop_path_rate: stochastic
         depth, linearly increasing over the blocks.
         ridge_ratio, num_iter, backend: options of the GKA scan (see BidirectionalGKAMixer).
+        device, dtype: timm's factory kwargs (every parameter created on that device, in that dtype).
         recompute_mixer: recompute each block's norm1 + token mixer in the backward (non-reentrant
             torch.utils.checkpoint) and keep only the block input: the mixer's saved activations (most of
             the model's at high resolution) are not held, for about one more mixer forward per step.
@@ -103,6 +105,7 @@ class GKAViT(nn.Module):
             Also settable with `set_recompute_mixer`. Same gradients.
     """
 
+    @accepts_device_dtype
     def __init__(
             self,
             img_size: Union[int, Tuple[int, int]] = 224,
@@ -219,12 +222,13 @@ class GKAViT(nn.Module):
         if new_patch != self.patch_size:
             old = self.patch_embed.proj
             proj = nn.Conv2d(old.in_channels, old.out_channels, kernel_size=new_patch, stride=new_patch,
-                             bias=old.bias is not None).to(device=old.weight.device, dtype=old.weight.dtype)
+                             bias=old.bias is not None, **like(old.weight)).train(old.training)
             with torch.no_grad():
                 proj.weight.copy_(resample_patch_embed(old.weight, list(new_patch), interpolation='bicubic',
                                                        antialias=True))
                 if old.bias is not None:
                     proj.bias.copy_(old.bias)
+            proj.requires_grad_(old.weight.requires_grad)
             self.patch_embed.proj = proj
             self.patch_embed.patch_size = self.patch_size = new_patch
             for info in self.feature_info:
@@ -247,7 +251,8 @@ class GKAViT(nn.Module):
             if global_pool not in ('', 'avg'):
                 raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
             self.global_pool = global_pool
-        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = nn.Linear(self.embed_dim, num_classes, **like(self.patch_embed.proj.weight)).train(self.training) \
+            if num_classes > 0 else nn.Identity()
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)  # [B, H, W, C]; checks rank, channels and divisibility

@@ -37,6 +37,7 @@ from ..layers import BidirectionalGKAMixer, GKAVisionMixer
 from ..layers.input_checks import check_image
 from ..layers.mamba_mixer import MambaVisionMixer
 from ._checkpoint import adapt_state_dict
+from ._factory import accepts_device_dtype, like
 from ._resize import record_input_size
 
 __all__ = ['MambaVision', 'ConvBlock', 'MixerBlock', 'ConvStage', 'HybridStage']
@@ -234,10 +235,12 @@ class MambaVision(nn.Module):
             (non-reentrant torch.utils.checkpoint), keeping only the block input; also `set_recompute_mixer`.
             GKA mixers then also run the Triton backward one scan direction at a time (half its transient
             memory).
+        device, dtype: timm's factory kwargs (every parameter created on that device, in that dtype).
         img_size: the nominal input size (recorded for preprocessing and `set_input_size`; the network takes
             any size: windows larger than a stage's map shrink to it, others pad the map).
     """
 
+    @accepts_device_dtype
     def __init__(
             self,
             in_chans: int = 3,
@@ -393,7 +396,8 @@ class MambaVision(nn.Module):
             if global_pool not in ('', 'avg'):
                 raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
             self.global_pool = global_pool
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = nn.Linear(self.num_features, num_classes, **like(self.stem[0].weight)).train(self.training) \
+            if num_classes > 0 else nn.Identity()
 
 
     def forward_intermediates(
