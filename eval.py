@@ -133,13 +133,12 @@ def _main(argv=None) -> int:
     if name is None:
         raise UserError("give --model (the weights name no model: neither a train.py checkpoint nor "
                         "config.json beside them)")
+    notes = []  # warning lines, printed once the model is built (a build error stays one line)
     if info and info.model_name and info.model_name != name:
-        print(f"eval.py: warning: the weights were saved from model {info.model_name!r}, evaluating {name!r} "
-              f"without their model args", file=sys.stderr)
+        notes.append(f"the weights were saved from model {info.model_name!r}, evaluating {name!r} "
+                        f"without their model args")
     kwargs, changed = merge_model_args(name, parse_kv(args.model_kwargs), info)
-    for k, old, new in changed:
-        print(f"eval.py: warning: --model-kwargs {k}={new!r} differs from the weights' {k}={old!r}",
-              file=sys.stderr)
+    notes += [f"--model-kwargs {k}={new!r} differs from the weights' {k}={old!r}" for k, old, new in changed]
     input_size = pcfg.get("input_size", [3, 224, 224])
     in_chans = args.in_chans or kwargs.get("in_chans") or (info and info.in_chans) or input_size[0]
     img_size = args.img_size or input_size[-1]
@@ -168,8 +167,7 @@ def _main(argv=None) -> int:
                         f"would be freshly initialised and the accuracy meaningless; evaluate with the weights' "
                         f"own head (drop --num-classes / num_classes=) or use --no-accuracy")
     if data_classes is not None and not args.no_accuracy and data_classes != n_model:
-        print(f"eval.py: warning: the model has {n_model} classes, the data's _info.json {data_classes}",
-              file=sys.stderr)
+        notes.append(f"the model has {n_model} classes, the data's _info.json {data_classes}")
     dc = DataConfig(
         root=args.data, img_size=img_size, in_chans=in_chans,
         mean=list(args.mean or pcfg.get("mean", [0.485, 0.456, 0.406][:in_chans])),
@@ -184,6 +182,8 @@ def _main(argv=None) -> int:
         with model_build_errors(name, kwargs):
             model = create_model(name, kwargs, args.weights, info=info)
         model = model.to(ds.device).eval()
+        for line in notes:
+            print(f"eval.py: warning: {line}", file=sys.stderr)
         amp_dtype = _amp_dtype(args.amp, ds.device)
         res = {"model": name, "weights": args.weights, "model_args": kwargs, "params_m": count_params(model) / 1e6,
                "input_size": [in_chans, img_size, img_size], "device": str(ds.device), "world_size": ds.world_size}

@@ -214,8 +214,9 @@ def _run(cfg: TrainConfig, ds) -> dict:
 
     # ---- model, optimizer, schedule
     seed_everything(cfg.seed)
-    kwargs = pretrained_model_kwargs(cfg.model.name, model_kwargs(cfg, num_classes), cfg.model.pretrained, say)
+    kwargs = model_kwargs(cfg, num_classes)
     with model_build_errors(cfg.model.name, kwargs):
+        kwargs = pretrained_model_kwargs(cfg.model.name, kwargs, cfg.model.pretrained, say)
         model = create_model(cfg.model.name, kwargs, cfg.model.pretrained)
     model = model.to(ds.device)
     if cfg.model.grad_checkpointing:
