@@ -3,7 +3,6 @@ unpickled) loaded through every documented path -- timm's `pretrained_cfg_overla
 `local-dir:` with a pytorch_model.bin, train.py's model.pretrained and eval.py --weights -- is refused with a
 clear error, and the marker never appears. With timm < 1.0.26 the two timm calls ran it (pyproject's floor)."""
 import json
-import os
 import pickle
 import subprocess
 import sys

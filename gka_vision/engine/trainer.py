@@ -26,7 +26,7 @@ from ..data.pipeline import SkipCounter, _mix_seed
 from ..data.shards import load_info
 from ..data.skips import distinct_skips
 from .checkpoint import (
-    export_weights, load_checkpoint, model_state_from, read_export_config, rng_state, save_checkpoint,
+    export_weights, load_checkpoint, model_state_from, rng_state, save_checkpoint,
     set_rng_state,
 )
 from .config import ConfigError, TrainConfig, UserError, check_splits, resolve_data_root, to_dict, to_yaml
