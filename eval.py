@@ -6,9 +6,14 @@
     python eval.py --model gka_small_patch16_224 --weights w.safetensors --data /data/imagenet/val  # ImageFolder
     torchrun --nproc_per_node=8 eval.py ...                                      # split over GPUs
 
-The weights load through timm's pretrained path (``pretrained_cfg_overlay=dict(file=...)``); the
-``config.json`` that train.py writes next to them supplies the model name, its kwargs and the
-preprocessing (input size, mean/std, crop_pct), each of which a flag can override.
+    python eval.py --weights output/bundled/best.pth                             # a training checkpoint
+
+The weights load through timm's pretrained path (``pretrained_cfg_overlay=dict(file=...)``) with their own
+classifier; the ``config.json`` that train.py writes next to exported weights, or the training checkpoint
+itself, supplies the model name, its kwargs and the preprocessing (input size, mean/std, crop_pct), each of
+which a flag can override (a warning line names every model arg that differs from the weights'). Weights
+whose classifier does not match the model's class count are refused for accuracy (a fresh head would give
+chance accuracy).
 """
 import argparse
 import json
@@ -103,8 +108,8 @@ def _main(argv=None) -> int:
     check_args(args)
 
     import torch
-    from gka_vision.engine.checkpoint import read_export_config
-    from gka_vision.engine.config import DataConfig, resolve_data_root, ConfigError
+    from gka_vision.engine.pretrained import inspect_weights, merge_model_args
+    from gka_vision.engine.config import ConfigError, DataConfig, UserError, resolve_data_root
     from gka_vision.engine.distributed import cleanup, init_distributed
     from gka_vision.engine.flops import count_flops, count_params, throughput
     from gka_vision.engine.loop import evaluate
@@ -115,17 +120,27 @@ def _main(argv=None) -> int:
     if args.weights is not None and not os.path.isfile(args.weights):
         print(f"eval.py: weights file {args.weights!r} does not exist", file=sys.stderr)
         return 2
-    exported = read_export_config(args.weights) if args.weights else None
-    exported = exported or {}
-    pcfg = exported.get("pretrained_cfg", {})
-    name = args.model or exported.get("architecture")
+    # the weights' own description: model name + args (training checkpoint or config.json), classifier
+    # width and input channels (from the tensors), preprocessing; every flag overrides it
+    try:
+        info = inspect_weights(args.weights, args.model) if args.weights else None
+    except UserError:
+        raise
+    except (KeyError, ValueError, OSError) as e:
+        raise UserError(str(e).strip().splitlines()[0]) from None
+    pcfg = dict(info.data) if info else {}
+    name = args.model or (info.model_name if info else None)
     if name is None:
-        print("eval.py: give --model (no config.json next to the weights names one)", file=sys.stderr)
-        return 2
-    kwargs = dict(exported.get("model_args", {}))
-    kwargs.update(parse_kv(args.model_kwargs))
+        raise UserError("give --model (the weights name no model: neither a train.py checkpoint nor "
+                        "config.json beside them)")
+    notes = []  # warning lines, printed once the model is built (a build error stays one line)
+    if info and info.model_name and info.model_name != name:
+        notes.append(f"the weights were saved from model {info.model_name!r}, evaluating {name!r} "
+                        f"without their model args")
+    kwargs, changed = merge_model_args(name, parse_kv(args.model_kwargs), info)
+    notes += [f"--model-kwargs {k}={new!r} differs from the weights' {k}={old!r}" for k, old, new in changed]
     input_size = pcfg.get("input_size", [3, 224, 224])
-    in_chans = args.in_chans or kwargs.get("in_chans") or input_size[0]
+    in_chans = args.in_chans or kwargs.get("in_chans") or (info and info.in_chans) or input_size[0]
     img_size = args.img_size or input_size[-1]
     if args.img_size and "img_size" in kwargs:
         kwargs["img_size"] = args.img_size
@@ -135,12 +150,24 @@ def _main(argv=None) -> int:
     except ConfigError as e:
         print(f"eval.py: {e}", file=sys.stderr)
         return 2
-    if args.num_classes or "num_classes" not in kwargs:
-        n = args.num_classes
-        if n is None and root and os.path.exists(os.path.join(root, "_info.json")):
-            n = json.load(open(os.path.join(root, "_info.json"))).get("num_classes")
+    data_classes = None
+    if root and os.path.exists(os.path.join(root, "_info.json")):
+        data_classes = json.load(open(os.path.join(root, "_info.json"))).get("num_classes")
+    if args.num_classes:
+        kwargs["num_classes"] = args.num_classes
+    elif "num_classes" not in kwargs:
+        n = info.num_classes if info and info.num_classes else data_classes
         if n is not None:
             kwargs["num_classes"] = n
+    n_model = kwargs.get("num_classes", 1000)
+    if info and not args.no_accuracy and info.num_classes != n_model:
+        # a reset classifier is a random one: its accuracy would be chance, reported with exit code 0
+        have = f"a {info.num_classes}-class classifier" if info.num_classes else "no classifier"
+        raise UserError(f"the weights have {have} but the model would have {n_model} classes, so its head "
+                        f"would be freshly initialised and the accuracy meaningless; evaluate with the weights' "
+                        f"own head (drop --num-classes / num_classes=) or use --no-accuracy")
+    if data_classes is not None and not args.no_accuracy and data_classes != n_model:
+        notes.append(f"the model has {n_model} classes, the data's _info.json {data_classes}")
     dc = DataConfig(
         root=args.data, img_size=img_size, in_chans=in_chans,
         mean=list(args.mean or pcfg.get("mean", [0.485, 0.456, 0.406][:in_chans])),
@@ -153,8 +180,10 @@ def _main(argv=None) -> int:
     ds = init_distributed(args.device)
     try:
         with model_build_errors(name, kwargs):
-            model = create_model(name, kwargs, args.weights)
+            model = create_model(name, kwargs, args.weights, info=info)
         model = model.to(ds.device).eval()
+        for line in notes:
+            print(f"eval.py: warning: {line}", file=sys.stderr)
         amp_dtype = _amp_dtype(args.amp, ds.device)
         res = {"model": name, "weights": args.weights, "model_args": kwargs, "params_m": count_params(model) / 1e6,
                "input_size": [in_chans, img_size, img_size], "device": str(ds.device), "world_size": ds.world_size}

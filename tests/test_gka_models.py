@@ -253,3 +253,66 @@ def test_no_weight_decay_and_param_groups():
 @pytest.mark.parametrize('name', MODELS)
 def test_cuda_auto_backend(name):
     check_cuda_train_step(name)
+
+
+def _warnings(caplog):
+    return [r.getMessage() for r in caplog.records if r.levelname == 'WARNING']
+
+
+@pytest.mark.parametrize('name', MODELS[:1])
+def test_every_adaptation_on_load_is_a_warning_naming_it(name, tmp_path, caplog):
+    model = _create(name, seed=3, num_classes=10).eval()
+    path = tmp_path / 'w.safetensors'
+    save_file(model.state_dict(), str(path))
+    overlay = dict(file=str(path), num_classes=10)
+    with caplog.at_level('WARNING'):
+        timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **dict(TINY, num_classes=10))
+    assert _warnings(caplog) == []  # nothing changed, nothing said
+    caplog.clear()
+    with caplog.at_level('WARNING'):
+        timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **dict(TINY, num_classes=5))
+    assert any('classifier head reset: the weights have 10 classes, the model 5' in m for m in _warnings(caplog))
+    caplog.clear()
+    with caplog.at_level('WARNING'):
+        timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **dict(TINY, num_classes=10,
+                                                                                        img_size=96))
+    assert any('pos_embed resized (1, 4, 4, 64) -> (1, 6, 6, 64)' in m for m in _warnings(caplog))
+    caplog.clear()
+    # the head fits but the default cfg says 1000 classes: timm drops it; the warning names the fix
+    with caplog.at_level('WARNING'):
+        _load(name, path, num_classes=10)
+    assert any('timm drops it' in m and 'num_classes=10' in m and 'local-dir' in m for m in _warnings(caplog))
+
+
+@pytest.mark.parametrize('name', MODELS[:1])
+def test_gray_weights_fine_tune_to_rgb_without_an_overlay_key(name, tmp_path):
+    """1-channel weights into an in_chans=3 model with only file= in the overlay (the default cfg claims
+    3 source channels): the first conv is repeated over the channels and scaled by 1/3."""
+    gray = _create(name, seed=3, in_chans=1).eval()
+    path = tmp_path / 'w.safetensors'
+    save_file(gray.state_dict(), str(path))
+    rgb = _load(name, path).eval()
+    w = gray.patch_embed.proj.weight
+    torch.testing.assert_close(rgb.patch_embed.proj.weight, w.repeat(1, 3, 1, 1) / 3)
+    x = _x(c=1)
+    with torch.no_grad():  # a gray image replicated to RGB gives the gray model's output
+        torch.testing.assert_close(rgb(x.repeat(1, 3, 1, 1)), gray(x), rtol=1e-5, atol=1e-5)
+
+
+def test_weights_of_another_size_fail_with_the_call_that_fits(tmp_path):
+    """The obvious first call on exported weights of a resized model: the error names the saved model args
+    and the local-dir: call (it was a bare shape error)."""
+    from gka_vision.engine.checkpoint import export_weights
+    name = MODELS[0]
+    model = _create(name, seed=3, num_classes=10)
+    path = export_weights(model.state_dict(), tmp_path, model_name=name,
+                          pretrained_cfg=dict(model.pretrained_cfg, num_classes=10),
+                          model_args=dict(TINY, num_classes=10))
+    with pytest.raises(ValueError) as e:
+        timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    msg = str(e.value)
+    assert "has shape" in msg and "embed_dim=64" in msg and "depth=3" in msg
+    assert f"local-dir:{tmp_path}" in msg
+    ok = timm.create_model(f'local-dir:{tmp_path}', pretrained=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ok(_x()), model.eval()(_x()), rtol=0, atol=0)

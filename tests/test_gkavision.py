@@ -182,7 +182,7 @@ def test_windows_do_not_mix(mixer):
     """Inside a stage every block works per window: changing one window leaves the others unchanged,
     also when the map (6x6) is padded up to whole windows (4x4)."""
     torch.manual_seed(0)
-    stage = HybridStage(40, 40, 2, conv=False, num_heads=1, window_size=4, mixer=mixer, backend='torch',
+    stage = HybridStage(40, 40, 2, num_heads=1, window_size=4, mixer=mixer, backend='torch',
                         d_state=4, num_iter=4).eval()
     x = torch.randn(1, 40, 6, 6)
     x2 = x.clone()

@@ -26,7 +26,7 @@ from ..data.pipeline import SkipCounter, _mix_seed
 from ..data.shards import load_info
 from ..data.skips import distinct_skips
 from .checkpoint import (
-    export_weights, load_checkpoint, model_state_from, read_export_config, rng_state, save_checkpoint,
+    export_weights, load_checkpoint, model_state_from, rng_state, save_checkpoint,
     set_rng_state,
 )
 from .config import ConfigError, TrainConfig, UserError, check_splits, resolve_data_root, to_dict, to_yaml
@@ -51,11 +51,14 @@ def model_kwargs(cfg: TrainConfig, num_classes: int) -> dict:
     return kw
 
 
-def create_model(name: str, kwargs: dict, pretrained: Optional[str] = None) -> torch.nn.Module:
-    """timm.create_model; ``pretrained`` (a weights file) goes through timm's pretrained path, which
-    resets the head for another num_classes and lets the model's filter resize position embeddings."""
+def create_model(name: str, kwargs: dict, pretrained: Optional[str] = None, info=None) -> torch.nn.Module:
+    """timm.create_model; ``pretrained`` (a weights file) goes through timm's pretrained path with an
+    overlay that describes the file as it is (its classifier width and input channels, read from the
+    tensors), so a matching head is kept and a different one reset; the model's filter logs a warning for
+    every head reset or shape adaptation. ``info``: the file's ``inspect_weights`` result, if already read."""
     import timm
     import gka_vision  # noqa: F401  (registers the GKA families with timm)
+    from .pretrained import inspect_weights, pretrained_overlay
     if not timm.is_model(name):
         raise ValueError(f"unknown model {name!r}: not registered in timm (GKA models: "
                          f"{timm.list_models('gka*')})")
@@ -63,17 +66,30 @@ def create_model(name: str, kwargs: dict, pretrained: Optional[str] = None) -> t
         return timm.create_model(name, **kwargs)
     if not os.path.isfile(pretrained):
         raise FileNotFoundError(f"model.pretrained {pretrained!r} does not exist")
-    if not pretrained.endswith(".safetensors"):
-        load_checkpoint(pretrained)  # refuses pickled objects with a clear error before timm reads it
-    src = read_export_config(pretrained)
-    # describe the file as it is (class count, input channels/size), so timm keeps a matching head and
-    # resets a different one; unknown provenance: num_classes=-1 always resets the head
-    overlay = {k: v for k, v in ((src or {}).get("pretrained_cfg") or {}).items()
-               if k in ("num_classes", "input_size", "first_conv", "classifier", "label_names")}
-    if isinstance(overlay.get("input_size"), list):
-        overlay["input_size"] = tuple(overlay["input_size"])
-    overlay.update(file=pretrained, num_classes=(src or {}).get("num_classes") or -1)
-    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
+    if info is None:
+        info = inspect_weights(pretrained, name)  # refuses pickled objects before timm reads the file
+    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=pretrained_overlay(name, info), **kwargs)
+
+
+def pretrained_model_kwargs(name: str, kwargs: dict, pretrained: Optional[str], say=print) -> dict:
+    """Fine-tuning from ``model.pretrained``: the model args stored with the weights (training checkpoint
+    or config.json), overridden by the run's own ``kwargs``; prints what came from the file and a warning
+    line for each arg the run changes."""
+    if not pretrained:
+        return kwargs
+    from .pretrained import inspect_weights, merge_model_args
+    info = inspect_weights(pretrained, name)
+    if info.model_name and info.model_name != name:
+        say(f"warning: model.pretrained {pretrained} was saved from model {info.model_name!r}; building "
+            f"{name!r} with the config's model args only")
+        return kwargs
+    merged, changed = merge_model_args(name, kwargs, info)
+    taken = {k: v for k, v in merged.items() if k not in kwargs}
+    if taken:
+        say(f"model.pretrained: model args from {pretrained}: " + ", ".join(f"{k}={v!r}" for k, v in taken.items()))
+    for k, old, new in changed:
+        say(f"warning: model.pretrained: {k}={new!r} (run config) instead of the weights' {k}={old!r}")
+    return merged
 
 
 def pretrained_cfg_for(model: torch.nn.Module, cfg: TrainConfig, num_classes: int) -> dict:
@@ -200,6 +216,7 @@ def _run(cfg: TrainConfig, ds) -> dict:
     seed_everything(cfg.seed)
     kwargs = model_kwargs(cfg, num_classes)
     with model_build_errors(cfg.model.name, kwargs):
+        kwargs = pretrained_model_kwargs(cfg.model.name, kwargs, cfg.model.pretrained, say)
         model = create_model(cfg.model.name, kwargs, cfg.model.pretrained)
     model = model.to(ds.device)
     if cfg.model.grad_checkpointing:

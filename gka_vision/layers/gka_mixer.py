@@ -19,16 +19,24 @@ recomputed in the backward from their inputs (`recompute_elementwise`), so their
 kept. Same arithmetic, gradients equal up to rounding of the fused matmul.
 """
 import math
-from typing import Tuple
+from typing import List, Tuple
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
 import torch.utils.checkpoint
+from timm.layers import register_notrace_function
 
 from ..ops import gka_scan_bidirectional
+from .input_checks import check_tokens
 from .norm import GatedRMSNorm
+
+# FX leaves (timm's feature extraction, torch.fx / torchvision tracing): the scan runs as one call
+register_notrace_function(gka_scan_bidirectional)
+torch.fx.wrap('gka_scan_bidirectional')
+torch.fx.wrap('check_tokens')
 
 
 def recompute_elementwise(fn, *args):
@@ -61,6 +69,22 @@ def _check_solver_options(owner: str, ridge_ratio: float, num_iter: int) -> None
         raise ValueError(f'{owner}: ridge_ratio must be > 0, got {ridge_ratio}')
     if num_iter < 1:
         raise ValueError(f'{owner}: num_iter must be >= 1, got {num_iter}')
+
+
+@register_notrace_function  # an FX leaf
+@torch.jit.ignore  # TorchScript: the scan stays a Python call (a scripted model runs; it cannot be saved)
+def _scan_bidirectional(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, alpha: torch.Tensor, g: torch.Tensor,
+                        g_rev: torch.Tensor, ridge_ratio: float, num_iter: int, backend: str,
+                        sequential_backward: bool) -> torch.Tensor:
+    """The mixer's scan call. On the meta device (shape-only models: timm's structure tests, device='meta'
+    builds) it gives the output's shape and dtype without running the scan."""
+    if q.is_meta:
+        return torch.empty_like(q)
+    return gka_scan_bidirectional(q, k, v, alpha, g, g_rev, ridge_ratio=ridge_ratio, num_iter=num_iter,
+                                  backend=backend, sequential_backward=sequential_backward)
+
+
+torch.fx.wrap('_scan_bidirectional')
 
 
 def _init_A_log(num_heads: int, a_min: float = 1.0, a_max: float = 16.0) -> torch.Tensor:
@@ -138,41 +162,42 @@ class BidirectionalGKAMixer(nn.Module):
         """Gate parameters that must not be weight-decayed (names relative to this module)."""
         return {'A_log_fwd', 'A_log_bwd', 'dt_bias_fwd', 'dt_bias_bwd'}
 
-    def _small_projections(self, x: torch.Tensor):
+    def _small_projections(self, x: torch.Tensor) -> List[torch.Tensor]:
         """beta_proj, alpha_proj, a_proj_fwd, a_proj_bwd and gate_proj of x as one matmul (one saved x)."""
-        projs = (self.beta_proj, self.alpha_proj, self.a_proj_fwd, self.a_proj_bwd, self.gate_proj)
-        weight = torch.cat([p.weight for p in projs])
-        bias = torch.cat([p.bias if p.bias is not None else p.weight.new_zeros(p.out_features) for p in projs])
-        return F.linear(x, weight, bias).split([p.out_features for p in projs], dim=-1)
+        nh = self.num_heads
+        weight = torch.cat([self.beta_proj.weight, self.alpha_proj.weight, self.a_proj_fwd.weight,
+                            self.a_proj_bwd.weight, self.gate_proj.weight])
+        zeros = self.beta_proj.weight.new_zeros(2 * nh + self.dim)  # a_proj_fwd, a_proj_bwd, gate_proj: no bias
+        bias = torch.cat([self.beta_proj.bias, self.alpha_proj.bias, zeros])
+        return F.linear(x, weight, bias).split([nh, nh, nh, nh, self.dim], dim=-1)
 
     _gate = staticmethod(log_forget_gate)
 
     def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
-        if x.ndim != 3 or x.shape[-1] != self.dim:
-            raise ValueError(f'expected tokens of shape [B, N, {self.dim}], got {tuple(x.shape)}')
+        x = check_tokens(x, self.dim, hw)
         B, N, C = x.shape
-        H, W = int(hw[0]), int(hw[1])
-        if N != H * W:
-            raise ValueError(f'token count N={N} does not match the grid size {H}x{W} (H*W={H * W})')
+        H, W = hw
         nh, D = self.num_heads, self.head_dim
 
         u = self.conv(x.transpose(1, 2).reshape(B, C, H, W))
         u = F.silu(u).flatten(2).transpose(1, 2)
         beta, alpha, a_fwd, a_bwd, gate = self._small_projections(x)
         beta = torch.sigmoid(beta).unsqueeze(-1)
-        q, k, v = recompute_elementwise(normalize_qk_scale_beta, *self.qkv(u).view(B, N, 3, nh, D).unbind(2), beta)
+        q, k, v = self.qkv(u).view(B, N, 3, nh, D).unbind(2)
+        if torch.jit.is_scripting():
+            q, k, v = normalize_qk_scale_beta(q, k, v, beta)
+        else:
+            q, k, v = recompute_elementwise(normalize_qk_scale_beta, q, k, v, beta)
         alpha = torch.sigmoid(alpha)
-        g_fwd = self._gate(a_fwd, self.A_log_fwd, self.dt_bias_fwd)
-        g_bwd = self._gate(a_bwd, self.A_log_bwd, self.dt_bias_bwd)
+        g_fwd = log_forget_gate(a_fwd, self.A_log_fwd, self.dt_bias_fwd)
+        g_bwd = log_forget_gate(a_bwd, self.A_log_bwd, self.dt_bias_bwd)
 
-        o = gka_scan_bidirectional(
-            q, k, v, alpha, g_fwd, g_bwd,
-            ridge_ratio=self.ridge_ratio,
-            num_iter=self.num_iter,
-            backend=self.backend,
-            sequential_backward=self.sequential_backward,
-        )
-        o = recompute_elementwise(self.norm, o, gate.view(B, N, nh, D))
+        o = _scan_bidirectional(q, k, v, alpha, g_fwd, g_bwd, self.ridge_ratio, self.num_iter, self.backend,
+                                self.sequential_backward)
+        if torch.jit.is_scripting():
+            o = self.norm(o, gate.view(B, N, nh, D))
+        else:
+            o = recompute_elementwise(self.norm, o, gate.view(B, N, nh, D))
         o = self.proj(o.reshape(B, N, C))
         return self.proj_drop(o)
 

@@ -23,14 +23,36 @@ BidirectionalGKAMixer (layers/gka_mixer.py) is the heavier alternative: all chan
 from typing import Optional, Tuple
 
 import torch
+import torch.fx
 import torch.nn as nn
+from timm.layers import register_notrace_function
 
 from ..ops import gka_scan
 from .gka_mixer import _check_solver_options, _init_A_log, _init_dt_bias, log_forget_gate, normalize_qk_scale_beta
+from .input_checks import check_tokens
 from .mamba_mixer import conv1d_same_silu
 from .norm import GatedRMSNorm
 
 __all__ = ['GKAVisionMixer']
+
+# FX leaves (timm's feature extraction, torch.fx / torchvision tracing): the scan runs as one call
+register_notrace_function(gka_scan)
+torch.fx.wrap('gka_scan')
+torch.fx.wrap('check_tokens')
+
+
+@register_notrace_function  # an FX leaf
+@torch.jit.ignore  # TorchScript: the scan stays a Python call (a scripted model runs; it cannot be saved)
+def _scan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, alpha: torch.Tensor, g: torch.Tensor,
+          ridge_ratio: float, num_iter: int, backend: str) -> torch.Tensor:
+    """The mixer's scan call. On the meta device (shape-only models: timm's structure tests, device='meta'
+    builds) it gives the output's shape and dtype without running the scan."""
+    if q.is_meta:
+        return torch.empty_like(q)
+    return gka_scan(q, k, v, alpha, g, ridge_ratio=ridge_ratio, num_iter=num_iter, backend=backend)
+
+
+torch.fx.wrap('_scan')
 
 
 class GKAVisionMixer(nn.Module):
@@ -97,8 +119,7 @@ class GKAVisionMixer(nn.Module):
         return {'A_log', 'dt_bias'}
 
     def forward(self, x: torch.Tensor, hw: Optional[Tuple[int, int]] = None) -> torch.Tensor:
-        if x.ndim != 3 or x.shape[-1] != self.dim:
-            raise ValueError(f'expected tokens of shape [B, N, {self.dim}], got {tuple(x.shape)}')
+        x = check_tokens(x, self.dim)
         B, N, _ = x.shape
         nh, D = self.num_heads, self.head_dim
         xz = self.in_proj(x).transpose(1, 2)                                   # [B, E, N]
@@ -109,8 +130,7 @@ class GKAVisionMixer(nn.Module):
         q, k = self.qk(xs).view(B, N, 2, nh, D).unbind(2)
         q, k, v = normalize_qk_scale_beta(q, k, xs.reshape(B, N, nh, D), torch.sigmoid(beta).unsqueeze(-1))
         g = log_forget_gate(a, self.A_log, self.dt_bias)
-        y = gka_scan(q, k, v, torch.sigmoid(alpha), g, ridge_ratio=self.ridge_ratio, num_iter=self.num_iter,
-                     backend=self.backend)
+        y = _scan(q, k, v, torch.sigmoid(alpha), g, self.ridge_ratio, self.num_iter, self.backend)
         y = self.norm(y).reshape(B, N, -1)
         return self.proj_drop(self.out_proj(torch.cat([y, z.transpose(1, 2)], dim=-1)))
 

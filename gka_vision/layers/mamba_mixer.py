@@ -24,12 +24,21 @@ import math
 from typing import Optional, Tuple
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from timm.layers import register_notrace_function
+
 from ..ops.selective_scan import selective_scan
+from .input_checks import check_tokens
 
 __all__ = ['BidirectionalMambaMixer', 'MambaVisionMixer', 'init_A_log', 'init_dt_proj']
+
+# FX leaves (timm's feature extraction, torch.fx / torchvision tracing): the scan runs as one call
+register_notrace_function(selective_scan)
+torch.fx.wrap('selective_scan')
+torch.fx.wrap('check_tokens')
 
 
 def init_A_log(channels: int, d_state: int) -> torch.Tensor:
@@ -56,6 +65,21 @@ def conv1d_same_silu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
     return F.silu(F.conv1d(F.pad(x, ((K - 1) // 2, K // 2)), weight, bias, groups=x.shape[1]))
 
 
+@register_notrace_function  # an FX leaf
+@torch.jit.ignore  # TorchScript: the scan stays a Python call (a scripted model runs; it cannot be saved)
+def _scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, D: torch.Tensor,
+          z: Optional[torch.Tensor], delta_bias: torch.Tensor, reverse: bool, backend: str) -> torch.Tensor:
+    """selective_scan with softplus on delta + delta_bias (both mixers' call). On the meta device (shape-only
+    models: timm's structure tests, device='meta' builds) it gives the output's shape and dtype only."""
+    if u.is_meta:
+        return torch.empty_like(u)
+    return selective_scan(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=True, reverse=reverse,
+                          backend=backend)
+
+
+torch.fx.wrap('_scan')
+
+
 class _SSMBranch(nn.Module):
     """Per-direction parameters of one S6 scan: conv1d, x_proj, dt_proj, A_log, D."""
 
@@ -69,12 +93,28 @@ class _SSMBranch(nn.Module):
         self.A_log = nn.Parameter(init_A_log(channels, d_state))
         self.D = nn.Parameter(torch.ones(channels))
 
-    def project(self, x: torch.Tensor):
+    def project(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x [B, E, L] (after conv + SiLU) -> delta [B, E, L] (no bias), B, C [B, N, L]."""
         dbc = self.x_proj(x.transpose(1, 2))                                     # [B, L, R + 2N]
         dt, Bm, Cm = dbc.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.linear(dt, self.dt_proj.weight).transpose(1, 2)                # bias goes in as delta_bias
         return delta, Bm.transpose(1, 2), Cm.transpose(1, 2)
+
+    def scan(self, x: torch.Tensor, z: torch.Tensor, reverse: bool, backend: str) -> torch.Tensor:
+        """Vim's per-direction path for x [B, E, L] gated by z: causal depthwise conv (reverse: the anti-causal
+        one, scanning from the last token) + SiLU, the projections, the selective scan."""
+        w = self.conv1d.weight
+        K, L = w.shape[-1], x.shape[-1]
+        # causal: out_t = sum_k w_k x_{t-K+1+k}; the reverse direction is the same conv on the flipped
+        # sequence, i.e. anti-causal with the kernel flipped: out_t = sum_k w_k x_{t+K-1-k}.
+        if reverse:
+            x = F.conv1d(x, w.flip(-1), self.conv1d.bias, padding=K - 1, groups=w.shape[0])[..., K - 1:]
+        else:
+            x = F.conv1d(x, w, self.conv1d.bias, padding=K - 1, groups=w.shape[0])[..., :L]
+        x = F.silu(x)
+        delta, Bm, Cm = self.project(x)
+        return _scan(x, delta, -torch.exp(self.A_log.float()), Bm, Cm, self.D.float(), z, self.dt_proj.bias.float(),
+                     reverse, backend)
 
 
 class BidirectionalMambaMixer(nn.Module):
@@ -110,26 +150,14 @@ class BidirectionalMambaMixer(nn.Module):
         return {'fwd.A_log', 'fwd.D', 'bwd.A_log', 'bwd.D'}
 
     def _direction(self, branch: _SSMBranch, x: torch.Tensor, z: torch.Tensor, reverse: bool) -> torch.Tensor:
-        K, L = self.d_conv, x.shape[-1]
-        w = branch.conv1d.weight
-        # causal: out_t = sum_k w_k x_{t-K+1+k}; the reverse direction is the same conv on the flipped
-        # sequence, i.e. anti-causal with the kernel flipped: out_t = sum_k w_k x_{t+K-1-k}.
-        if reverse:
-            x = F.conv1d(x, w.flip(-1), branch.conv1d.bias, padding=K - 1, groups=self.d_inner)[..., K - 1:]
-        else:
-            x = F.conv1d(x, w, branch.conv1d.bias, padding=K - 1, groups=self.d_inner)[..., :L]
-        x = F.silu(x)
-        delta, Bm, Cm = branch.project(x)
-        return selective_scan(
-            x, delta, -torch.exp(branch.A_log.float()), Bm, Cm, D=branch.D.float(), z=z,
-            delta_bias=branch.dt_proj.bias.float(), delta_softplus=True, reverse=reverse, backend=self.backend)
+        """One direction (branch self.fwd with reverse=False, self.bwd with reverse=True) of x [B, E, L]."""
+        return branch.scan(x, z, reverse, self.backend)
 
     def forward(self, x: torch.Tensor, hw: Optional[Tuple[int, int]] = None) -> torch.Tensor:
-        if x.ndim != 3 or x.shape[-1] != self.dim:
-            raise ValueError(f'expected tokens of shape [B, N, {self.dim}], got {tuple(x.shape)}')
+        x = check_tokens(x, self.dim)
         xz = self.in_proj(x).transpose(1, 2)                  # [B, 2E, L]
         xs, z = xz.chunk(2, dim=1)
-        y = 0.5 * (self._direction(self.fwd, xs, z, reverse=False) + self._direction(self.bwd, xs, z, reverse=True))
+        y = 0.5 * (self.fwd.scan(xs, z, False, self.backend) + self.bwd.scan(xs, z, True, self.backend))
         return self.proj_drop(self.out_proj(y.transpose(1, 2)))
 
     def extra_repr(self) -> str:
@@ -173,16 +201,14 @@ class MambaVisionMixer(nn.Module):
         return {'ssm.A_log', 'ssm.D'}
 
     def forward(self, x: torch.Tensor, hw: Optional[Tuple[int, int]] = None) -> torch.Tensor:
-        if x.ndim != 3 or x.shape[-1] != self.dim:
-            raise ValueError(f'expected tokens of shape [B, N, {self.dim}], got {tuple(x.shape)}')
+        x = check_tokens(x, self.dim)
         xz = self.in_proj(x).transpose(1, 2)                  # [B, E, L]
         xs, z = xz.chunk(2, dim=1)
         xs = conv1d_same_silu(xs, self.ssm.conv1d.weight)
         z = conv1d_same_silu(z, self.conv1d_z.weight)
         delta, Bm, Cm = self.ssm.project(xs)
-        y = selective_scan(
-            xs, delta, -torch.exp(self.ssm.A_log.float()), Bm, Cm, D=self.ssm.D.float(),
-            delta_bias=self.ssm.dt_proj.bias.float(), delta_softplus=True, backend=self.backend)
+        y = _scan(xs, delta, -torch.exp(self.ssm.A_log.float()), Bm, Cm, self.ssm.D.float(), None,
+                  self.ssm.dt_proj.bias.float(), False, self.backend)
         return self.proj_drop(self.out_proj(torch.cat([y, z], dim=1).transpose(1, 2)))
 
     def extra_repr(self) -> str:

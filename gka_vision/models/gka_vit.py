@@ -16,6 +16,7 @@ from functools import partial
 from typing import Any, Dict, List, Optional, Tuple, Type, Union
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.utils.checkpoint
 
@@ -27,8 +28,12 @@ from timm.models._manipulate import checkpoint
 
 from ..layers import BidirectionalGKAMixer, PatchEmbed, resample_pos_embed
 from ._checkpoint import adapt_state_dict
+from ._factory import accepts_device_dtype, like
+from ._resize import record_input_size
 
 __all__ = ['GKAViT', 'GKABlock']
+
+torch.fx.wrap('resample_pos_embed')  # an FX leaf (it compares the grid sizes; also registered with timm)
 
 _logger = logging.getLogger(__name__)
 
@@ -92,6 +97,7 @@ class GKAViT(nn.Module):
         proj_drop_rate: after the mixer output projection and inside the MLP; drop_path_rate: stochastic
         depth, linearly increasing over the blocks.
         ridge_ratio, num_iter, backend: options of the GKA scan (see BidirectionalGKAMixer).
+        device, dtype: timm's factory kwargs (every parameter created on that device, in that dtype).
         recompute_mixer: recompute each block's norm1 + token mixer in the backward (non-reentrant
             torch.utils.checkpoint) and keep only the block input: the mixer's saved activations (most of
             the model's at high resolution) are not held, for about one more mixer forward per step.
@@ -99,6 +105,7 @@ class GKAViT(nn.Module):
             Also settable with `set_recompute_mixer`. Same gradients.
     """
 
+    @accepts_device_dtype
     def __init__(
             self,
             img_size: Union[int, Tuple[int, int]] = 224,
@@ -195,6 +202,46 @@ class GKAViT(nn.Module):
             blk.mixer.sequential_backward = enable
 
     @torch.jit.ignore
+    def set_input_size(
+            self,
+            img_size: Optional[Union[int, Tuple[int, int]]] = None,
+            patch_size: Optional[Union[int, Tuple[int, int]]] = None,
+    ) -> None:
+        """Change the default input size and/or the patch size in place (timm's `set_input_size`).
+
+        The stored position embedding is resized bicubically to the new grid (img_size / patch_size) and, for a
+        new patch size, the patch-embedding kernel is resampled (timm's `resample_patch_embed`, which keeps the
+        embedding of a resized patch). The change is recorded so that `timm.models.save_for_hf` + `local-dir:`
+        rebuild the resized model. Inputs of any size that is a multiple of the patch keep working.
+        """
+        img_size = to_2tuple(img_size) if img_size is not None else self.img_size
+        new_patch = to_2tuple(patch_size) if patch_size is not None else self.patch_size
+        if img_size[0] % new_patch[0] or img_size[1] % new_patch[1]:
+            raise ValueError(f'img_size {img_size[0]}x{img_size[1]} is not divisible by the patch size '
+                             f'{new_patch[0]}x{new_patch[1]}')
+        if new_patch != self.patch_size:
+            old = self.patch_embed.proj
+            proj = nn.Conv2d(old.in_channels, old.out_channels, kernel_size=new_patch, stride=new_patch,
+                             bias=old.bias is not None, **like(old.weight)).train(old.training)
+            with torch.no_grad():
+                proj.weight.copy_(resample_patch_embed(old.weight, list(new_patch), interpolation='bicubic',
+                                                       antialias=True))
+                if old.bias is not None:
+                    proj.bias.copy_(old.bias)
+            proj.requires_grad_(old.weight.requires_grad)
+            self.patch_embed.proj = proj
+            self.patch_embed.patch_size = self.patch_size = new_patch
+            for info in self.feature_info:
+                info['reduction'] = new_patch[0]
+        self.img_size = img_size
+        grid = self.patch_embed.feat_size(img_size)
+        if grid != tuple(self.grid_size):
+            self.pos_embed = nn.Parameter(resample_pos_embed(self.pos_embed.detach(), grid),
+                                          requires_grad=self.pos_embed.requires_grad)
+            self.grid_size = grid
+        record_input_size(self, img_size, patch_size=new_patch if patch_size is not None else None)
+
+    @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.head
 
@@ -204,7 +251,8 @@ class GKAViT(nn.Module):
             if global_pool not in ('', 'avg'):
                 raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
             self.global_pool = global_pool
-        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = nn.Linear(self.embed_dim, num_classes, **like(self.patch_embed.proj.weight)).train(self.training) \
+            if num_classes > 0 else nn.Identity()
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)  # [B, H, W, C]; checks rank, channels and divisibility
@@ -307,9 +355,7 @@ def _resize_gka_vit(k: str, v: torch.Tensor, target: torch.Tensor) -> Optional[t
                                  f"{v.shape[1]} tokens do not form a square grid")
             v = v.reshape(1, n, n, v.shape[-1])
         if v.ndim != 4 or v.shape[-1] != target.shape[-1]:
-            raise ValueError(f"checkpoint key 'pos_embed' has shape {tuple(v.shape)}, "
-                             f"the model expects {tuple(target.shape)}")
-        _logger.info(f'Resizing pos_embed grid {tuple(v.shape[1:3])} -> {tuple(target.shape[1:3])}')
+            return None  # another width: a mismatch for adapt_state_dict to report
         return resample_pos_embed(v, target.shape[1:3])
     if k == 'patch_embed.proj.weight' and v.shape[:2] == target.shape[:2] and v.shape[2:] != target.shape[2:]:
         return resample_patch_embed(v, list(target.shape[2:]), interpolation='bicubic', antialias=True)

@@ -21,6 +21,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 
 from ..layers import PatchEmbed
 from ..layers.mamba_mixer import BidirectionalMambaMixer
+from ._factory import accepts_device_dtype
 from .gka_vit import GKAViT, _cfg, checkpoint_filter_fn
 
 __all__ = ['MambaVim', 'MambaVimBlock']
@@ -54,8 +55,10 @@ class MambaVim(GKAViT):
         d_state, d_conv, expand: Mamba-1 mixer sizes.
         drop_rate, pos_drop_rate, proj_drop_rate, drop_path_rate: as GKAViT.
         backend: selective_scan backend ('auto', 'torch', 'triton', 'mamba_ssm').
+        device, dtype: timm's factory kwargs (every parameter created on that device, in that dtype).
     """
 
+    @accepts_device_dtype
     def __init__(
             self,
             img_size: Union[int, Tuple[int, int]] = 224,

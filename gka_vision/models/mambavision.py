@@ -23,20 +23,24 @@ of stages 1-3 instead of the end of stages 0-2 (same layers, cleaner feature tap
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.utils.checkpoint
 import torch.nn.functional as F
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import Attention, DropPath, LayerScale, Mlp, trunc_normal_
+from timm.layers import Attention, DropPath, LayerScale, Mlp, register_notrace_function, to_2tuple, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from ..layers import BidirectionalGKAMixer, GKAVisionMixer
+from ..layers.input_checks import check_image
 from ..layers.mamba_mixer import MambaVisionMixer
 from ._checkpoint import adapt_state_dict
+from ._factory import accepts_device_dtype, like
+from ._resize import record_input_size
 
-__all__ = ['MambaVision', 'ConvBlock', 'MixerBlock', 'HybridStage']
+__all__ = ['MambaVision', 'ConvBlock', 'MixerBlock', 'ConvStage', 'HybridStage']
 
 MIXERS = ('mamba', 'gka', 'gka_bi')
 
@@ -137,49 +141,79 @@ def window_reverse(x: torch.Tensor, wh: int, ww: int, H: int, W: int) -> torch.T
     return x.reshape(-1, C, H, W)
 
 
-class HybridStage(nn.Module):
-    """Optional stride-2 downsample, then conv blocks, or windowed mixer blocks followed by attention blocks."""
+@register_notrace_function  # FX leaf: the window size and padding depend on the map size
+def windows_of(x: torch.Tensor, window_size: int) -> Tuple[torch.Tensor, int, int]:
+    """[B, C, H, W] -> (window tokens [B * nW, wh * ww, C], wh, ww): windows of window_size (shrunk to the map
+    when it is smaller), the map zero-padded at the bottom / right to a multiple of the window."""
+    H, W = x.shape[-2:]
+    wh, ww = min(window_size, H), min(window_size, W)
+    pad_b, pad_r = (-H) % wh, (-W) % ww
+    if pad_b or pad_r:
+        x = F.pad(x, (0, pad_r, 0, pad_b))
+    return window_partition(x, wh, ww), wh, ww
 
-    def __init__(self, in_dim: int, dim: int, depth: int, conv: bool, num_heads: int, window_size: int,
-                 mixer: str, mlp_ratio: float = 4., drop_path: Sequence[float] = (), proj_drop: float = 0.,
-                 layer_scale: Optional[float] = None, layer_scale_conv: Optional[float] = None,
-                 **mixer_kwargs):
+
+@register_notrace_function  # FX leaf: the padding to remove depends on the map size
+def map_of(t: torch.Tensor, wh: int, ww: int, H: int, W: int) -> torch.Tensor:
+    """Inverse of windows_of: window tokens -> the [B, C, H, W] map, padding removed."""
+    Hp, Wp = H + (-H) % wh, W + (-W) % ww
+    x = window_reverse(t, wh, ww, Hp, Wp)
+    return x[:, :, :H, :W].contiguous() if (Hp, Wp) != (H, W) else x
+
+
+torch.fx.wrap('windows_of')
+torch.fx.wrap('map_of')
+torch.fx.wrap('check_image')
+
+
+class ConvStage(nn.Module):
+    """Optional stride-2 downsample, then conv residual blocks (stages 0-1)."""
+
+    def __init__(self, in_dim: int, dim: int, depth: int, drop_path: Sequence[float] = (),
+                 layer_scale_conv: Optional[float] = None, window_size: int = 0):
         super().__init__()
         self.downsample = nn.Conv2d(in_dim, dim, 3, stride=2, padding=1, bias=False) if in_dim != dim \
             else nn.Identity()
-        self.conv = conv
-        self.window_size = window_size
+        self.window_size = window_size  # unused here: the model's per-stage window list, of which 2-3 apply
         self.grad_checkpointing = False
         dp = list(drop_path) or [0.] * depth
-        if conv:
-            self.blocks = nn.Sequential(*[ConvBlock(dim, dp[i], layer_scale_conv) for i in range(depth)])
-        else:
-            n_mixer = depth - depth // 2  # odd depth: one more mixer block than attention blocks
-            self.blocks = nn.ModuleList([
-                MixerBlock(dim, num_heads, mixer if i < n_mixer else 'attn', mlp_ratio=mlp_ratio,
-                           drop_path=dp[i], proj_drop=proj_drop, layer_scale=layer_scale, **mixer_kwargs)
-                for i in range(depth)])
+        self.blocks = nn.Sequential(*[ConvBlock(dim, dp[i], layer_scale_conv) for i in range(depth)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
-        if self.conv:
-            if self.grad_checkpointing and not torch.jit.is_scripting():
-                return checkpoint_seq(self.blocks, x)
-            return self.blocks(x)
-        B, C, H, W = x.shape
-        wh, ww = min(self.window_size, H), min(self.window_size, W)
-        pad_b, pad_r = (-H) % wh, (-W) % ww
-        if pad_b or pad_r:
-            x = F.pad(x, (0, pad_r, 0, pad_b))
-        Hp, Wp = H + pad_b, W + pad_r
-        t = window_partition(x, wh, ww)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self.blocks, x)
+        return self.blocks(x)
+
+
+class HybridStage(nn.Module):
+    """Optional stride-2 downsample, then windowed mixer blocks followed by attention blocks (stages 2-3)."""
+
+    def __init__(self, in_dim: int, dim: int, depth: int, num_heads: int, window_size: int,
+                 mixer: str, mlp_ratio: float = 4., drop_path: Sequence[float] = (), proj_drop: float = 0.,
+                 layer_scale: Optional[float] = None, **mixer_kwargs):
+        super().__init__()
+        self.downsample = nn.Conv2d(in_dim, dim, 3, stride=2, padding=1, bias=False) if in_dim != dim \
+            else nn.Identity()
+        self.window_size = window_size
+        self.grad_checkpointing = False
+        dp = list(drop_path) or [0.] * depth
+        n_mixer = depth - depth // 2  # odd depth: one more mixer block than attention blocks
+        self.blocks = nn.ModuleList([
+            MixerBlock(dim, num_heads, mixer if i < n_mixer else 'attn', mlp_ratio=mlp_ratio,
+                       drop_path=dp[i], proj_drop=proj_drop, layer_scale=layer_scale, **mixer_kwargs)
+            for i in range(depth)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        H, W = x.shape[-2], x.shape[-1]
+        t, wh, ww = windows_of(x, self.window_size)
         for blk in self.blocks:
             if self.grad_checkpointing and not torch.jit.is_scripting():
                 t = torch.utils.checkpoint.checkpoint(blk, t, (wh, ww), use_reentrant=False)
             else:
                 t = blk(t, (wh, ww))
-        x = window_reverse(t, wh, ww, Hp, Wp)
-        return x[:, :, :H, :W].contiguous() if (pad_b or pad_r) else x
+        return map_of(t, wh, ww, H, W)
 
 
 class MambaVision(nn.Module):
@@ -201,8 +235,12 @@ class MambaVision(nn.Module):
             (non-reentrant torch.utils.checkpoint), keeping only the block input; also `set_recompute_mixer`.
             GKA mixers then also run the Triton backward one scan direction at a time (half its transient
             memory).
+        device, dtype: timm's factory kwargs (every parameter created on that device, in that dtype).
+        img_size: the nominal input size (recorded for preprocessing and `set_input_size`; the network takes
+            any size: windows larger than a stage's map shrink to it, others pad the map).
     """
 
+    @accepts_device_dtype
     def __init__(
             self,
             in_chans: int = 3,
@@ -228,6 +266,7 @@ class MambaVision(nn.Module):
             num_iter: int = 30,
             gka_head_dim: Optional[int] = None,
             recompute_mixer: bool = False,
+            img_size: Union[int, Tuple[int, int]] = 224,
     ):
         super().__init__()
         if global_pool not in ('', 'avg'):
@@ -242,6 +281,7 @@ class MambaVision(nn.Module):
         self.num_classes = num_classes
         self.global_pool = global_pool
         self.in_chans = in_chans
+        self.img_size = to_2tuple(img_size)
         self.mixer = mixer
         self.output_fmt = 'NCHW'
         widths = [dim * 2 ** i for i in range(4)]
@@ -260,11 +300,15 @@ class MambaVision(nn.Module):
         dpr = [drop_path_rate * i / max(sum(depths) - 1, 1) for i in range(sum(depths))]  # linear rule
         stages, self.feature_info, prev = [], [], dim
         for i in range(4):
-            stages.append(HybridStage(
-                prev, widths[i], depths[i], conv=i < 2, num_heads=num_heads[i], window_size=window_size[i],
-                mixer=mixer, mlp_ratio=mlp_ratio, drop_path=dpr[sum(depths[:i]):sum(depths[:i + 1])],
-                proj_drop=proj_drop_rate, layer_scale=layer_scale, layer_scale_conv=layer_scale_conv,
-                recompute_mixer=recompute_mixer, **mixer_kwargs))
+            dp = dpr[sum(depths[:i]):sum(depths[:i + 1])]
+            if i < 2:
+                stages.append(ConvStage(prev, widths[i], depths[i], drop_path=dp, layer_scale_conv=layer_scale_conv,
+                                        window_size=window_size[i]))
+            else:
+                stages.append(HybridStage(
+                    prev, widths[i], depths[i], num_heads=num_heads[i], window_size=window_size[i], mixer=mixer,
+                    mlp_ratio=mlp_ratio, drop_path=dp, proj_drop=proj_drop_rate, layer_scale=layer_scale,
+                    recompute_mixer=recompute_mixer, **mixer_kwargs))
             self.feature_info.append(dict(num_chs=widths[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
             prev = widths[i]
         self.stages = nn.Sequential(*stages)
@@ -317,6 +361,32 @@ class MambaVision(nn.Module):
                 m.sequential_backward = enable
 
     @torch.jit.ignore
+    def set_input_size(
+            self,
+            img_size: Optional[Union[int, Tuple[int, int]]] = None,
+            window_size: Optional[Union[int, Sequence[int]]] = None,
+    ) -> None:
+        """Change the nominal input size and/or the windows of stages 2-3 in place (timm's `set_input_size`).
+
+        No weight depends on the input size here (any size runs: windows larger than a stage's map shrink to
+        it, others pad the map), so img_size is bookkeeping (recorded for preprocessing and for
+        `timm.models.save_for_hf` + `local-dir:`); window_size (one int, or 4 per-stage values of which stages
+        2-3 are used) changes which tokens a mixer/attention block sees, and is recorded too. Windows are
+        kept by default: at 224 px MambaVision-T's windows (14, 7) cover the whole map of stages 2-3, at 448 px
+        each such map is split into 4 windows.
+        """
+        if window_size is not None:
+            ws = (window_size,) * 4 if isinstance(window_size, int) else tuple(int(w) for w in window_size)
+            if len(ws) != 4 or any(w < 1 for w in ws):
+                raise ValueError(f'window_size must be a positive int or 4 positive ints, got {window_size!r}')
+            for stage, w in zip(self.stages, ws):
+                stage.window_size = w
+            window_size = ws
+        if img_size is not None:
+            self.img_size = to_2tuple(img_size)
+        record_input_size(self, self.img_size, window_size=window_size)
+
+    @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.head
 
@@ -326,11 +396,9 @@ class MambaVision(nn.Module):
             if global_pool not in ('', 'avg'):
                 raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
             self.global_pool = global_pool
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = nn.Linear(self.num_features, num_classes, **like(self.stem[0].weight)).train(self.training) \
+            if num_classes > 0 else nn.Identity()
 
-    def _check_input(self, x: torch.Tensor):
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f'expected an image batch of shape [B, {self.in_chans}, H, W], got {tuple(x.shape)}')
 
     def forward_intermediates(
             self,
@@ -345,7 +413,7 @@ class MambaVision(nn.Module):
         norm applies the final BatchNorm to the last stage's output only (the other widths differ)."""
         if output_fmt != 'NCHW':
             raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
-        self._check_input(x)
+        x = check_image(x, self.in_chans)
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
         last = len(self.stages) - 1
         stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
@@ -373,7 +441,7 @@ class MambaVision(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """[B, C_in, H, W] -> [B, 8 dim, H/32, W/32] after the final BatchNorm."""
-        self._check_input(x)
+        x = check_image(x, self.in_chans)
         return self.norm(self.stages(self.stem(x)))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
