@@ -138,7 +138,7 @@ def test_fvcore_counts_the_scan_with_its_formula():
     ops = fca.by_operator()
     E, R = m.d_inner, m.dt_rank
     # one scan per direction, each with D and z
-    assert ops["PythonOp.SelectiveScanFunction"] == 2 * selective_scan_macs(b, E, n, 4, True, True)
+    assert ops["selective_scan"] == 2 * selective_scan_macs(b, E, n, 4, True, True)
     linear = b * n * (16 * 2 * E + 2 * (E * (R + 8) + R * E) + E * 16)  # in_proj, 2 x (x_proj, dt_proj), out_proj
     assert ops["linear"] == linear
 
