@@ -128,7 +128,7 @@ class _SolveInBackward(torch.autograd.Function):
 
 
 def _finite_tokens(t):
-    """[B, T, H(, D)] -> [B, T, H] bool: every entry of the token is finite."""
+    """[B, T, H(, D)] -> [B, T, H] bool: every entry of the token (and head) is finite."""
     ok = torch.isfinite(t)
     return ok.all(-1) if t.dim() == 4 else ok
 
@@ -139,14 +139,16 @@ def _sanitize(q, k, v, alpha, g, gk):
     A chunk's matmuls multiply the future tokens of the chunk by exact zeros, and NaN * 0 = NaN, so a NaN
     at token t would reach the outputs of the chunk's earlier tokens. The scan therefore runs on finite
     inputs and sets NaN where the token-by-token recurrence has it: at t for a bad q_t or alpha_t (read
-    only by token t), at every s >= t for a bad k_t, v_t or gate (they enter the states).
-    Returns the sanitised inputs and poison [B, T, H] bool.
+    only by token t), at every s >= t for a bad k_t or gate (they enter the covariance and so every solve), and
+    for a bad entry i of v_t, in entry i of every o_s, s >= t (v_t enters row i of the value state only).
+    Returns the sanitised inputs and poison [B, T, H, D] bool.
     """
     local = ~(_finite_tokens(q) & _finite_tokens(alpha))
-    state = ~(_finite_tokens(k) & _finite_tokens(v) & _finite_tokens(g))
+    state = ~(_finite_tokens(k) & _finite_tokens(g))
     if gk is not None:
         state = state | ~_finite_tokens(gk)
-    poison = local | (state.int().cumsum(1) > 0)
+    seen = lambda bad: bad.int().cumsum(1) > 0  # noqa: E731  (bad at this token or an earlier one)
+    poison = (local | seen(state))[..., None] | seen(~torch.isfinite(v))
     clean = lambda t: None if t is None else torch.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0)  # noqa: E731
     return (clean(q), clean(k), clean(v), clean(alpha), clean(g), clean(gk)), poison
 
@@ -184,7 +186,7 @@ def _scan(q, k, v, alpha, g, gk, ridge_ratio, num_iter, scale, chunk_size, x=Non
     O = Gv.exp()[..., None] * (Qp @ Sp) + (Mv * (Qp @ K.transpose(-1, -2))) @ V
     o = _unchunk(scale * O, T)
     # a factor (NaN or 1) rather than a NaN constant: gradients through a NaN output are NaN as well
-    return o * torch.where(poison, float("nan"), 1.0).to(o.dtype)[..., None], X
+    return o * torch.where(poison, float("nan"), 1.0).to(o.dtype), X
 
 
 def _flip(*ts):
