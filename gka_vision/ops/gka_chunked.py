@@ -26,7 +26,7 @@ BACKWARD_EXTRA_ITERS = 10
 def _chunk(x, C):
     """[B, T, H, *rest] -> [B, H, N, C, *rest], zero-padded at the end of T."""
     B, T, Hh = x.shape[:3]
-    N = -(-T // C)
+    N = (T + C - 1) // C  # not -(-T // C): traced for ONNX, a negative floor division truncates there
     pad = N * C - T
     x = x.movedim(2, 1)
     if pad:
