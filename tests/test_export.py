@@ -38,6 +38,11 @@ def test_torch_export(family, tmp_path):
     path = tmp_path / 'model.pt2'
     torch.export.save(ep, path)
     close(torch.export.load(path).module()(x), ref)
+    # a dynamic batch dimension
+    ep = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim('batch', min=1, max=64)},))
+    x3 = torch.cat([x, x[:1]])
+    with torch.no_grad():
+        close(ep.module()(x3), model(x3))
 
 
 _LOAD_SCRIPT = r"""
