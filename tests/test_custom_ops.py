@@ -100,11 +100,13 @@ def test_op_gradients_match_autograd_through_the_reference():
 
 def test_tracers_see_one_node_per_scan():
     """torch.export and torch.jit.trace record each scan as one op node, not its inner arithmetic."""
+    from gka_vision.ops.selective_scan import selective_scan
+
     class M(torch.nn.Module):
         def forward(self, q, k, v, a, g, g2, u, delta, A, B, C):
             o = gka_vision.ops.gka_scan_bidirectional(q, k, v, a, g, g2, num_iter=3, backend="torch")
             o2 = gka_vision.ops.gka_scan(q, k, v, a, g, num_iter=3, backend="torch")
-            return o + o2, gka_vision.ops.selective_scan(u, delta, A, B, C, backend="torch")
+            return o + o2, selective_scan(u, delta, A, B, C, backend="torch")
 
     args = [t.detach().float() for t in gka_inputs() + ssm_inputs()[:5]]
     ep = torch.export.export(M(), tuple(args))
