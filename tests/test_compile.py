@@ -90,6 +90,7 @@ def test_no_recompile_across_steps():
     """A training loop calls the compiled model with new data every step: one compilation."""
     from torch._dynamo.testing import CompileCounter
 
+    torch._dynamo.reset()
     model, x = tiny_model('gka_vit', 'gka_tiny_patch16_224')
     counter = CompileCounter()
     compiled = torch.compile(model, fullgraph=True, backend=counter)
@@ -124,3 +125,23 @@ def test_train_py_with_model_compile(tmp_path):
     summary = json.loads((out / 'summary.json').read_text())
     assert summary['epochs_done'] == 1
     assert (out / 'weights' / 'model.safetensors').exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('family', list(FAMILIES))
+def test_smaller_last_batch_recompiles_with_a_dynamic_batch(family):
+    """A training epoch's last batch can be smaller: Dynamo then recompiles once with a symbolic batch size
+    (the scan ops' fake implementations take symbolic shapes); the result still equals eager."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    torch._dynamo.reset()  # forget the dynamic dims that earlier compilations of the same classes marked
+    model, x = tiny_model(family, REPRESENTATIVE[family])
+    counter = CompileCounterWithBackend('aot_eager')
+    compiled = torch.compile(model, fullgraph=True, backend=counter)
+    for batch in (2, 3, 5):
+        xb = torch.randn(batch, *x.shape[1:], generator=torch.Generator().manual_seed(batch))
+        expected = step(copy.deepcopy(model), xb)
+        for p in model.parameters():
+            p.grad = None
+        assert_same_step(step(compiled, xb, model), expected)
+    assert counter.frame_count == 2  # static batch 2, then one dynamic-batch graph for 3 and 5
