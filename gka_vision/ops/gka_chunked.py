@@ -218,7 +218,8 @@ def gka_chunked_forward(q, k, v, alpha, g, gk=None, ridge_ratio=0.02, num_iter=3
 
 def gka_chunked_backward(do, q, k, v, alpha, g, gk, x, ridge_ratio=0.02, num_iter=30, scale=None, reverse=False,
                          chunk_size=64):
-    """Gradients (dq, dk, dv, dalpha, dg, dgk or None) of gka_chunked_forward's o for the output gradient do.
+    """Gradients (dq, dk, dv, dalpha, dg, dgk or None; in the compute dtype) of gka_chunked_forward's o for the
+    output gradient do.
 
     Rebuilds the differentiable part of the scan around the saved x (chunk states, ||H_t||_F, one
     application of A, the read-out) and differentiates it: the forward solve is not repeated, the backward
@@ -228,12 +229,14 @@ def gka_chunked_backward(do, q, k, v, alpha, g, gk, x, ridge_ratio=0.02, num_ite
         grads = gka_chunked_backward(*_flip(do, q, k, v, alpha, g, gk, x), ridge_ratio, num_iter, scale, False,
                                      chunk_size)
         return _flip(*grads)
-    leaves = [t.detach().requires_grad_() for t in (q, k, v, alpha, g)]
+    # leaves in the compute dtype: the gradients come back unrounded (the caller sums the directions' and casts)
+    cdt = torch.float64 if q.dtype == torch.float64 else torch.float32
+    leaves = [t.detach().to(cdt).requires_grad_() for t in (q, k, v, alpha, g)]
     if gk is not None:
-        leaves.append(gk.detach().requires_grad_())
+        leaves.append(gk.detach().to(cdt).requires_grad_())
     with autograd_inside_op():
         o, _ = _scan(*leaves[:5], leaves[5] if gk is not None else None, ridge_ratio, num_iter, scale,
                      chunk_size, x=x)
         grads = torch.autograd.grad(o, leaves, do.to(o.dtype), allow_unused=True)
-    grads = [torch.zeros_like(t) if gr is None else gr.to(t.dtype) for t, gr in zip(leaves, grads)]
+    grads = [torch.zeros_like(t) if gr is None else gr for t, gr in zip(leaves, grads)]
     return tuple(grads) + ((None,) if gk is None else ())

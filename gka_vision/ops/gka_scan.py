@@ -205,18 +205,19 @@ def _backward(do, q, k, v, alpha, gates, gk, x, fro, dir_base, ridge_ratio, num_
             if gk is not None:
                 dgk = grads[5] if dgk is None else dgk + grads[5]
         dq, dk, dv, da = (t.to(ref.dtype).contiguous() for t, ref in zip(total, (q, k, v, alpha)))
-        return dq, dk, dv, da, torch.stack(dgates).to(gates.dtype), empty_gk if dgk is None else dgk.contiguous()
+        return (dq, dk, dv, da, torch.stack(dgates).to(gates.dtype),
+                empty_gk if dgk is None else dgk.to(gk.dtype).contiguous())
 
 
 def _reference_grads(do, q, k, v, alpha, g, gk, ridge_ratio, scale, reverse):
     """The reference differentiated by autograd (re-run here: its forward op keeps nothing)."""
-    leaves = [t.detach().requires_grad_() for t in (q, k, v, alpha, g)]
+    leaves = [t.detach().double().requires_grad_() for t in (q, k, v, alpha, g)]  # (its compute dtype)
     if gk is not None:
-        leaves.append(gk.detach().requires_grad_())
+        leaves.append(gk.detach().double().requires_grad_())
     with autograd_inside_op():
         o = gka_scan_reference(*leaves[:5], leaves[5] if gk is not None else None, ridge_ratio, scale, reverse)
         grads = torch.autograd.grad(o, leaves, do.to(o.dtype), allow_unused=True)
-    return [torch.zeros_like(t) if gr is None else gr.to(t.dtype) for t, gr in zip(leaves, grads)]
+    return [torch.zeros_like(t) if gr is None else gr for t, gr in zip(leaves, grads)]
 
 
 @torch.library.custom_op("gka_vision::gka_scan", mutates_args=())
