@@ -281,9 +281,10 @@ def test_empty_sequence(backend):
 
 # ---- mamba_ssm detection (issue: a mamba_ssm without its compiled extension was chosen) -------------------
 
-def _fake_mamba(monkeypatch, ext):
+def _fake_mamba(monkeypatch, ext, interface_imports=True):
     """sys.modules with mamba_ssm.ops.selective_scan_interface (whose selective_scan_cuda is None, as in a
-    build without the extension) and, if ext is given, a top-level selective_scan_cuda module."""
+    build without the extension; or, interface_imports=False, an interface that fails to import as older
+    releases do without it) and, if ext is given, a top-level selective_scan_cuda module."""
     import sys
     import types
 
@@ -297,7 +298,7 @@ def _fake_mamba(monkeypatch, ext):
 
     iface.selective_scan_fn = selective_scan_fn
     for name, mod in (("mamba_ssm", types.ModuleType("mamba_ssm")), ("mamba_ssm.ops", types.ModuleType("m.ops")),
-                      ("mamba_ssm.ops.selective_scan_interface", iface)):
+                      ("mamba_ssm.ops.selective_scan_interface", iface if interface_imports else None)):
         monkeypatch.setitem(sys.modules, name, mod)
     if ext is None:
         monkeypatch.setitem(sys.modules, "selective_scan_cuda", None)  # import raises ImportError
@@ -315,10 +316,11 @@ def clear_mamba_cache():
     ss._mamba_ssm_ext.cache_clear()
 
 
-def test_mamba_ssm_without_its_extension_is_not_used(monkeypatch, clear_mamba_cache):
+@pytest.mark.parametrize("interface_imports", [True, False])
+def test_mamba_ssm_without_its_extension_is_not_used(monkeypatch, clear_mamba_cache, interface_imports):
     import warnings
 
-    ss = _fake_mamba(monkeypatch, None)
+    ss = _fake_mamba(monkeypatch, None, interface_imports)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert "mamba_ssm" not in available_backends("cuda")
@@ -329,6 +331,16 @@ def test_mamba_ssm_without_its_extension_is_not_used(monkeypatch, clear_mamba_ca
     x = _inputs(dtype=torch.float32)
     with pytest.raises(RuntimeError, match="selective_scan_cuda"):
         selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], backend="mamba_ssm")
+
+
+def test_no_warning_without_mamba_ssm(monkeypatch, clear_mamba_cache):
+    import sys
+    import warnings
+
+    monkeypatch.setitem(sys.modules, "mamba_ssm", None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert "mamba_ssm" not in available_backends("cuda")
 
 
 def test_mamba_ssm_extension_is_detected_and_called(monkeypatch, clear_mamba_cache):

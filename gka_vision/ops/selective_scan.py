@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import os
+import sys
 import warnings
 from typing import Optional, Tuple
 
@@ -129,25 +131,31 @@ def selective_scan_parallel(u, delta, A, B, C, D=None, z=None, delta_bias=None, 
 
 # ---- mamba_ssm ---------------------------------------------------------------------------------------------
 
+def _installed(name: str) -> bool:
+    if name in sys.modules:
+        return sys.modules[name] is not None
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 @functools.lru_cache(maxsize=None)
 def _mamba_ssm_ext():
     """mamba_ssm's compiled extension (module `selective_scan_cuda` with fwd/bwd), or None.
 
     `mamba_ssm.ops.selective_scan_interface` imports without it in a broken install (e.g. built with
     MAMBA_SKIP_CUDA_BUILD), so the extension itself is checked; one warning says why it is not used."""
+    if not _installed("mamba_ssm"):
+        return None
     try:
         iface = importlib.import_module("mamba_ssm.ops.selective_scan_interface")
-    except Exception:  # mamba_ssm not installed (or broken beyond its extension)
+        ext = getattr(iface, "selective_scan_cuda", None) or importlib.import_module("selective_scan_cuda")
+    except Exception as e:  # noqa: BLE001  (a missing .so, an ABI mismatch: ImportError, OSError...)
+        warnings.warn(f"selective_scan: mamba_ssm is installed but its CUDA extension selective_scan_cuda "
+                      f"does not import ({type(e).__name__}: {e}); using this project's scans instead "
+                      f"(reinstall mamba_ssm with its CUDA build to use it).", RuntimeWarning, stacklevel=2)
         return None
-    ext = getattr(iface, "selective_scan_cuda", None)
-    if ext is None:
-        try:
-            ext = importlib.import_module("selective_scan_cuda")
-        except Exception as e:  # noqa: BLE001  (a missing .so or an ABI mismatch: ImportError, OSError...)
-            warnings.warn(f"selective_scan: mamba_ssm is installed but its CUDA extension selective_scan_cuda "
-                          f"does not import ({type(e).__name__}: {e}); using this project's scans instead "
-                          f"(reinstall mamba_ssm with its CUDA build to use it).", RuntimeWarning, stacklevel=2)
-            return None
     if not (callable(getattr(ext, "fwd", None)) and callable(getattr(ext, "bwd", None))):
         warnings.warn("selective_scan: mamba_ssm's selective_scan_cuda has no fwd/bwd; using this project's scans "
                       "instead.", RuntimeWarning, stacklevel=2)
