@@ -145,3 +145,20 @@ def test_smaller_last_batch_recompiles_with_a_dynamic_batch(family):
             p.grad = None
         assert_same_step(step(compiled, xb, model), expected)
     assert counter.frame_count == 2  # static batch 2, then one dynamic-batch graph for 3 and 5
+
+
+@pytest.mark.parametrize('option', ['grad_checkpointing', 'recompute_mixer'])
+@pytest.mark.parametrize('family', list(FAMILIES))
+def test_fullgraph_with_activation_checkpointing(family, option):
+    """timm's set_grad_checkpointing and this project's recompute_mixer (torch.utils.checkpoint around blocks
+    or mixers, with the scan ops inside) capture as one graph too."""
+    model, x = tiny_model(family, REPRESENTATIVE[family])
+    if option == 'grad_checkpointing':
+        model.set_grad_checkpointing(True)
+    elif hasattr(model, 'set_recompute_mixer'):
+        model.set_recompute_mixer(True)
+    else:
+        pytest.skip(f'{family} has no recompute_mixer option')
+    expected = step(copy.deepcopy(model), x)
+    compiled = torch.compile(model, fullgraph=True, backend='aot_eager')
+    assert_same_step(step(compiled, x, model), expected)
