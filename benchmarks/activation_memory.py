@@ -11,10 +11,11 @@ the two AdamW moments as 16 bytes per parameter). Inputs kept by torch.utils.che
 counted too (the checkpoint keeps them alive instead of saving them).
 
 So that the count matches the GPU code paths:
-  - GKA models run the scan through a stand-in autograd.Function that saves exactly what the Triton one
-    (kernels/gka_function.py, GKATritonFunction) saves: contiguous q, k, v, alpha, gates [NDIR, B, T, H] fp32,
-    x [NDIR, B, T, H, D] fp32 and fro [NDIR, B, T, H] fp32; its output is a cheap function of the inputs.
-    Its backward's transient buffers (chunk states, per-direction gradients) are estimated from the shapes.
+  - GKA models run the scan ops (gka_vision.ops.gka_scan) with backend 'triton' on a stand-in of the kernels'
+    host functions (gka_triton_forward / gka_triton_backward) that returns what the kernels return: o, and
+    x [NDIR, B, T, H, D] fp32 and fro [NDIR, B, T, H] fp32, which the op saves with its inputs q, k, v,
+    alpha and the gates; its output is a cheap function of the inputs. The backward's transient buffers
+    (chunk states, per-direction gradients) are estimated from the shapes of each scan call.
   - ops that CUDA autocast runs in fp32 but CPU autocast does not (layer_norm, rsqrt, pow, vector norms, ...)
     run in fp32 here too (CudaAutocastPolicy), so the saved copies have the GPU's dtypes.
   - scaled_dot_product_attention is replaced by a stand-in that saves what flash attention saves
@@ -47,41 +48,36 @@ GB = 2 ** 30  # GiB, as benchmarks/compare.py reports the GPU's max_memory_alloc
 
 
 # ---------------------------------------------------------------------------------------------- stand-ins
-class _TritonGKAStandIn(torch.autograd.Function):
-    """Saves what kernels/gka_function.py GKATritonFunction saves (same shapes and dtypes)."""
+class _StandInTritonModule:
+    """Replaces gka_kernels under the scan ops: the kernels' host functions with their outputs' shapes and dtypes."""
 
     @staticmethod
-    def forward(ctx, q, k, v, alpha, gates, sequential_backward=False):
+    def gka_triton_forward(q, k, v, alpha, gates, dir_base=0, ridge_ratio=0.02, num_iter=30, scale=None,
+                           config=None):
         B, T, H, D = q.shape
         ndir = gates.shape[0]
-        q, k, v, alpha = (t.contiguous() for t in (q, k, v, alpha))
-        gates = gates.float().contiguous()
         x = torch.zeros(ndir, B, T, H, D, dtype=torch.float32, device=q.device)
         fro = torch.zeros(ndir, B, T, H, dtype=torch.float32, device=q.device)
-        ctx.save_for_backward(q, k, v, alpha, gates, x, fro)
-        _record_scan_transient(B, T, H, D, ndir, sequential_backward)
-        return (q.float() * 0.5 + k.float() * 0.25 + v.float() * 0.25 + alpha.float().unsqueeze(-1)
-                + gates.sum(0).unsqueeze(-1)).to(q.dtype)
+        o = (q.float() * 0.5 + k.float() * 0.25 + v.float() * 0.25 + alpha.float().unsqueeze(-1)
+             + gates.sum(0).unsqueeze(-1)).to(q.dtype)
+        return o, x, fro
 
     @staticmethod
-    def backward(ctx, do):
-        q, k, v, alpha, gates, x, fro = ctx.saved_tensors
+    def gka_triton_backward(q, k, v, alpha, gates, x, fro, do, dir_base=0, ridge_ratio=0.02, num_iter=30,
+                            scale=None, sequential=False, config=None):
         do = do.float()
         return ((do * 0.5).to(q.dtype), (do * 0.25).to(k.dtype), (do * 0.25).to(v.dtype),
-                do.sum(-1).to(alpha.dtype), do.sum(-1).expand_as(gates).contiguous(), None)
+                do.sum(-1).to(alpha.dtype), do.sum(-1).expand_as(gates).contiguous())
 
 
-class _StandInTritonModule:
-    """Replaces gka_kernels for gka_vision.ops.gka_scan (bidirectional and single scans)."""
-
-    @staticmethod
-    def gka_scan_bidirectional_triton(q, k, v, alpha, g, g_rev, sequential_backward=False, **_):
-        return _TritonGKAStandIn.apply(q, k, v, alpha, torch.stack([g.float(), g_rev.float()]),
-                                       sequential_backward)
-
-    @staticmethod
-    def gka_scan_triton(q, k, v, alpha, g, gk=None, reverse=False, **_):
-        return _TritonGKAStandIn.apply(q, k, v, alpha, g.unsqueeze(0))
+def _recording(scan, bidirectional):
+    """The mixers' scan function, recording each call's shapes for the backward's transient-memory model."""
+    def run(q, *args, **kwargs):
+        B, T, H, D = q.shape
+        _record_scan_transient(B, T, H, D, 2 if bidirectional else 1,
+                               bool(kwargs.get('sequential_backward', False)) and bidirectional)
+        return scan(q, *args, **kwargs)
+    return run
 
 
 class _FlashSDPAStandIn(torch.autograd.Function):
@@ -149,7 +145,7 @@ _scan_transient = []  # bytes of each scan backward's transient buffers
 
 
 def scan_backward_transient_bytes(B, T, H, D, ndir, sequential=False, chunk=16, state_cols=32):
-    """Peak transient fp32 buffers of GKATritonFunction.backward (kernels/gka_function.py _backward).
+    """Peak transient fp32 buffers of gka_triton_backward (kernels/gka_function.py _backward).
 
     Per launch set over n directions: the chunk states hk, hv [n, B*H, NC, BD, BD] (U, W are stored over
     them), dq, dk, dv [n, B, T, H, D], da, dG [n, B, T, H], dgp [BD/BN, n, B, T, H]; the states are freed
@@ -260,15 +256,21 @@ class SavedTensorCounter:
 @contextlib.contextmanager
 def gpu_code_paths():
     """Route the GKA scan through the Triton stand-in and SDPA through the flash stand-in; CUDA autocast dtypes."""
-    orig = (gka_scan_mod._resolve_backend, gka_scan_mod._triton_module, F.scaled_dot_product_attention)
+    import gka_vision.layers.gka_mixer as bi_mixer
+    import gka_vision.layers.gka_vision_mixer as one_mixer
+    orig = (gka_scan_mod._resolve_backend, gka_scan_mod._triton_module, F.scaled_dot_product_attention,
+            bi_mixer.gka_scan_bidirectional, one_mixer.gka_scan)
     gka_scan_mod._resolve_backend = lambda backend, device: 'triton' if backend in ('auto', 'triton') else backend
     gka_scan_mod._triton_module = lambda: _StandInTritonModule
     F.scaled_dot_product_attention = _sdpa_stand_in
+    bi_mixer.gka_scan_bidirectional = _recording(orig[3], True)
+    one_mixer.gka_scan = _recording(orig[4], False)
     try:
         with CudaAutocastPolicy():
             yield
     finally:
-        gka_scan_mod._resolve_backend, gka_scan_mod._triton_module, F.scaled_dot_product_attention = orig
+        (gka_scan_mod._resolve_backend, gka_scan_mod._triton_module, F.scaled_dot_product_attention,
+         bi_mixer.gka_scan_bidirectional, one_mixer.gka_scan) = orig
 
 
 def count_saved(model, fn, dtype=torch.bfloat16):

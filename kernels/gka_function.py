@@ -207,8 +207,8 @@ def _sum_directions(t, dtype):
 def _chunk_states(k, v, gates, dir_base, L):
     """Chunk-start states H_p and S_p, [NDIR, B*H, NC, BD, BD] fp32 each: in the forward, and again in the
     backward (recomputing them is one cheap launch; keeping them would cost 8x the memory of x)."""
-    B, T, H, D = k.shape
-    ndir, NC = gates.shape[0], triton.cdiv(T, L.BC)
+    B, T, H, D = (int(s) for s in k.shape)
+    ndir, NC = int(gates.shape[0]), triton.cdiv(T, L.BC)
     hk = torch.empty(ndir, B * H, NC, L.BD, L.BD, dtype=torch.float32, device=k.device)
     hv = torch.empty_like(hk)
     _fwd_states_kernel[(B * H, ndir, L.BD // L.BN)](k, v, gates, hk, hv, T, H, B * H, B * T * H, NC, dir_base,
@@ -224,8 +224,11 @@ def gka_triton_forward(q, k, v, alpha, gates, dir_base=0, ridge_ratio=0.02, num_
     x and ||H_t||_F are what gka_triton_backward needs besides the inputs.
     """
     _check(q, k, v, alpha, gates)
-    B, T, H, D = q.shape
-    ndir = gates.shape[0]
+    B, T, H, D = (int(s) for s in q.shape)
+    ndir = int(gates.shape[0])
+    # plain Python scalars of fixed type: a float that arrives as a 0-d tensor, numpy or fp64 scalar, or an int
+    # as a float, would otherwise give the kernels a different argument type (and a re-compile, or fp64 math)
+    dir_base, ridge_ratio, num_iter = int(dir_base), float(ridge_ratio), int(num_iter)
     scale = D ** -0.5 if scale is None else float(scale)
     L = _Launch(config or default_config(q.dtype), D)
     NC = triton.cdiv(T, L.BC)
@@ -237,7 +240,7 @@ def gka_triton_forward(q, k, v, alpha, gates, dir_base=0, ridge_ratio=0.02, num_
     fro = torch.empty(ndir, B, T, H, **f32)
     _fwd_solve_kernel[(NC, B * H, ndir)](q, k, v, alpha, gates, hk, hv, o, x, fro,
                                          T, H, B * H, B * T * H, NC, dir_base, n1, rounds, n2,
-                                         float(ridge_ratio), RIDGE_FLOOR, FRO2_FLOOR, scale, 1.0 / ndir,
+                                         ridge_ratio, float(RIDGE_FLOOR), float(FRO2_FLOOR), scale, 1.0 / ndir,
                                          D=D, BD=L.BD, BC=L.BC, PREC_FIRST=p1, PREC=p2, PREC_HI=L.hi,
                                          LEAN=L.lean, **L.solve_opts)
     return _sum_directions(o, q.dtype), x, fro
@@ -251,11 +254,12 @@ def gka_triton_backward(q, k, v, alpha, gates, x, fro, do, dir_base=0, ridge_rat
     sequential=True (two directions only) runs the launches once per direction: half the transient
     chunk-state and per-direction gradient buffers, same results.
     """
-    D = q.shape[-1]
+    D = int(q.shape[-1])
+    dir_base = int(dir_base)
     scale = D ** -0.5 if scale is None else float(scale)
     L = _Launch(config or default_config(q.dtype), D)
     do = do.contiguous()
-    args = (q, k, v, alpha, do, float(ridge_ratio), int(num_iter), scale, 1.0 / gates.shape[0], L)
+    args = (q, k, v, alpha, do, float(ridge_ratio), int(num_iter), scale, 1.0 / int(gates.shape[0]), L)
     if sequential and gates.shape[0] == 2:
         grads = list(_backward(*args, gates[:1], x[:1], fro[:1], dir_base=0))
         rev = _backward(*args, gates[1:], x[1:], fro[1:], dir_base=1)
@@ -272,8 +276,9 @@ def gka_triton_backward(q, k, v, alpha, gates, x, fro, do, dir_base=0, ridge_rat
 def _backward(q, k, v, alpha, do, ridge_ratio, num_iter, scale, out_scale, L, gates, x, fro, dir_base):
     """The backward launches for the directions in `gates` ([NDIR, B, T, H]; the first is dir_base):
     per-direction fp32 (dq, dk, dv, dalpha) [NDIR, ...] and dg [NDIR, B, T, H]."""
-    B, T, H, D = q.shape
-    ndir, NC, NBH, BTH = gates.shape[0], triton.cdiv(T, L.BC), B * H, B * T * H
+    B, T, H, D = (int(s) for s in q.shape)
+    ndir = int(gates.shape[0])
+    NC, NBH, BTH = triton.cdiv(T, L.BC), B * H, B * T * H
     p1, n1, rounds, p2, n2 = L.iters(num_iter, True)
     f32 = dict(dtype=torch.float32, device=q.device)
     # per-direction results, every element written once by the solve kernel (plain stores)
@@ -292,7 +297,7 @@ def _backward(q, k, v, alpha, do, ridge_ratio, num_iter, scale, out_scale, L, ga
         _bwd_solve_kernel[(NC, NBH, ndir)](q, k, v, alpha, gates, hk, hv, x, fro, do,
                                            dq, dk, dv, da, dG, u, w, qb,
                                            T, H, NBH, BTH, NC, dir_base, n1, rounds, n2,
-                                           ridge_ratio, RIDGE_FLOOR, scale, out_scale,
+                                           ridge_ratio, float(RIDGE_FLOOR), scale, out_scale,
                                            D=D, BD=L.BD, BC=L.BC, PREC_FIRST=p1, PREC=p2, PREC_HI=L.hi,
                                            PREC_GRAD=L.grad, PREC_LO=L.lo, LEAN=L.lean, PART=part, **L.solve_opts)
     _bwd_states_kernel[(NBH, ndir, L.BD // L.BN)](k, v, gates, u, w, dk, dv, dgp,
@@ -318,10 +323,12 @@ class GKATritonFunction(torch.autograd.Function):
                 config=None):
         q, k, v, alpha = (t.contiguous() for t in (q, k, v, alpha))
         gates = gates.float().contiguous()
-        o, x, fro = gka_triton_forward(q, k, v, alpha, gates, dir_base, ridge_ratio, num_iter, scale, config)
+        scale = None if scale is None else float(scale)
+        o, x, fro = gka_triton_forward(q, k, v, alpha, gates, int(dir_base), float(ridge_ratio), int(num_iter), scale,
+                                       config)
         ctx.save_for_backward(q, k, v, alpha, gates, x, fro)
-        ctx.opts = dict(dir_base=dir_base, ridge_ratio=ridge_ratio, num_iter=num_iter, scale=scale,
-                        sequential=sequential_backward, config=config)
+        ctx.opts = dict(dir_base=int(dir_base), ridge_ratio=float(ridge_ratio), num_iter=int(num_iter), scale=scale,
+                        sequential=bool(sequential_backward), config=config)
         return o
 
     @staticmethod

@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["selective_scan_triton"]
+__all__ = ["selective_scan_triton", "selective_scan_triton_forward", "selective_scan_triton_backward"]
 
 
 @triton.jit
@@ -192,52 +192,62 @@ def _blocks(dim: int, d_state: int, block_d: int | None):
     return block_d, block_n, triton.cdiv(dim, block_d)
 
 
+def selective_scan_triton_forward(u, delta, A, B, C, reverse: bool = False, block_d: int | None = None):
+    """Forward launch: y [b, d, L] fp32 (a [b, L, d] buffer seen as [b, d, L]). Any strides are accepted."""
+    bsz, dim, length = (int(s) for s in u.shape)
+    d_state = int(A.shape[1])
+    BLOCK_D, BLOCK_N, nblk = _blocks(dim, d_state, block_d)
+    # [b, L, d] storage (each step stores BLOCK_D adjacent floats), returned as a [b, d, L] view
+    y = torch.empty(bsz, length, dim, device=u.device, dtype=torch.float32).transpose(1, 2)
+    if length > 0 and bsz > 0:
+        _ssm_fwd_kernel[(bsz, nblk)](
+            u, delta, A, B, C, y, length, dim, d_state,
+            *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(), *y.stride(),
+            REVERSE=bool(reverse), BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, num_warps=_NUM_WARPS,
+        )
+    return y
+
+
+def selective_scan_triton_backward(u, delta, A, B, C, gy, reverse: bool = False, block_d: int | None = None):
+    """Backward launch for the gradient gy [b, d, L] of y: (du, ddelta, dA, dB, dC) in the inputs' dtypes."""
+    bsz, dim, length = (int(s) for s in u.shape)
+    d_state = int(A.shape[1])
+    BLOCK_D, BLOCK_N, nblk = _blocks(dim, d_state, block_d)
+    dev, f32 = u.device, torch.float32
+    states = torch.empty(bsz, length, dim, d_state, device=dev, dtype=f32)
+    du = torch.empty(bsz, length, dim, device=dev, dtype=f32)
+    ddt = torch.empty(bsz, length, dim, device=dev, dtype=f32)
+    dA = torch.zeros(bsz, dim, d_state, device=dev, dtype=f32)
+    dB = torch.empty(bsz, nblk, length, d_state, device=dev, dtype=f32)
+    dC = torch.empty(bsz, nblk, length, d_state, device=dev, dtype=f32)
+    if length > 0 and bsz > 0:
+        _ssm_bwd_kernel[(bsz, nblk)](
+            u, delta, A, B, C, gy, states, du, ddt, dA, dB, dC,
+            length, dim, d_state, nblk,
+            *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(), *gy.stride(),
+            REVERSE=bool(reverse), BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, num_warps=_NUM_WARPS,
+        )
+    return (du.transpose(1, 2).to(u.dtype), ddt.transpose(1, 2).to(delta.dtype), dA.sum(0).to(A.dtype),
+            dB.sum(1).transpose(1, 2).to(B.dtype), dC.sum(1).transpose(1, 2).to(C.dtype))
+
+
 class _SelectiveScanFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, reverse, block_d):
-        bsz, dim, length = u.shape
-        d_state = A.shape[1]
-        BLOCK_D, BLOCK_N, nblk = _blocks(dim, d_state, block_d)
-        # [b, L, d] storage (each step stores BLOCK_D adjacent floats), returned as a [b, d, L] view
-        y = torch.empty(bsz, length, dim, device=u.device, dtype=torch.float32).transpose(1, 2)
-        if length > 0 and bsz > 0:
-            _ssm_fwd_kernel[(bsz, nblk)](
-                u, delta, A, B, C, y, length, dim, d_state,
-                *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(), *y.stride(),
-                REVERSE=bool(reverse), BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, num_warps=_NUM_WARPS,
-            )
         ctx.save_for_backward(u, delta, A, B, C)
         ctx.reverse, ctx.block_d = bool(reverse), block_d
-        return y
+        return selective_scan_triton_forward(u, delta, A, B, C, reverse, block_d)
 
     @staticmethod
     def backward(ctx, gy):
-        u, delta, A, B, C = ctx.saved_tensors
-        bsz, dim, length = u.shape
-        d_state = A.shape[1]
-        BLOCK_D, BLOCK_N, nblk = _blocks(dim, d_state, ctx.block_d)
-        dev, f32 = u.device, torch.float32
-        states = torch.empty(bsz, length, dim, d_state, device=dev, dtype=f32)
-        du = torch.empty(bsz, length, dim, device=dev, dtype=f32)
-        ddt = torch.empty(bsz, length, dim, device=dev, dtype=f32)
-        dA = torch.zeros(bsz, dim, d_state, device=dev, dtype=f32)
-        dB = torch.empty(bsz, nblk, length, d_state, device=dev, dtype=f32)
-        dC = torch.empty(bsz, nblk, length, d_state, device=dev, dtype=f32)
-        if length > 0 and bsz > 0:
-            _ssm_bwd_kernel[(bsz, nblk)](
-                u, delta, A, B, C, gy, states, du, ddt, dA, dB, dC,
-                length, dim, d_state, nblk,
-                *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(), *gy.stride(),
-                REVERSE=ctx.reverse, BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, num_warps=_NUM_WARPS,
-            )
-        return (du.transpose(1, 2).to(u.dtype), ddt.transpose(1, 2).to(delta.dtype), dA.sum(0).to(A.dtype),
-                dB.sum(1).transpose(1, 2).to(B.dtype), dC.sum(1).transpose(1, 2).to(C.dtype), None, None)
+        return selective_scan_triton_backward(*ctx.saved_tensors, gy, ctx.reverse, ctx.block_d) + (None, None)
 
 
 def selective_scan_triton(u, delta, A, B, C, reverse: bool = False, block_d: int | None = None):
     """y [b, d, L] fp32 of the recurrence above. u, delta [b, d, L]; A [d, N]; B, C [b, N, L].
 
     delta is the final step size (bias and softplus already applied). Any strides are accepted.
+    Differentiable (autograd.Function over selective_scan_triton_forward / selective_scan_triton_backward).
     """
     if B.dim() != 3 or C.dim() != 3:
         raise ValueError("selective_scan_triton: B and C must be [batch, d_state, length]")

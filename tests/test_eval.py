@@ -58,11 +58,11 @@ def test_eval_py_on_bundled_data(weights, tmp_path):
 def test_flops_count_the_gka_core(weights):
     model, _ = weights
     handles = custom_op_handles()
-    assert "prim::PythonOp.GKAScanFunction" in handles  # the lead's fvcore handle is registered
+    assert "gka_vision::gka_scan_bidirectional" in handles  # the fvcore handle of the custom op is registered
     f = count_flops(model, (1, 28, 28))
-    gka = {k: v for k, v in f["by_operator"].items() if "GKAScan" in k}
+    gka = {k: v for k, v in f["by_operator"].items() if "gka_scan" in k}
     assert gka and all(v > 0 for v in gka.values()), f["by_operator"]
-    assert not any("GKAScan" in k for k in f["unsupported"])
+    assert not any("gka_scan" in k for k in f["unsupported"])
     # the GKA term follows its own formula: dropping the handle loses exactly that part
     from gka_vision.ops.flops import gka_scan_macs
     T, H, D = 16, 2, 16  # 4x4 tokens, 2 heads of 16

@@ -3,9 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gka_vision.ops import (
-    GKAScanFunction, gka_scan, gka_scan_bidirectional, gka_scan_chunked, gka_scan_macs, set_debug_checks,
-)
+from gka_vision.ops import gka_scan, gka_scan_bidirectional, gka_scan_chunked, gka_scan_macs, set_debug_checks
 
 
 def make_inputs(B, T, H, D, seed=0, dtype=torch.float32, zero_keys_until=0):
@@ -169,4 +167,63 @@ def test_fvcore_counts_the_op_with_its_formula():
     fca = FlopCountAnalysis(Mixer(), x).set_op_handle(**FVCORE_HANDLES)
     fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     assert fca.total() == gka_scan_macs(2, 10, 3, 8, num_iter=7, directions=2) > 0
-    assert GKAScanFunction.__name__ in next(iter(FVCORE_HANDLES))
+    assert fca.by_operator() == {"gka_scan_bidirectional": fca.total()}
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch", "triton"])
+def test_empty_sequence_gives_empty_outputs_and_gradients(backend):
+    """T = 0 is an empty result (and empty gradients) for every backend, through both ops."""
+    q, k, v, alpha, g = (t.requires_grad_() for t in make_inputs(2, 0, 3, 16))
+    g2 = g.detach().clone().requires_grad_()
+    ops = torch.ops.gka_vision
+    one = ops.gka_scan(q, k, v, alpha, g, None, 0.02, 30, 0.25, False, backend, "")[0]
+    bi = ops.gka_scan_bidirectional(q, k, v, alpha, g, g2, 0.02, 30, 0.25, False, backend, "")[0]
+    for o in (one, bi):
+        assert o.shape == (2, 0, 3, 16) and o.dtype == q.dtype
+    grads = torch.autograd.grad((one.sum() + bi.sum()), [q, k, v, alpha, g, g2])
+    assert [t.shape for t in grads] == [t.shape for t in (q, k, v, alpha, g, g2)]
+    if backend != "triton":  # the public functions (triton needs CUDA or the interpreter to be chosen)
+        assert gka_scan(q, k, v, alpha, g, backend=backend).shape == (2, 0, 3, 16)
+        assert gka_scan_bidirectional(q, k, v, alpha, g, g2, backend=backend).shape == (2, 0, 3, 16)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("name", ["q", "k", "v", "alpha", "g"])
+def test_a_nan_token_reaches_no_earlier_output(name, reverse):
+    """A NaN at token t (inside a 64-token chunk, with earlier tokens of its chunk) leaves every output before t
+    (after t for the reverse scan) exactly as without it, and the torch backend puts NaN exactly where the
+    token-by-token reference does: at t for q and alpha (read by token t only), from t on for k, v and g."""
+    T, t0 = 50, 37
+    x = dict(zip(["q", "k", "v", "alpha", "g"], make_inputs(2, T, 2, 16, seed=7)))
+    clean = gka_scan(*x.values(), reverse=reverse, backend="torch")
+    bad = {n: t.clone() for n, t in x.items()}
+    bad[name][(0, t0, 1, 3) if bad[name].dim() == 4 else (0, t0, 1)] = float("nan")
+    ref = gka_scan(*bad.values(), reverse=reverse, backend="reference")
+    out = gka_scan(*bad.values(), reverse=reverse, backend="torch")
+    assert torch.equal(torch.isnan(out), torch.isnan(ref))
+    # v_t enters only row i of the value state: one NaN entry of v gives one NaN entry of the outputs
+    assert torch.isnan(out[0, t0, 1]).sum() == (1 if name == "v" else 16)
+    before = slice(t0 + 1, None) if reverse else slice(0, t0)
+    torch.testing.assert_close(out[:, before], clean[:, before], rtol=0, atol=0)
+    torch.testing.assert_close(out[1], clean[1], rtol=0, atol=0)  # the other batch element
+    torch.testing.assert_close(out[:, :, 0], clean[:, :, 0], rtol=0, atol=0)  # the other head
+    if name in ("q", "alpha"):  # read by its own token only: every other output is unchanged
+        keep = torch.ones(T, dtype=torch.bool)
+        keep[t0] = False
+        torch.testing.assert_close(out[0, keep, 1], clean[0, keep, 1], rtol=0, atol=0)
+    # the bidirectional op: both directions read the bad token, so only that token's output is NaN for q
+    # and alpha, and no output before it from the forward direction mixes in (they are all NaN for k, v, g)
+    bi = gka_scan_bidirectional(*bad.values(), bad["g"], backend="torch")
+    bi_ref = gka_scan_bidirectional(*bad.values(), bad["g"], backend="reference")
+    assert torch.equal(torch.isnan(bi), torch.isnan(bi_ref))
+
+
+def test_nan_gradients_stay_nan():
+    """Sanitising the chunk products must not hide a NaN from the optimizer: a NaN input gives NaN gradients
+    (GradScaler and NaN guards skip the step), as autograd through the reference does."""
+    x = [t.requires_grad_() for t in make_inputs(1, 20, 1, 8, seed=3)]
+    with torch.no_grad():
+        x[1][0, 5, 0, 2] = float("nan")
+    for backend in ("reference", "torch"):
+        grads = torch.autograd.grad(gka_scan(*x, backend=backend).sum(), x)
+        assert all(torch.isnan(gr).any() for gr in grads), backend

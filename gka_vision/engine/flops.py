@@ -1,8 +1,8 @@
 """FLOPs (fvcore), parameter counts, throughput and peak memory of a model.
 
-fvcore cannot see inside the GKA and selective-scan cores: while tracing they run as opaque nodes
-(``prim::PythonOp.GKAScanFunction`` ...), counted here by the handles their op modules export in
-``FVCORE_HANDLES``. fvcore's convention is kept: one multiply-add counts as one FLOP, so "GFLOPs"
+fvcore cannot see inside the GKA and selective-scan cores: its jit trace shows each as one node of a custom op
+(``gka_vision::gka_scan_bidirectional``, ``gka_vision::selective_scan`` ...), counted here by the handles their
+op modules export in ``FVCORE_HANDLES``. fvcore's convention is kept: one multiply-add counts as one FLOP, so "GFLOPs"
 below are GMACs, the number timm's benchmark and most vision papers report.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-# modules that may export FVCORE_HANDLES = {"prim::PythonOp.<Fn>": handle}; missing ones are skipped
+# modules that may export FVCORE_HANDLES = {"<namespace>::<op>": handle}; missing ones are skipped
 HANDLE_MODULES = ("gka_vision.ops.flops", "gka_vision.ops.selective_scan")
 # zero- or negligible-cost ops whose "unsupported" warnings only hide real gaps
 _IGNORE = ("aten::add", "aten::add_", "aten::mul", "aten::mul_", "aten::gelu", "aten::silu", "aten::sigmoid",

@@ -1,7 +1,7 @@
 """Multiply-accumulate counts of the GKA core (fvcore counts one MAC as one "flop").
 
-fvcore cannot look inside the op, so while tracing gka_scan runs as the opaque node
-`prim::PythonOp.GKAScanFunction` and `gka_scan_flop_jit` below is its handle.
+fvcore cannot look inside the op: its jit trace shows each scan as one node of the custom ops
+`gka_vision::gka_scan` / `gka_vision::gka_scan_bidirectional` (gka_scan.py), and the handles below count them.
 """
 from typing import Any, List
 
@@ -26,15 +26,23 @@ def gka_scan_macs(batch, seq_len, heads, head_dim, num_iter=30, chunk_size=64, d
     return directions * batch * heads * seq_len * per_token
 
 
-def gka_scan_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
-    """fvcore handle for `prim::PythonOp.GKAScanFunction` (inputs: q, k, v, alpha, g[, g_rev])."""
+def _num_iter(value) -> int:
+    return int(value.toIValue())
+
+
+def gka_scan_flop_jit(inputs: List[Any], outputs: List[Any], directions: int = 1) -> int:
+    """fvcore handle of `gka_vision::gka_scan` (inputs: q, k, v, alpha, g, gk, ridge_ratio, num_iter, ...)."""
     from fvcore.nn.jit_handles import get_shape
 
     batch, seq_len, heads, head_dim = get_shape(inputs[0])
-    directions = 2 if len(inputs) == 6 else 1
-    scalars = [s for s in outputs[0].node().scalar_args() if s is not None]
-    num_iter = int(scalars[1])  # (ridge_ratio, num_iter, [scale,] reverse, backend)
-    return gka_scan_macs(batch, seq_len, heads, head_dim, num_iter, directions=directions)
+    return gka_scan_macs(batch, seq_len, heads, head_dim, _num_iter(inputs[7]), directions=directions)
 
 
-FVCORE_HANDLES = {"prim::PythonOp.GKAScanFunction": gka_scan_flop_jit}
+def gka_scan_bidirectional_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
+    """fvcore handle of `gka_vision::gka_scan_bidirectional` (inputs: q, k, v, alpha, g, g_rev, ridge_ratio,
+    num_iter, ...): both directions."""
+    return gka_scan_flop_jit(inputs, outputs, directions=2)
+
+
+FVCORE_HANDLES = {"gka_vision::gka_scan": gka_scan_flop_jit,
+                  "gka_vision::gka_scan_bidirectional": gka_scan_bidirectional_flop_jit}

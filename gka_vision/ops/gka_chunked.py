@@ -12,6 +12,7 @@ gradients (covariance, ridge through ||H_t||_F, gates, keys) from one differenti
 """
 import torch
 
+from ._op_utils import autograd_inside_op
 from .gka_reference import RIDGE_FLOOR
 
 # The backward solve qbar = A^-1 xbar runs this many more Chebyshev steps than the forward. The key
@@ -25,7 +26,7 @@ BACKWARD_EXTRA_ITERS = 10
 def _chunk(x, C):
     """[B, T, H, *rest] -> [B, H, N, C, *rest], zero-padded at the end of T."""
     B, T, Hh = x.shape[:3]
-    N = -(-T // C)
+    N = (T + C - 1) // C  # not -(-T // C): traced for ONNX, a negative floor division truncates there
     pad = N * C - T
     x = x.movedim(2, 1)
     if pad:
@@ -126,27 +127,55 @@ class _SolveInBackward(torch.autograd.Function):
         return chebyshev_solve(ctx.cov, grad, ctx.num_iter + BACKWARD_EXTRA_ITERS), None, None
 
 
-def gka_scan_chunked(q, k, v, alpha, g, gk=None, ridge_ratio=0.02, num_iter=30, scale=None,
-                     reverse=False, chunk_size=64):
-    """Chunked GKA forward (autograd gives the implicit backward). Same contract as gka_scan."""
-    if reverse:
-        flip = lambda t: None if t is None else t.flip(1)  # noqa: E731
-        o = gka_scan_chunked(flip(q), flip(k), flip(v), flip(alpha), flip(g), flip(gk), ridge_ratio,
-                             num_iter, scale, False, chunk_size)
-        return o.flip(1)
+def _finite_tokens(t):
+    """[B, T, H(, D)] -> [B, T, H] bool: every entry of the token (and head) is finite."""
+    ok = torch.isfinite(t)
+    return ok.all(-1) if t.dim() == 4 else ok
+
+
+def _sanitize(q, k, v, alpha, g, gk):
+    """Non-finite entries -> 0, and the tokens whose output the reference makes non-finite.
+
+    A chunk's matmuls multiply the future tokens of the chunk by exact zeros, and NaN * 0 = NaN, so a NaN
+    at token t would reach the outputs of the chunk's earlier tokens. The scan therefore runs on finite
+    inputs and sets NaN where the token-by-token recurrence has it: at t for a bad q_t or alpha_t (read
+    only by token t), at every s >= t for a bad k_t or gate (they enter the covariance and so every solve), and
+    for a bad entry i of v_t, in entry i of every o_s, s >= t (v_t enters row i of the value state only).
+    Returns the sanitised inputs and poison [B, T, H, D] bool.
+    """
+    local = ~(_finite_tokens(q) & _finite_tokens(alpha))
+    state = ~(_finite_tokens(k) & _finite_tokens(g))
+    if gk is not None:
+        state = state | ~_finite_tokens(gk)
+    seen = lambda bad: bad.int().cumsum(1) > 0  # noqa: E731  (bad at this token or an earlier one)
+    poison = (local | seen(state))[..., None] | seen(~torch.isfinite(v))
+    clean = lambda t: None if t is None else torch.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0)  # noqa: E731
+    return (clean(q), clean(k), clean(v), clean(alpha), clean(g), clean(gk)), poison
+
+
+def _scan(q, k, v, alpha, g, gk, ridge_ratio, num_iter, scale, chunk_size, x=None):
+    """One causal scan: (o [B, T, H, D] in the compute dtype, X [B, H, N, C, D] the solved x).
+
+    x None: X is solved here (no grad); the read-out is differentiable (autograd gives the implicit
+    backward of the module docstring). x given ([B, T, H, D]): the solve is skipped and X = x, the same
+    differentiable graph for the backward of the custom op (one application of A instead of a solve).
+    """
     B, T, Hh, D = q.shape
-    out_dtype = q.dtype
     scale = D ** -0.5 if scale is None else scale
     C = min(chunk_size, T)
     cdt = torch.float64 if q.dtype == torch.float64 else torch.float32  # compute dtype
+    (q, k, v, alpha, g, gk), poison = _sanitize(q, k, v, alpha, g, gk)
     Q, K, V = (_chunk(t.to(cdt), C) for t in (q, k, v))
     a = _chunk(alpha.to(cdt), C)[..., None]
     Gv = _chunk(g.to(cdt), C).cumsum(-1)
     Gk = Gv if gk is None else _chunk(gk.to(cdt), C).cumsum(-1)
 
     cov = _Covariance(K, Gk, _chunk_states(K, K, Gk), ridge_ratio)
-    with torch.no_grad():
-        X = chebyshev_solve(cov.detached(), Q.detach(), num_iter)
+    if x is None:
+        with torch.no_grad():
+            X = chebyshev_solve(cov.detached(), Q.detach(), num_iter)
+    else:
+        X = _chunk(x.to(cdt), C)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (Q, K, Gk)):
         X = X + _SolveInBackward.apply(Q - cov.apply(X), cov.detached(), num_iter)
 
@@ -155,4 +184,59 @@ def gka_scan_chunked(q, k, v, alpha, g, gk=None, ridge_ratio=0.02, num_iter=30, 
     Sp = _chunk_states(K, V, Gv)
     Mv = cov.M if gk is None else _decay_mask(Gv)
     O = Gv.exp()[..., None] * (Qp @ Sp) + (Mv * (Qp @ K.transpose(-1, -2))) @ V
-    return _unchunk(scale * O, T).to(out_dtype)
+    o = _unchunk(scale * O, T)
+    # a factor (NaN or 1) rather than a NaN constant: gradients through a NaN output are NaN as well
+    return o * torch.where(poison, float("nan"), 1.0).to(o.dtype), X
+
+
+def _flip(*ts):
+    return tuple(None if t is None else t.flip(1) for t in ts)
+
+
+def gka_scan_chunked(q, k, v, alpha, g, gk=None, ridge_ratio=0.02, num_iter=30, scale=None,
+                     reverse=False, chunk_size=64):
+    """Chunked GKA forward (autograd gives the implicit backward). Same contract as gka_scan."""
+    if reverse:
+        o = gka_scan_chunked(*_flip(q, k, v, alpha, g, gk), ridge_ratio, num_iter, scale, False, chunk_size)
+        return o.flip(1)
+    if q.shape[1] == 0:
+        return q.new_zeros(q.shape)
+    return _scan(q, k, v, alpha, g, gk, ridge_ratio, num_iter, scale, chunk_size)[0].to(q.dtype)
+
+
+def gka_chunked_forward(q, k, v, alpha, g, gk=None, ridge_ratio=0.02, num_iter=30, scale=None, reverse=False,
+                        chunk_size=64):
+    """Forward of the custom op (no autograd): (o [B, T, H, D] in q's dtype, x [B, T, H, D] in the compute
+    dtype, the solution of the ridge systems that gka_chunked_backward takes instead of solving again)."""
+    if reverse:
+        o, x = gka_chunked_forward(*_flip(q, k, v, alpha, g, gk), ridge_ratio, num_iter, scale, False, chunk_size)
+        return o.flip(1), x.flip(1)
+    with torch.no_grad():
+        o, X = _scan(q, k, v, alpha, g, gk, ridge_ratio, num_iter, scale, chunk_size)
+    return o.to(q.dtype), _unchunk(X, q.shape[1])
+
+
+def gka_chunked_backward(do, q, k, v, alpha, g, gk, x, ridge_ratio=0.02, num_iter=30, scale=None, reverse=False,
+                         chunk_size=64):
+    """Gradients (dq, dk, dv, dalpha, dg, dgk or None; in the compute dtype) of gka_chunked_forward's o for the
+    output gradient do.
+
+    Rebuilds the differentiable part of the scan around the saved x (chunk states, ||H_t||_F, one
+    application of A, the read-out) and differentiates it: the forward solve is not repeated, the backward
+    solve of the module docstring runs once.
+    """
+    if reverse:
+        grads = gka_chunked_backward(*_flip(do, q, k, v, alpha, g, gk, x), ridge_ratio, num_iter, scale, False,
+                                     chunk_size)
+        return _flip(*grads)
+    # leaves in the compute dtype: the gradients come back unrounded (the caller sums the directions' and casts)
+    cdt = torch.float64 if q.dtype == torch.float64 else torch.float32
+    leaves = [t.detach().to(cdt).requires_grad_() for t in (q, k, v, alpha, g)]
+    if gk is not None:
+        leaves.append(gk.detach().to(cdt).requires_grad_())
+    with autograd_inside_op():
+        o, _ = _scan(*leaves[:5], leaves[5] if gk is not None else None, ridge_ratio, num_iter, scale,
+                     chunk_size, x=x)
+        grads = torch.autograd.grad(o, leaves, do.to(o.dtype), allow_unused=True)
+    grads = [torch.zeros_like(t) if gr is None else gr for t, gr in zip(leaves, grads)]
+    return tuple(grads) + ((None,) if gk is None else ())

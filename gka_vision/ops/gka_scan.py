@@ -1,21 +1,35 @@
 """`gka_scan`: the single entry point of the GKA core; every backend implements this contract.
 
     o = gka_scan(q, k, v, alpha, g, *, gk=None, ridge_ratio=0.02, num_iter=30, scale=None,
-                 reverse=False, backend="auto")
+                 reverse=False, backend="auto", config=None)
 
 q, k, v [B, T, H, D] (fp32/bf16/fp16; q, k L2-normalised, k and v already scaled by beta), alpha [B, T, H],
 g [B, T, H] fp32 log forget gate (<= 0) of the value state, gk the gate of the key covariance (default g).
-Returns o [B, T, H, D] in q's dtype. GKA.md section 1 with the Chebyshev solve of section 2.
+Returns o [B, T, H, D] in q's dtype (T = 0 gives an empty o). GKA.md section 1 with the Chebyshev solve of
+section 2.
 
 Backends: "reference" (float64, token by token, exact solve), "torch" (chunked, any device),
-"triton" (CUDA kernels in `gka_kernels`), "auto" (triton on CUDA when importable, else torch).
+"triton" (CUDA kernels in `gka_kernels`; `config` a GKAKernelConfig or its spec string), "auto" (triton on
+CUDA when importable, else torch).
+
+Each scan is one torch.library custom op (`torch.ops.gka_vision.gka_scan`, `...gka_scan_bidirectional`, with
+a registered fake implementation and autograd), so torch.compile (fullgraph, any mode) and torch.export see one
+opaque node per scan and never trace into the backends; torch.jit.trace records the op (saved programs load
+after `import gka_vision`); fvcore counts it with `flops.gka_scan_flop_jit`. The forward op returns, besides o,
+what its backward op needs: for "triton" the solved x and ||H_t||_F of the kernels, for "torch" the solved x
+(the backward rebuilds the differentiable part around it instead of solving again, gka_chunked.py), for
+"reference" nothing (its backward re-runs it under autograd). ONNX has no such operator: while an ONNX exporter
+traces (torch.onnx.is_in_onnx_export()), the scans run as the torch backend's plain tensor ops instead.
 """
 import os
 import warnings
+from typing import Optional, Tuple
 
 import torch
+from torch import Tensor
 
-from .gka_chunked import gka_scan_chunked
+from ._op_utils import autograd_inside_op, no_alias
+from .gka_chunked import gka_chunked_backward, gka_chunked_forward, gka_scan_chunked
 from .gka_reference import gka_scan_reference
 
 BACKENDS = ("auto", "reference", "torch", "triton")
@@ -34,36 +48,51 @@ def _triton_module():
         import gka_kernels
     except ImportError:
         return None
-    return gka_kernels if hasattr(gka_kernels, "gka_scan_triton") else None
+    return gka_kernels if hasattr(gka_kernels, "gka_triton_forward") else None
 
 
 _warned_fallback = False
 
 
-def _warn_fallback_once():
+@torch.compiler.assume_constant_result
+def _auto_backend(device_type: str) -> str:
     global _warned_fallback
+    if device_type != "cuda":
+        return "torch"
+    if _triton_module() is not None:
+        return "triton"
     if not _warned_fallback:
         _warned_fallback = True
         warnings.warn("gka_scan: backend='auto' on CUDA but gka_kernels (Triton) is not importable; "
                       "using the much slower 'torch' backend. Install the package (pip install -e .) "
-                      "so that the kernels/ folder imports as gka_kernels.", RuntimeWarning, stacklevel=3)
+                      "so that the kernels/ folder imports as gka_kernels.", RuntimeWarning, stacklevel=4)
+    return "torch"
+
+
+@torch.compiler.assume_constant_result
+def _triton_problem(device_type: str) -> str:
+    """'' when backend='triton' can run on this device type, else the reason."""
+    if device_type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") != "1":
+        return "gka_scan: backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1)"
+    if _triton_module() is None:
+        return "gka_scan: backend='triton' requested but gka_kernels is not available (is triton installed?)"
+    return ""
+
+
+@torch.compiler.assume_constant_result
+def _onnx_exporting() -> bool:
+    return torch.onnx.is_in_onnx_export()
 
 
 def _resolve_backend(backend, device):
     if backend not in BACKENDS:
         raise ValueError(f"gka_scan: unknown backend {backend!r}; choose one of {BACKENDS}")
     if backend == "auto":
-        if device.type == "cuda":
-            if _triton_module() is not None:
-                return "triton"
-            _warn_fallback_once()
-        return "torch"
+        return _auto_backend(device.type)
     if backend == "triton":
-        if device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") != "1":
-            raise ValueError("gka_scan: backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1)")
-        if _triton_module() is None:
-            raise RuntimeError("gka_scan: backend='triton' requested but gka_kernels.gka_scan_triton "
-                               "is not available (is triton installed?)")
+        problem = _triton_problem(device.type)
+        if problem:
+            raise (ValueError if "CUDA" in problem else RuntimeError)(problem)
     return backend
 
 
@@ -79,58 +108,223 @@ def _check_inputs(q, k, v, alpha, gates):
             raise ValueError(f"gka_scan: {name} must be [B, T, H] = {tuple(bth)}, got {tuple(t.shape)}")
     if q.dtype not in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
         raise TypeError(f"gka_scan: unsupported dtype {q.dtype}")
+
+
+def _debug_check(tensors, gates):
+    """The checks of set_debug_checks (run inside the op, so they also run under torch.compile)."""
+    for name, t in tensors.items():
+        if t is not None and not torch.isfinite(t).all():
+            raise FloatingPointError(f"gka_scan: input {name} contains NaN or inf")
+    for name, t in gates.items():
+        if t is not None and (t > 0).any():
+            raise ValueError(f"gka_scan: log forget gate {name} must be <= 0")
+
+
+def _config_spec(config) -> str:
+    """A GKAKernelConfig (or its spec string, or None) as the string argument of the ops."""
+    if config is None or isinstance(config, str):
+        return config or ""
+    # '' means default_config(dtype); an explicit config that equals the class defaults names a field
+    return config.to_spec() or f"chunk={config.chunk}"
+
+
+def _kernel_config(spec: str):
+    return None if not spec else _triton_module().GKAKernelConfig.from_spec(spec)
+
+
+# ---- the ops ---------------------------------------------------------------------------------------------
+# Internally the directions of a call are gates [NDIR, B, T, H]: direction s scans in reverse when
+# dir_base + s == 1 (one forward scan: dir_base 0; one reverse scan: dir_base 1; bidirectional: 0, NDIR = 2),
+# the layout of the Triton host code (kernels/gka_function.py).
+
+def _aux_shapes(q, ndir, backend):
+    """(shape, dtype) of the x and ||H_t||_F outputs of the forward op."""
+    B, T, H, D = q.shape
+    if backend == "triton":
+        return ((ndir, B, T, H, D), torch.float32), ((ndir, B, T, H), torch.float32)
+    if backend == "torch":
+        cdt = torch.float64 if q.dtype == torch.float64 else torch.float32
+        return ((ndir, B, T, H, D), cdt), ((0,), torch.float32)
+    return ((0,), torch.float32), ((0,), torch.float32)
+
+
+def _forward(q, k, v, alpha, gates, gk, dir_base, ridge_ratio, num_iter, scale, backend, config):
+    ndir = gates.shape[0]
     if _debug_checks:
-        for name, t in [("q", q), ("k", k), ("v", v), ("alpha", alpha)] + list(gates.items()):
-            if t is not None and not torch.isfinite(t).all():
-                raise FloatingPointError(f"gka_scan: input {name} contains NaN or inf")
-        for name, t in gates.items():
-            if t is not None and (t > 0).any():
-                raise ValueError(f"gka_scan: log forget gate {name} must be <= 0")
+        _debug_check(dict(q=q, k=k, v=v, alpha=alpha), {"g" if ndir == 1 else "g/g_rev": gates, "gk": gk})
+    (xs, xt), (fs, ft) = _aux_shapes(q, ndir, backend)
+    if q.shape[1] == 0:
+        return q.new_zeros(q.shape), q.new_zeros(xs, dtype=xt), q.new_zeros(fs, dtype=ft)
+    with torch.autocast(q.device.type, enabled=False):
+        if backend == "triton":
+            tri = _triton_module()
+            o, x, fro = tri.gka_triton_forward(
+                q.contiguous(), k.contiguous(), v.contiguous(), alpha.contiguous(), gates.float().contiguous(),
+                int(dir_base), float(ridge_ratio), int(num_iter), float(scale), _kernel_config(config))
+            return o.contiguous(), x, fro
+        outs, xs_ = [], []
+        for s in range(ndir):
+            rev = dir_base + s == 1
+            if backend == "reference":
+                outs.append(gka_scan_reference(q, k, v, alpha, gates[s], gk, ridge_ratio, scale, rev))
+            else:
+                o, x = gka_chunked_forward(q, k, v, alpha, gates[s], gk, ridge_ratio, num_iter, scale, rev)
+                outs.append(o)
+                xs_.append(x)
+        acc = torch.promote_types(q.dtype, torch.float32)
+        o = outs[0] if ndir == 1 else (0.5 * (outs[0].to(acc) + outs[1].to(acc))).to(q.dtype)
+        x = torch.stack(xs_) if xs_ else q.new_zeros(xs, dtype=xt)
+        return o.contiguous(), x, q.new_zeros(fs, dtype=ft)
 
 
-class GKAScanFunction(torch.autograd.Function):
-    """Opaque wrapper used only while tracing (fvcore sees `prim::PythonOp.GKAScanFunction`).
+def _backward(do, q, k, v, alpha, gates, gk, x, fro, dir_base, ridge_ratio, num_iter, scale, sequential, backend,
+              config):
+    ndir = gates.shape[0]
+    empty_gk = q.new_zeros((0,), dtype=torch.float32)  # the dgk output when there is no gk
+    if q.shape[1] == 0:
+        return (torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v), torch.zeros_like(alpha),
+                torch.zeros_like(gates), torch.zeros_like(gk) if gk is not None else empty_gk)
+    with torch.autocast(q.device.type, enabled=False):
+        if backend == "triton":
+            dq, dk, dv, da, dg = _triton_module().gka_triton_backward(
+                q.contiguous(), k.contiguous(), v.contiguous(), alpha.contiguous(), gates.float().contiguous(),
+                x, fro, do.contiguous(), int(dir_base), float(ridge_ratio), int(num_iter), float(scale),
+                bool(sequential), _kernel_config(config))
+            return dq, dk, dv, da, dg.to(gates.dtype), empty_gk
+        do_dir = do if ndir == 1 else 0.5 * do.to(torch.promote_types(do.dtype, torch.float32))
+        total, dgates, dgk = None, [], None
+        for s in range(ndir):
+            rev = dir_base + s == 1
+            if backend == "reference":
+                grads = _reference_grads(do_dir, q, k, v, alpha, gates[s], gk, ridge_ratio, scale, rev)
+            else:
+                grads = gka_chunked_backward(do_dir, q, k, v, alpha, gates[s], gk, x[s], ridge_ratio, num_iter,
+                                             scale, rev)
+            total = list(grads[:4]) if total is None else [a + b for a, b in zip(total, grads[:4])]
+            dgates.append(grads[4])
+            if gk is not None:
+                dgk = grads[5] if dgk is None else dgk + grads[5]
+        dq, dk, dv, da = (t.to(ref.dtype).contiguous() for t, ref in zip(total, (q, k, v, alpha)))
+        return (dq, dk, dv, da, torch.stack(dgates).to(gates.dtype),
+                empty_gk if dgk is None else dgk.to(gk.dtype).contiguous())
 
-    Inputs: q, k, v, alpha, g, g_rev (g_rev is None for one direction) and the static options.
-    """
 
-    @staticmethod
-    def forward(ctx, q, k, v, alpha, g, g_rev, ridge_ratio, num_iter, scale, reverse, backend):
-        if g_rev is None:
-            return _scan(q, k, v, alpha, g, None, ridge_ratio, num_iter, scale, reverse, backend)
-        return 0.5 * (_scan(q, k, v, alpha, g, None, ridge_ratio, num_iter, scale, False, backend)
-                      + _scan(q, k, v, alpha, g_rev, None, ridge_ratio, num_iter, scale, True, backend))
-
-    @staticmethod
-    def backward(ctx, grad):  # pragma: no cover - tracing is forward only
-        raise RuntimeError("GKAScanFunction is a tracing-only wrapper; it has no backward")
+def _reference_grads(do, q, k, v, alpha, g, gk, ridge_ratio, scale, reverse):
+    """The reference differentiated by autograd (re-run here: its forward op keeps nothing)."""
+    leaves = [t.detach().double().requires_grad_() for t in (q, k, v, alpha, g)]  # (its compute dtype)
+    if gk is not None:
+        leaves.append(gk.detach().double().requires_grad_())
+    with autograd_inside_op():
+        o = gka_scan_reference(*leaves[:5], leaves[5] if gk is not None else None, ridge_ratio, scale, reverse)
+        grads = torch.autograd.grad(o, leaves, do.to(o.dtype), allow_unused=True)
+    return [torch.zeros_like(t) if gr is None else gr for t, gr in zip(leaves, grads)]
 
 
-def _scan(q, k, v, alpha, g, gk, ridge_ratio, num_iter, scale, reverse, backend):
-    if backend == "reference":
-        return gka_scan_reference(q, k, v, alpha, g, gk, ridge_ratio, scale, reverse)
-    if backend == "triton" and gk is None:  # the kernels have no separate key gate: the torch backend does it
-        return _triton_module().gka_scan_triton(q, k, v, alpha, g, ridge_ratio=ridge_ratio,
-                                               num_iter=num_iter, scale=scale, reverse=reverse)
-    return gka_scan_chunked(q, k, v, alpha, g, gk, ridge_ratio, num_iter, scale, reverse)
+@torch.library.custom_op("gka_vision::gka_scan", mutates_args=())
+def _gka_scan_op(q: Tensor, k: Tensor, v: Tensor, alpha: Tensor, g: Tensor, gk: Optional[Tensor],
+                 ridge_ratio: float, num_iter: int, scale: float, reverse: bool, backend: str,
+                 config: str) -> Tuple[Tensor, Tensor, Tensor]:
+    """One causal GKA scan: (o, x, fro); x and fro are what the backward op needs (see the module doc)."""
+    return no_alias(_forward(q, k, v, alpha, g.unsqueeze(0), gk, 1 if reverse else 0, ridge_ratio, num_iter, scale,
+                             backend, config), (q, k, v, alpha, g, gk))
 
+
+@torch.library.custom_op("gka_vision::gka_scan_bidirectional", mutates_args=())
+def _gka_scan_bidirectional_op(q: Tensor, k: Tensor, v: Tensor, alpha: Tensor, g: Tensor, g_rev: Tensor,
+                               ridge_ratio: float, num_iter: int, scale: float, sequential_backward: bool,
+                               backend: str, config: str) -> Tuple[Tensor, Tensor, Tensor]:
+    """0.5 * (forward scan with g + reverse scan with g_rev): (o, x, fro), x and fro per direction."""
+    return no_alias(_forward(q, k, v, alpha, torch.stack([g, g_rev]), None, 0, ridge_ratio, num_iter, scale,
+                             backend, config), (q, k, v, alpha, g, g_rev))
+
+
+@torch.library.custom_op("gka_vision::gka_scan_backward", mutates_args=())
+def _gka_scan_backward_op(do: Tensor, q: Tensor, k: Tensor, v: Tensor, alpha: Tensor, gates: Tensor,
+                          gk: Optional[Tensor], x: Tensor, fro: Tensor, dir_base: int, ridge_ratio: float,
+                          num_iter: int, scale: float, sequential: bool, backend: str,
+                          config: str) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(dq, dk, dv, dalpha, dgates [NDIR, B, T, H], dgk or an empty tensor) of both forward ops."""
+    return no_alias(_backward(do, q, k, v, alpha, gates, gk, x, fro, dir_base, ridge_ratio, num_iter, scale,
+                              sequential, backend, config), (do, q, k, v, alpha, gates, gk, x, fro))
+
+
+def _fake_forward(q, ndir, backend):
+    (xs, xt), (fs, ft) = _aux_shapes(q, ndir, backend)
+    return q.new_empty(q.shape), q.new_empty(xs, dtype=xt), q.new_empty(fs, dtype=ft)
+
+
+@_gka_scan_op.register_fake
+def _(q, k, v, alpha, g, gk, ridge_ratio, num_iter, scale, reverse, backend, config):
+    return _fake_forward(q, 1, backend)
+
+
+@_gka_scan_bidirectional_op.register_fake
+def _(q, k, v, alpha, g, g_rev, ridge_ratio, num_iter, scale, sequential_backward, backend, config):
+    return _fake_forward(q, 2, backend)
+
+
+@_gka_scan_backward_op.register_fake
+def _(do, q, k, v, alpha, gates, gk, x, fro, dir_base, ridge_ratio, num_iter, scale, sequential, backend, config):
+    return (torch.empty_like(q, memory_format=torch.contiguous_format),
+            torch.empty_like(k, memory_format=torch.contiguous_format),
+            torch.empty_like(v, memory_format=torch.contiguous_format),
+            torch.empty_like(alpha, memory_format=torch.contiguous_format),
+            torch.empty_like(gates, memory_format=torch.contiguous_format),
+            torch.empty_like(gk, memory_format=torch.contiguous_format) if gk is not None
+            else q.new_empty((0,), dtype=torch.float32))
+
+
+def _setup_one(ctx, inputs, output):
+    q, k, v, alpha, g, gk, ridge_ratio, num_iter, scale, reverse, backend, config = inputs
+    ctx.save_for_backward(q, k, v, alpha, g, gk, output[1], output[2])
+    ctx.opts = (1 if reverse else 0, ridge_ratio, num_iter, scale, False, backend, config)
+
+
+def _backward_one(ctx, do, _dx, _dfro):
+    q, k, v, alpha, g, gk, x, fro = ctx.saved_tensors
+    dq, dk, dv, da, dgates, dgk = torch.ops.gka_vision.gka_scan_backward(
+        do, q, k, v, alpha, g.unsqueeze(0), gk, x, fro, *ctx.opts)
+    return dq, dk, dv, da, dgates[0], (dgk if gk is not None else None), None, None, None, None, None, None
+
+
+def _setup_bi(ctx, inputs, output):
+    q, k, v, alpha, g, g_rev, ridge_ratio, num_iter, scale, sequential, backend, config = inputs
+    ctx.save_for_backward(q, k, v, alpha, g, g_rev, output[1], output[2])
+    ctx.opts = (0, ridge_ratio, num_iter, scale, sequential, backend, config)
+
+
+def _backward_bi(ctx, do, _dx, _dfro):
+    q, k, v, alpha, g, g_rev, x, fro = ctx.saved_tensors
+    dq, dk, dv, da, dgates, _ = torch.ops.gka_vision.gka_scan_backward(
+        do, q, k, v, alpha, torch.stack([g, g_rev]), None, x, fro, *ctx.opts)
+    return dq, dk, dv, da, dgates[0], dgates[1], None, None, None, None, None, None
+
+
+_gka_scan_op.register_autograd(_backward_one, setup_context=_setup_one)
+_gka_scan_bidirectional_op.register_autograd(_backward_bi, setup_context=_setup_bi)
+
+
+# ---- public API ------------------------------------------------------------------------------------------
 
 def gka_scan(q, k, v, alpha, g, *, gk=None, ridge_ratio=0.02, num_iter=30, scale=None,
-             reverse=False, backend="auto"):
+             reverse=False, backend="auto", config=None):
     """One causal GKA scan (reverse=True scans from the last token to the first). See module doc."""
     _check_inputs(q, k, v, alpha, {"g": g, "gk": gk})
     backend = _resolve_backend(backend, q.device)
-    with torch.autocast(device_type=q.device.type, enabled=False):
-        if torch.jit.is_tracing():
-            if gk is not None:
-                raise NotImplementedError("gka_scan: tracing with a separate gk gate is not supported")
-            return GKAScanFunction.apply(q, k, v, alpha, g, None, ridge_ratio, num_iter, scale,
-                                         reverse, backend)
-        return _scan(q, k, v, alpha, g, gk, ridge_ratio, num_iter, scale, reverse, backend)
+    if backend == "triton" and gk is not None:  # the kernels have no separate key gate: the torch backend does it
+        backend = "torch"
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    if _onnx_exporting():
+        with torch.autocast(device_type=q.device.type, enabled=False):
+            return gka_scan_chunked(q, k, v, alpha, g, gk, float(ridge_ratio), int(num_iter), scale, bool(reverse))
+    # the op computes in its own precision (its implementations turn autocast off): no autocast region here,
+    # which would show up as a wrapper node in exported graphs
+    return torch.ops.gka_vision.gka_scan(q, k, v, alpha, g, gk, float(ridge_ratio), int(num_iter), scale,
+                                         bool(reverse), backend, _config_spec(config))[0]
 
 
 def gka_scan_bidirectional(q, k, v, alpha, g, g_rev, *, ridge_ratio=0.02, num_iter=30, scale=None,
-                           backend="auto", sequential_backward=False):
+                           backend="auto", sequential_backward=False, config=None):
     """Average of a forward scan with gate g and a reverse scan with gate g_rev (GKA.md section 5).
 
     On CUDA the triton backend runs both directions in one launch per kernel; sequential_backward=True
@@ -139,14 +333,13 @@ def gka_scan_bidirectional(q, k, v, alpha, g, g_rev, *, ridge_ratio=0.02, num_it
     """
     _check_inputs(q, k, v, alpha, {"g": g, "g_rev": g_rev})
     backend = _resolve_backend(backend, q.device)
-    with torch.autocast(device_type=q.device.type, enabled=False):
-        if torch.jit.is_tracing():
-            return GKAScanFunction.apply(q, k, v, alpha, g, g_rev, ridge_ratio, num_iter, scale,
-                                         False, backend)
-        if backend == "triton":
-            return _triton_module().gka_scan_bidirectional_triton(
-                q, k, v, alpha, g, g_rev, ridge_ratio=ridge_ratio, num_iter=num_iter, scale=scale,
-                sequential_backward=sequential_backward)
-        fwd = _scan(q, k, v, alpha, g, None, ridge_ratio, num_iter, scale, False, backend)
-        bwd = _scan(q, k, v, alpha, g_rev, None, ridge_ratio, num_iter, scale, True, backend)
-        return (0.5 * (fwd.float() + bwd.float())).to(q.dtype)
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    if _onnx_exporting():
+        with torch.autocast(device_type=q.device.type, enabled=False):
+            fwd = gka_scan_chunked(q, k, v, alpha, g, None, float(ridge_ratio), int(num_iter), scale, False)
+            bwd = gka_scan_chunked(q, k, v, alpha, g_rev, None, float(ridge_ratio), int(num_iter), scale, True)
+            acc = torch.promote_types(q.dtype, torch.float32)
+            return (0.5 * (fwd.to(acc) + bwd.to(acc))).to(q.dtype)
+    return torch.ops.gka_vision.gka_scan_bidirectional(
+        q, k, v, alpha, g, g_rev, float(ridge_ratio), int(num_iter), scale, bool(sequential_backward), backend,
+        _config_spec(config))[0]
