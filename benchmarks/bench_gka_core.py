@@ -45,7 +45,7 @@ def make_inputs(B, T, H, D, dtype, seed=0, requires_grad=True):
     k = F.normalize(r(B, T, H, D), dim=-1) * beta
     v = r(B, T, H, D) * beta
     alpha = torch.sigmoid(r(B, T, H))
-    # g = -exp(A_log) softplus(w.x + dt_bias) with A_log = log U(1,16), dt ~ logU(1e-3, 1e-1) (GKA.md sec. 1)
+    # g = -exp(A_log) softplus(w.x + dt_bias) with A_log = log U(1,16), dt ~ logU(1e-3, 1e-1) (docs/gka_spec.md sec. 1)
     A = torch.empty(H, device=DEV).uniform_(1, 16, generator=gen)
     dt = torch.exp(torch.empty(B, T, H, device=DEV).uniform_(-6.9, -2.3, generator=gen))
     g = -A * dt

@@ -1,4 +1,4 @@
-"""Chunked GKA in Triton: forward (GKA.md sections 1-3) and implicit backward (section 4).
+"""Chunked GKA in Triton: forward (docs/gka_spec.md sections 1-3) and implicit backward (section 4).
 
 Four kernels, each launched once for one or both scan directions (the direction is a grid axis; the
 reverse scan reads the tokens from the end with reverse indexing, no flipped copies):
@@ -95,14 +95,14 @@ def _dot(a, b, PREC: tl.constexpr):
 
 @triton.jit
 def _apply_A(X, K, Hp, M, eG, lam, PREC: tl.constexpr):
-    """A_t x_t for every row t (GKA.md sec. 3): e^{G_t} H_p x_t + sum_{j<=t} M_tj k_j (k_j . x_t) + lambda_t x_t."""
+    """A_t x_t for every row t (docs/gka_spec.md sec. 3): e^{G_t} H_p x_t + sum_{j<=t} M_tj k_j (k_j . x_t) + lambda_t x_t."""
     XK = _dot(X, tl.trans(K), PREC) * M
     return eG[:, None] * _dot(X, Hp, PREC) + _dot(XK, K, PREC) + lam[:, None] * X
 
 
 @triton.jit
 def _chebyshev(B_rhs, K, Hp, M, eG, lam, fro, num_iter, PREC: tl.constexpr):
-    """Solve A_t x_t = b_t row-wise with the Chebyshev iteration of GKA.md sec. 2 (spectrum [lam, fro + lam])."""
+    """Solve A_t x_t = b_t row-wise with the Chebyshev iteration of docs/gka_spec.md sec. 2 (spectrum [lam, fro + lam])."""
     L = fro + lam
     eta = 2.0 / (L + lam)
     rho = (L - lam) / (L + lam)
@@ -123,7 +123,7 @@ def _chebyshev(B_rhs, K, Hp, M, eG, lam, fro, num_iter, PREC: tl.constexpr):
 def _solve(B_rhs, K, Hp, M, eG, lam, fro, n_first, n_rounds, n_refine,
            PREC_FIRST: tl.constexpr, PREC: tl.constexpr, PREC_HI: tl.constexpr):
     """x = A^-1 b: n_first Chebyshev steps with PREC_FIRST products, then n_rounds refinement rounds
-    (GKA.md sec. 2 solver, classical iterative refinement around it).
+    (docs/gka_spec.md sec. 2 solver, classical iterative refinement around it).
 
     With tf32 (bf16) products A is applied with ~2e-4 (~4e-3) relative error, which the condition number
     (up to 51) turns into ~1e-2 (~0.2) error in x. A round: r = b - A x with PREC_HI (bf16x3, ~1e-5, or
@@ -187,7 +187,7 @@ def _fwd_states_kernel(k_ptr, v_ptr, gate_ptr, hk_ptr, hv_ptr,
                        T, H, NBH, BTH, NC, dir_base,
                        D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, BN: tl.constexpr,
                        PREC: tl.constexpr, PREFETCH: tl.constexpr):
-    """Columns c0..c0+BN of H_p and S_p at the start of every chunk (GKA.md sec. 3 chunk-level scan).
+    """Columns c0..c0+BN of H_p and S_p at the start of every chunk (docs/gka_spec.md sec. 3 chunk-level scan).
 
     Grid (B*H, NDIR, BD / BN): the column blocks are independent (H_p[:, J] = sum k k_J^T), which
     multiplies the programs of this sequential scan by BD / BN. PREFETCH: the next chunk's keys, values
@@ -238,7 +238,7 @@ def _fwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr,
                       ridge_ratio, ridge_floor, fro2_floor, scale, out_scale,
                       D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, PREC_FIRST: tl.constexpr,
                       PREC: tl.constexpr, PREC_HI: tl.constexpr, LEAN: tl.constexpr):
-    """Per chunk: ||H_t||_F, lambda_t, x_t = A_t^-1 q_t, q'_t, o_t = scale S_t q'_t (GKA.md secs. 1-3).
+    """Per chunk: ||H_t||_F, lambda_t, x_t = A_t^-1 q_t, q'_t, o_t = scale S_t q'_t (docs/gka_spec.md secs. 1-3).
 
     Only the Chebyshev steps use PREC_FIRST / PREC dots; the rest uses PREC_HI: q' can be ~1/a = 50
     times larger than q, so the read-out S_t q'_t cancels and needs fp32-accurate products.
@@ -300,7 +300,7 @@ def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_pt
                       D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, PREC_FIRST: tl.constexpr,
                       PREC: tl.constexpr, PREC_HI: tl.constexpr, PREC_GRAD: tl.constexpr,
                       PREC_LO: tl.constexpr, LEAN: tl.constexpr, PART: tl.constexpr):
-    """Per chunk: everything of the backward that needs no later chunk (GKA.md sec. 4).
+    """Per chunk: everything of the backward that needs no later chunk (docs/gka_spec.md sec. 4).
 
     dq' from the read-out, xbar = alpha dq', qbar = A^-1 xbar (second Chebyshev solve),
     Hbar_t = -(qbar x^T + x qbar^T)/2 + c_t H_t with c_t = -a (x . qbar) / ||H_t||_F (the ridge term),
@@ -423,7 +423,7 @@ def _bwd_states_kernel(k_ptr, v_ptr, gate_ptr, u_ptr, w_ptr, dk_ptr, dv_ptr, dgp
                        T, H, NBH, BTH, NC, dir_base,
                        D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, BN: tl.constexpr,
                        PREC: tl.constexpr, PREFETCH: tl.constexpr):
-    """Reverse chunk scan of R (sum of later e^{..} Hbar_t, GKA.md sec. 4) and of the GLA state gradient dS.
+    """Reverse chunk scan of R (sum of later e^{..} Hbar_t, docs/gka_spec.md sec. 4) and of the GLA state gradient dS.
 
     Grid (B*H, NDIR, BD / BN): program n owns columns J = n*BN.. of dk and dv, so it carries R[:, J],
     dS[J, :] (for dk = V dS^T) and dS[:, J] (for dv = K dS). Adds the inter-chunk parts to the per-direction

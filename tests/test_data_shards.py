@@ -22,10 +22,10 @@ from gka_vision.tools import make_shards
 
 torch.set_num_threads(1)
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# the IDX files beside the checkout (../shared), where this workplace keeps them, or Debian's package
-REAL_FMNIST = next((d for d in (os.path.join(_REPO, "..", "shared", "data", "fashion-mnist"),
-                                "/work/shared/data/fashion-mnist", "/usr/share/datasets/fashion-mnist")
-                    if os.path.isfile(os.path.join(d, "t10k-images-idx3-ubyte.gz"))), None)
+# the IDX files: $GKA_FASHION_MNIST_DIR, or a shared/ folder beside the checkout; the tests that need them skip
+REAL_FMNIST = next((d for d in (os.environ.get(make_shards.FMNIST_DIR_ENV),
+                                os.path.join(_REPO, "..", "shared", "data", "fashion-mnist"))
+                    if d and os.path.isfile(os.path.join(d, "t10k-images-idx3-ubyte.gz"))), None)
 
 
 def bundled_samples(split="test", n=None):
@@ -94,7 +94,6 @@ def test_balanced_subset(idx_dir):
         fashion_mnist_samples(d, "train", per_class=1000)
 
 
-@pytest.mark.skipif(not os.path.isdir(REAL_FMNIST), reason="full Fashion-MNIST IDX files not present")
 @pytest.mark.skipif(REAL_FMNIST is None, reason="the Fashion-MNIST IDX files are not on this machine")
 def test_real_fashion_mnist_files():
     samples, _ = fashion_mnist_samples(REAL_FMNIST, "test", per_class=3, seed=0)

@@ -100,7 +100,7 @@ def test_bidirectional_is_the_mean_of_both_directions():
 
 @pytest.mark.parametrize("backend", ["reference", "torch"])
 def test_all_zero_keys_give_finite_outputs_and_gradients(backend):
-    """H_t = 0 makes the ridge system singular without the floor of GKA.md section 2."""
+    """H_t = 0 makes the ridge system singular without the floor of docs/gka_spec.md section 2."""
     x = make_inputs(2, 20, 2, 16, seed=1, zero_keys_until=20)
     out, gs = grads(lambda *a: gka_scan(*a, backend=backend), x, torch.randn(2, 20, 2, 16, dtype=torch.float64))
     assert torch.isfinite(out).all() and out.abs().max() == 0  # S = 0 as well

@@ -3,7 +3,7 @@
 The interpreter is chosen when kernels are decorated, so all interpreter cases run in one fresh
 subprocess (chunk size 16, so T <= 40 spans several chunks and a masked tail) and never force
 interpreter mode on other tests. Each case reports relative errors of the output and of every gradient
-against autograd through gka_scan_reference (exact solve, GKA.md sections 1 and 4).
+against autograd through gka_scan_reference (exact solve, docs/gka_spec.md sections 1 and 4).
 """
 import json
 import os

@@ -1,6 +1,6 @@
 """Bidirectional GKA token mixer for 2D token maps (ViG-style; see docs/design.md).
 
-One layer, for tokens x [B, N, C] in raster order over an H x W grid (GKA.md sections 1 and 5):
+One layer, for tokens x [B, N, C] in raster order over an H x W grid (docs/gka_spec.md sections 1 and 5):
 
     u        = SiLU(DWConv3x3(x as [B, C, H, W]))         2D locality before the projections
     q, k, v  = W_q u, W_k u, W_v u, heads of dim D        q, k L2-normalised (eps 1e-6)
@@ -58,7 +58,7 @@ def normalize_qk_scale_beta(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, b
 
 def log_forget_gate(a: torch.Tensor, A_log: torch.Tensor, dt_bias: torch.Tensor) -> torch.Tensor:
     """Mamba2-style log forget gate g = -exp(A_log) softplus(a + dt_bias) <= 0 from the projection a = W_a x,
-    in fp32 (GKA.md section 1)."""
+    in fp32 (docs/gka_spec.md section 1)."""
     return -torch.exp(A_log.float()) * F.softplus(a.float() + dt_bias.float())
 
 
@@ -88,7 +88,7 @@ torch.fx.wrap('_scan_bidirectional')
 
 
 def _init_A_log(num_heads: int, a_min: float = 1.0, a_max: float = 16.0) -> torch.Tensor:
-    # GKA.md section 1 says A ~ U(0, 16); U(1, 16) avoids log(0).
+    # docs/gka_spec.md section 1 says A ~ U(0, 16); U(1, 16) avoids log(0).
     return torch.empty(num_heads).uniform_(a_min, a_max).log()
 
 
@@ -104,8 +104,8 @@ class BidirectionalGKAMixer(nn.Module):
     Args:
         dim: token width C.
         num_heads: number of heads; C must be divisible by it (head dim D = C / num_heads).
-        ridge_ratio: a in lambda_t = a * ||H_t||_F (GKA.md section 1).
-        num_iter: Chebyshev iterations of the ridge solve (GKA.md section 2).
+        ridge_ratio: a in lambda_t = a * ||H_t||_F (docs/gka_spec.md section 1).
+        num_iter: Chebyshev iterations of the ridge solve (docs/gka_spec.md section 2).
         backend: passed to gka_scan_bidirectional ('auto', 'torch', ...).
         conv_kernel_size: size of the depthwise conv giving 2D locality.
         norm_eps: eps of the per-head gated RMSNorm.

@@ -4,14 +4,14 @@ The GKA paper's ImageNet model "replaces the mixer blocks of MambaVision with GK
 size (31.8M parameters) and "without any vision-specific modifications" (../shared/notes/gka_paper_report.md):
 so this mixer keeps MambaVisionMixer's shape (layers/mamba_mixer.py) -- half the channels through one causal
 scan in raster order, the other half through a non-causal conv branch -- and swaps S6 for GKA
-(GKA.md sections 1-3). For tokens x [B, N, C], E = expand * C, nh heads of dim D = E / 2 / nh:
+(docs/gka_spec.md sections 1-3). For tokens x [B, N, C], E = expand * C, nh heads of dim D = E / 2 / nh:
 
     x, z      = split(in_proj(x))                         E / 2 channels each
     x         = SiLU(conv1d_x(x) + b),  z = SiLU(conv1d_z(z))   depthwise, 'same' padding (not causal)
     q, k      = W_q x, W_k x per head, L2-normalised;  v = x per head   (S6: C, B from x; x is the value)
     beta      = sigmoid(W_b x + b_b)                      k <- beta k, v <- beta v
     alpha     = sigmoid(W_al x + b_al)
-    g         = -exp(A_log) * softplus(W_a x + dt_bias)   fp32 log forget gate (GKA.md section 1)
+    g         = -exp(A_log) * softplus(W_a x + dt_bias)   fp32 log forget gate (docs/gka_spec.md section 1)
     y         = RMSNorm_head(gka_scan(q, k, v, alpha, g))  one causal scan
     out       = out_proj(concat(y, z))
 
@@ -66,7 +66,7 @@ class GKAVisionMixer(nn.Module):
             Powers of two fill the kernels' tiles: 40 is padded to 64 inside them, 32 is not.
         d_conv: depthwise conv width, 'same' padding (MambaVision: 3).
         expand: inner width E = expand * C, split in two halves (MambaVision: 1).
-        ridge_ratio, num_iter: a in lambda_t = a ||H_t||_F and the Chebyshev steps (GKA.md sections 1-2).
+        ridge_ratio, num_iter: a in lambda_t = a ||H_t||_F and the Chebyshev steps (docs/gka_spec.md sections 1-2).
         backend: gka_scan backend ('auto', 'torch', 'triton', 'reference').
         norm_eps: eps of the per-head RMSNorm of the scan output.
         proj_drop: dropout after out_proj.

@@ -11,7 +11,7 @@ class GatedRMSNorm(nn.Module):
 
     y = x / sqrt(mean(x^2) + eps) * weight * silu(gate), computed in fp32 and cast back to x's dtype
     (gate=None: no gate, a plain RMSNorm).
-    Applied per head (normalized_shape = head dim), as the GKA reference's output norm (GKA.md section 1).
+    Applied per head (normalized_shape = head dim), as the GKA reference's output norm (docs/gka_spec.md section 1).
     """
 
     def __init__(self, normalized_shape: int, eps: float = 1e-6):

@@ -7,7 +7,7 @@ from typing import Any, List
 
 
 def gka_scan_macs(batch, seq_len, heads, head_dim, num_iter=30, chunk_size=64, directions=1):
-    """MACs of the chunked GKA forward (GKA.md section 3) with chunk_size-token chunks.
+    """MACs of the chunked GKA forward (docs/gka_spec.md section 3) with chunk_size-token chunks.
 
     The default, 64, is the torch backend's chunk; the Triton kernels run 16-token chunks (their
     intra-chunk terms, 2 C D per iteration, are 4x smaller) and refinement rounds (docs/kernels.md), so this

@@ -1,9 +1,9 @@
-"""Chunked GKA in PyTorch (GKA.md sections 2-4): runs on any device, any T, any head dim.
+"""Chunked GKA in PyTorch (docs/gka_spec.md sections 2-4): runs on any device, any T, any head dim.
 
 Layout inside this file: [B, H, N, C, D] with N chunks of C tokens (T padded with zero tokens at the end,
 which a causal scan never reads back). Arithmetic is fp32 for fp32/bf16/fp16 inputs, fp64 for fp64.
 
-Backward is the implicit one of GKA.md section 4, obtained from autograd with one trick:
+Backward is the implicit one of docs/gka_spec.md section 4, obtained from autograd with one trick:
 x is solved without grad, then
     x_out = x + SolveInBackward(q - A(theta) x)
 where SolveInBackward returns zeros in the forward and applies A^-1 (a second Chebyshev solve) in the
@@ -52,7 +52,7 @@ def _chunk_states(K, V, G):
     """States at each chunk start: sum over earlier tokens of exp(G_end - G_j) k_j v_j^T.
 
     K [B,H,N,C,Dk], V [B,H,N,C,Dv], G within-chunk cumsum [B,H,N,C]. Returns [B,H,N,Dk,Dv], the state
-    *before* chunk n (zero for n = 0). With V = K this is the key covariance H_p of GKA.md section 3.
+    *before* chunk n (zero for n = 0). With V = K this is the key covariance H_p of docs/gka_spec.md section 3.
     """
     B, Hh, N, C, Dk = K.shape
     g_last = G[..., -1:]                                    # [B,H,N,1]
@@ -65,7 +65,7 @@ def _chunk_states(K, V, G):
 
 
 class _Covariance:
-    """Everything needed to apply A_t = H_t + lambda_t I to C vectors per chunk (GKA.md section 3)."""
+    """Everything needed to apply A_t = H_t + lambda_t I to C vectors per chunk (docs/gka_spec.md section 3)."""
 
     def __init__(self, K, G, Hp, ridge_ratio):
         self.K, self.Hp = K, Hp
@@ -97,7 +97,7 @@ class _Covariance:
 
 
 def chebyshev_solve(cov, b, num_iter):
-    """Solve A x = b token-wise with the Chebyshev iteration of GKA.md section 2.
+    """Solve A x = b token-wise with the Chebyshev iteration of docs/gka_spec.md section 2.
 
     Spectrum bounds per token: mu = lambda_t, L = ||H_t||_F + lambda_t (condition number <= 1 + 1/a).
     """
@@ -115,7 +115,7 @@ def chebyshev_solve(cov, b, num_iter):
 
 
 class _SolveInBackward(torch.autograd.Function):
-    """Forward: zeros. Backward: A^-1 grad (the second solve of GKA.md section 4; A is symmetric)."""
+    """Forward: zeros. Backward: A^-1 grad (the second solve of docs/gka_spec.md section 4; A is symmetric)."""
 
     @staticmethod
     def forward(ctx, residual, cov, num_iter):

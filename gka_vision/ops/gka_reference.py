@@ -1,4 +1,4 @@
-"""Token-by-token GKA in float64 with an exact solve: the spec in code (GKA.md section 1).
+"""Token-by-token GKA in float64 with an exact solve: the spec in code (docs/gka_spec.md section 1).
 
 Slow (a Python loop over T, a D x D solve per token) and memory-hungry under autograd; it exists to
 define what every other backend must compute, and to be differentiated by autograd in the tests.
@@ -6,7 +6,7 @@ define what every other backend must compute, and to be differentiated by autogr
 import torch
 
 # Floor of the adaptive ridge: lambda_t = max(a * ||H_t||_F, RIDGE_FLOOR). Without it, H_t = 0
-# (all keys so far zero) gives a singular system (GKA.md section 2, last paragraph).
+# (all keys so far zero) gives a singular system (docs/gka_spec.md section 2, last paragraph).
 RIDGE_FLOOR = 1e-6
 
 

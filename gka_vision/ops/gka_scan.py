@@ -5,7 +5,7 @@
 
 q, k, v [B, T, H, D] (fp32/bf16/fp16; q, k L2-normalised, k and v already scaled by beta), alpha [B, T, H],
 g [B, T, H] fp32 log forget gate (<= 0) of the value state, gk the gate of the key covariance (default g).
-Returns o [B, T, H, D] in q's dtype (T = 0 gives an empty o). GKA.md section 1 with the Chebyshev solve of
+Returns o [B, T, H, D] in q's dtype (T = 0 gives an empty o). docs/gka_spec.md section 1 with the Chebyshev solve of
 section 2.
 
 Backends: "reference" (float64, token by token, exact solve), "torch" (chunked, any device),
@@ -325,7 +325,7 @@ def gka_scan(q, k, v, alpha, g, *, gk=None, ridge_ratio=0.02, num_iter=30, scale
 
 def gka_scan_bidirectional(q, k, v, alpha, g, g_rev, *, ridge_ratio=0.02, num_iter=30, scale=None,
                            backend="auto", sequential_backward=False, config=None):
-    """Average of a forward scan with gate g and a reverse scan with gate g_rev (GKA.md section 5).
+    """Average of a forward scan with gate g and a reverse scan with gate g_rev (docs/gka_spec.md section 5).
 
     On CUDA the triton backend runs both directions in one launch per kernel; sequential_backward=True
     makes its backward run them one after the other (half its transient memory; same results). The other

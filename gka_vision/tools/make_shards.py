@@ -9,7 +9,7 @@ ImageNet (one folder per synset under train/ and val/; val must be sorted into c
 
 Fashion-MNIST (the four *-ubyte[.gz] files):
 
-    python -m gka_vision.tools.make_shards fashion-mnist --src /work/shared/data/fashion-mnist --out data/fmnist
+    python -m gka_vision.tools.make_shards fashion-mnist --src path/to/fashion-mnist --out data/fmnist
 
 Image bytes are written as they are (JPEG stays JPEG; Fashion-MNIST becomes PNG), shuffled across
 shards; ``_info.json`` and ``class_index.json`` are written next to the shards.
@@ -17,6 +17,7 @@ shards; ``_info.json`` and ``class_index.json`` are written next to the shards.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import warnings
@@ -25,7 +26,8 @@ from gka_vision.data.shards import (
     fashion_mnist_samples, find_classes, imagefolder_samples, write_split,
 )
 
-DEFAULT_FMNIST_DIRS = ("/work/shared/data/fashion-mnist", "/usr/share/datasets/fashion-mnist")
+# where --src defaults to: the folder named by this environment variable
+FMNIST_DIR_ENV = "GKA_FASHION_MNIST_DIR"
 
 
 def main(argv=None) -> int:
@@ -40,7 +42,7 @@ def main(argv=None) -> int:
                    help="take the class list from this ImageFolder root (use the train folder for val)")
 
     m = sub.add_parser("fashion-mnist", help="Fashion-MNIST IDX files (train and test)")
-    m.add_argument("--src", default=None, help=f"folder with the IDX files (default: first of {DEFAULT_FMNIST_DIRS})")
+    m.add_argument("--src", default=None, help=f"folder with the IDX files (default: ${FMNIST_DIR_ENV})")
     m.add_argument("--splits", nargs="+", default=["train", "test"], choices=["train", "test"])
     m.add_argument("--train-per-class", type=int, default=None, help="balanced subset: images per class in train")
     m.add_argument("--test-per-class", type=int, default=None, help="balanced subset: images per class in test")
@@ -75,10 +77,9 @@ def _run(args, ap) -> int:
     else:
         src = args.src
         if src is None:
-            import os
-            src = next((d for d in DEFAULT_FMNIST_DIRS if os.path.isdir(d)), None)
+            src = os.environ.get(FMNIST_DIR_ENV) or None
             if src is None:
-                ap.error(f"--src not given and none of {DEFAULT_FMNIST_DIRS} exists")
+                ap.error(f"--src not given and {FMNIST_DIR_ENV} is not set")
         for split in args.splits:
             per_class = args.train_per_class if split == "train" else args.test_per_class
             samples, classes = fashion_mnist_samples(src, split, per_class=per_class, seed=args.seed)

@@ -1,7 +1,7 @@
 """GPU correctness of the Triton GKA core (skipped without CUDA). Run by scripts/gpu_kernel_check.sh.
 
 Every case compares the output and all gradients with autograd through the float64 token-by-token
-reference with an exact solve (GKA.md sections 1 and 4), on inputs already rounded to the tested dtype.
+reference with an exact solve (docs/gka_spec.md sections 1 and 4), on inputs already rounded to the tested dtype.
 Tolerances are the targets of issue 3: forward 2e-3 (fp32) / 1e-2 (bf16, fp16), gradients 1e-2 / 3e-2.
 """
 import pytest
