@@ -35,9 +35,9 @@ It writes <out>/<prefix>.json, <prefix>.md (target ratios, tables, command, hard
 PNG plots of throughput and memory against resolution.
 
 Examples:
-    python benchmarks/compare.py --time-budget-s 300    # the full comparison on a GPU, results in docs/
+    python benchmarks/compare.py --time-budget-s 300    # the full comparison on a GPU, results in output/compare
     python benchmarks/compare.py --smoke --out /tmp/x   # a minute on CPU: two models, tiny sizes
-    python benchmarks/compare.py --render --out docs    # tables and plots again from docs/compare.json
+    python benchmarks/compare.py --render --out DIR     # tables and plots again from DIR/compare.json
 """
 from __future__ import annotations
 
@@ -901,7 +901,7 @@ def parse_args(argv=None):
     p.add_argument('--no-plots', action='store_true')
     p.add_argument('--model-kwargs', type=json.loads, default=None,
                    help='JSON {model name: {kwarg: value}} of size overrides (recorded in the report)')
-    p.add_argument('--out', default='docs', help='output folder')
+    p.add_argument('--out', default='output/compare', help='output folder')
     p.add_argument('--prefix', default='compare', help='file name prefix inside --out')
     p.add_argument('--render', action='store_true', help='only re-write <prefix>.md and the plots from <prefix>.json')
     p.add_argument('--smoke', action='store_true',
