@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from benchmark_scripts import load_benchmark  # tests/benchmark_scripts.py
 from gka_vision.layers import BidirectionalGKAMixer
+from gka_vision.layers.mixer_parts import log_forget_gate
 from gka_vision.models.gka_vit import GKAViT
 from gka_vision.models.gkavision import GKAVision
 from gka_vision.ops import gka_scan_bidirectional
@@ -30,8 +31,8 @@ def _reference_mixer_forward(m, x, hw):
     k = k * beta
     v = v * beta
     alpha = torch.sigmoid(m.alpha_proj(x))
-    g_fwd = m._gate(m.a_proj_fwd(x), m.A_log_fwd, m.dt_bias_fwd)
-    g_bwd = m._gate(m.a_proj_bwd(x), m.A_log_bwd, m.dt_bias_bwd)
+    g_fwd = log_forget_gate(m.a_proj_fwd(x), m.A_log_fwd, m.dt_bias_fwd)
+    g_bwd = log_forget_gate(m.a_proj_bwd(x), m.A_log_bwd, m.dt_bias_bwd)
     o = gka_scan_bidirectional(q, k, v, alpha, g_fwd, g_bwd, ridge_ratio=m.ridge_ratio, num_iter=m.num_iter,
                                backend=m.backend)
     o = m.norm(o, m.gate_proj(x).view(B, N, nh, D))
@@ -93,8 +94,8 @@ def test_mixer_saves_less_by_the_expected_amount():
 
 def _tiny_vit(**kw):
     torch.manual_seed(0)
-    return GKAViT(img_size=32, patch_size=8, embed_dim=C, depth=2, num_heads=NH, num_classes=5, num_iter=4,
-                  backend='torch', **kw)
+    return GKAViT(img_size=32, patch_size=8, embed_dim=C, depth=2, num_heads=NH, num_classes=5,
+                  mixer_kwargs=dict(num_iter=4, backend='torch'), **kw)
 
 
 def test_recompute_mixer_gradients_identical():
@@ -138,7 +139,7 @@ def test_recompute_mixer_keeps_only_the_block_input():
 @pytest.mark.parametrize('mixer', ['gka', 'gka_bi'])
 def test_gkavision_recompute_mixer_kwarg_and_setter(mixer):
     kw = dict(dim=16, in_dim=8, depths=(1, 1, 2, 1), num_heads=(1, 1, 2, 2), window_size=(4, 4, 4, 4),
-              num_classes=3, num_iter=2, backend='torch', mixer=mixer)
+              num_classes=3, mixer_kwargs=dict(num_iter=2, backend='torch'), mixer=mixer)
     torch.manual_seed(0)
     base = GKAVision(**kw)
     torch.manual_seed(0)

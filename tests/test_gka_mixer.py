@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from gka_vision.layers import BidirectionalGKAMixer, GatedRMSNorm
+from gka_vision.layers.mixer_parts import log_forget_gate
 
 DIM, HEADS = 32, 2
 
@@ -78,7 +79,7 @@ def test_forget_gates_are_fp32_and_nonpositive():
     m = _mixer()
     x = torch.randn(2, 12, DIM, dtype=torch.bfloat16)
     m = m.to(torch.bfloat16)
-    g = m._gate(m.a_proj_fwd(x), m.A_log_fwd, m.dt_bias_fwd)
+    g = log_forget_gate(m.a_proj_fwd(x), m.A_log_fwd, m.dt_bias_fwd)
     assert g.dtype == torch.float32
     assert (g <= 0).all()
 

@@ -1,8 +1,9 @@
-"""The hierarchical hybrid family (mambavision.py, gkavision.py) through the timm API; CPU, tiny configs.
+"""The hierarchical hybrid family (gkavision.py, mambavision.py) through the timm API; CPU, tiny configs.
 
-mambavision_tiny and gkavision_* share one macro-architecture (MambaVision, parametrised by the mixer),
-so every API test runs on both. Full sizes are only built on the meta device. TINY keeps head dims of
-40 in stages 2-3 (not a power of two) and windows smaller than the map at 96 px (padding path).
+mambavision_tiny and gkavision_* share one backbone (GKAVision, parametrised by the mixer), so every API test
+runs on both. Full sizes are only built on the meta device. TINY keeps head dims of 40 in stages 2-3 (not a
+power of two) and windows smaller than the map at 96 px (padding path); MIXER_TINY adds each mixer's own
+tiny options (a mixer refuses the options of another).
 """
 import pytest
 import torch
@@ -11,7 +12,7 @@ import timm.optim
 from safetensors.torch import save_file
 
 import gka_vision  # noqa: F401  (registers the models)
-from gka_vision.models.mambavision import HybridStage, window_partition, window_reverse
+from gka_vision.models.gkavision import HybridStage, window_partition, window_reverse
 
 from timm_api import (check_cuda_train_step, check_default_cfg_and_head, check_grad_checkpointing_identical,  # tests/timm_api.py
                       check_param_count, create, images, load, meta_model)
@@ -19,17 +20,24 @@ from timm_api import (check_cuda_train_step, check_default_cfg_and_head, check_g
 torch.set_num_threads(1)
 
 MODELS = timm.list_models(module='mambavision') + timm.list_models(module='gkavision')
-TINY = dict(dim=20, in_dim=8, depths=(1, 1, 2, 2), num_heads=(2, 2, 2, 4), window_size=(8, 8, 4, 2),
-            d_state=4, num_iter=4, backend='torch')
+TINY = dict(dim=20, in_dim=8, depths=(1, 1, 2, 2), num_heads=(2, 2, 2, 4), window_size=(8, 8, 4, 2))
+MIXER_TINY = {'mamba': dict(d_state=4, backend='torch'), 'gka': dict(num_iter=4, backend='torch'),
+              'gka_bi': dict(num_iter=4, backend='torch')}
 WIDTHS = [20, 40, 80, 160]
 
 
+def _tiny(name, kwargs):
+    """TINY with the tiny options of the model's mixer (its default, or kwargs['mixer'])."""
+    mixer = kwargs.get('mixer', 'mamba' if name.startswith('mambavision') else 'gka')
+    return dict(TINY, **MIXER_TINY.get(mixer, {}))
+
+
 def _create(name, seed=0, **kwargs):
-    return create(name, TINY, seed, **kwargs)
+    return create(name, _tiny(name, kwargs), seed, **kwargs)
 
 
 def _load(name, path, seed=0, **kwargs):
-    return load(name, path, TINY, seed, **kwargs)
+    return load(name, path, _tiny(name, kwargs), seed, **kwargs)
 
 
 _x = images
@@ -182,8 +190,7 @@ def test_windows_do_not_mix(mixer):
     """Inside a stage every block works per window: changing one window leaves the others unchanged,
     also when the map (6x6) is padded up to whole windows (4x4)."""
     torch.manual_seed(0)
-    stage = HybridStage(40, 40, 2, num_heads=1, window_size=4, mixer=mixer, backend='torch',
-                        d_state=4, num_iter=4).eval()
+    stage = HybridStage(40, 40, 2, num_heads=1, window_size=4, mixer=mixer, mixer_kwargs=MIXER_TINY[mixer]).eval()
     x = torch.randn(1, 40, 6, 6)
     x2 = x.clone()
     x2[:, :, 4:, 4:] += 1.0  # the bottom-right (padded) window

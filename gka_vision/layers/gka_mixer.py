@@ -15,87 +15,38 @@ q, k, v, beta and alpha are shared by both directions; only the forget gate is p
 Activation memory (docs/benchmarks.md, "Activation memory at 1024 px"): the five small projections of x
 (beta, alpha, both forget gates, the output gate) run as one matmul, so autocast saves one low-precision copy
 of x for them instead of five; the q/k normalisation with the beta scaling and the gated RMSNorm are
-recomputed in the backward from their inputs (`recompute_elementwise`), so their fp32 intermediates are not
-kept. Same arithmetic, gradients equal up to rounding of the fused matmul.
+recomputed in the backward from their inputs (`recompute`, layers/mixer_parts.py), so their fp32
+intermediates are not kept. Same arithmetic, gradients equal up to rounding of the fused matmul.
 """
-import math
 from typing import List, Tuple
 
 import torch
 import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
-
-import torch.utils.checkpoint
 from timm.layers import register_notrace_function
 
 from ..ops import gka_scan_bidirectional
 from .input_checks import check_tokens
+from .mixer_parts import (check_solver_options, init_A_log_uniform, init_dt_bias, log_forget_gate,
+                          normalize_qk_scale_beta, recompute)
 from .norm import GatedRMSNorm
 
-# FX leaves (timm's feature extraction, torch.fx / torchvision tracing): the scan runs as one call
-register_notrace_function(gka_scan_bidirectional)
-torch.fx.wrap('gka_scan_bidirectional')
-torch.fx.wrap('check_tokens')
+__all__ = ['BidirectionalGKAMixer']
+
+torch.fx.wrap('check_tokens')  # an FX leaf (it raises on shapes)
 
 
-def recompute_elementwise(fn, *args):
-    """fn(*args), with fn's intermediates recomputed in the backward instead of saved (non-reentrant
-    torch.utils.checkpoint; only the inputs are kept). For cheap elementwise chains whose saved tensors
-    (fp32 copies, normalised and scaled copies) cost more memory than recomputing them costs time."""
-    if torch.jit.is_tracing() or torch.jit.is_scripting() or not torch.is_grad_enabled() \
-            or not any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
-        return fn(*args)
-    return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)
-
-
-def normalize_qk_scale_beta(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor):
-    """q, k, v [B, N, nh, D], beta [B, N, nh, 1] -> q, k L2-normalised (eps 1e-6); k, v scaled by beta."""
-    q = F.normalize(q, dim=-1, eps=1e-6)
-    k = F.normalize(k, dim=-1, eps=1e-6)
-    return q, k * beta, v * beta
-
-
-def log_forget_gate(a: torch.Tensor, A_log: torch.Tensor, dt_bias: torch.Tensor) -> torch.Tensor:
-    """Mamba2-style log forget gate g = -exp(A_log) softplus(a + dt_bias) <= 0 from the projection a = W_a x,
-    in fp32 (docs/gka_spec.md section 1)."""
-    return -torch.exp(A_log.float()) * F.softplus(a.float() + dt_bias.float())
-
-
-def _check_solver_options(owner: str, ridge_ratio: float, num_iter: int) -> None:
-    # lambda_t = a ||H_t||_F must be positive for the ridge solve to be well posed; zero Chebyshev steps
-    # return no solve at all
-    if not ridge_ratio > 0:  # also refuses NaN
-        raise ValueError(f'{owner}: ridge_ratio must be > 0, got {ridge_ratio}')
-    if num_iter < 1:
-        raise ValueError(f'{owner}: num_iter must be >= 1, got {num_iter}')
-
-
-@register_notrace_function  # an FX leaf
+@register_notrace_function  # an FX leaf: timm's FX feature extraction and torch.fx keep the scan as one call
 @torch.jit.ignore  # TorchScript: the scan stays a Python call (a scripted model runs; it cannot be saved)
 def _scan_bidirectional(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, alpha: torch.Tensor, g: torch.Tensor,
                         g_rev: torch.Tensor, ridge_ratio: float, num_iter: int, backend: str,
                         sequential_backward: bool) -> torch.Tensor:
-    """The mixer's scan call. On the meta device (shape-only models: timm's structure tests, device='meta'
-    builds) it gives the output's shape and dtype without running the scan."""
-    if q.is_meta:
-        return torch.empty_like(q)
     return gka_scan_bidirectional(q, k, v, alpha, g, g_rev, ridge_ratio=ridge_ratio, num_iter=num_iter,
                                   backend=backend, sequential_backward=sequential_backward)
 
 
 torch.fx.wrap('_scan_bidirectional')
-
-
-def _init_A_log(num_heads: int, a_min: float = 1.0, a_max: float = 16.0) -> torch.Tensor:
-    # docs/gka_spec.md section 1 says A ~ U(0, 16); U(1, 16) avoids log(0).
-    return torch.empty(num_heads).uniform_(a_min, a_max).log()
-
-
-def _init_dt_bias(num_heads: int, dt_min: float = 1e-3, dt_max: float = 1e-1, dt_floor: float = 1e-4) -> torch.Tensor:
-    # dt ~ logU(dt_min, dt_max) floored at dt_floor; dt_bias = softplus^-1(dt) = dt + log(-expm1(-dt)).
-    dt = torch.exp(torch.empty(num_heads).uniform_(math.log(dt_min), math.log(dt_max))).clamp(min=dt_floor)
-    return dt + torch.log(-torch.expm1(-dt))
 
 
 class BidirectionalGKAMixer(nn.Module):
@@ -111,7 +62,8 @@ class BidirectionalGKAMixer(nn.Module):
         norm_eps: eps of the per-head gated RMSNorm.
         proj_drop: dropout after the output projection.
         sequential_backward: the Triton backend's backward runs the two scan directions one after the
-            other (half its transient memory, for large images); the models set it with recompute_mixer.
+            other (half its transient memory, for large images); the blocks set it with their recompute_mixer
+            switch (layers/blocks.py).
 
     forward(x [B, N, C], hw=(H, W)) -> [B, N, C], N must equal H * W.
     """
@@ -129,7 +81,7 @@ class BidirectionalGKAMixer(nn.Module):
             sequential_backward: bool = False,
     ):
         super().__init__()
-        _check_solver_options(type(self).__name__, ridge_ratio, num_iter)
+        check_solver_options(type(self).__name__, ridge_ratio, num_iter)
         if num_heads < 1 or dim % num_heads != 0:
             raise ValueError(f'dim ({dim}) must be divisible by num_heads ({num_heads})')
         self.dim = dim
@@ -147,10 +99,10 @@ class BidirectionalGKAMixer(nn.Module):
         # Forget gates, one per scan direction; dt_bias plays the role of the projection's bias.
         self.a_proj_fwd = nn.Linear(dim, num_heads, bias=False)
         self.a_proj_bwd = nn.Linear(dim, num_heads, bias=False)
-        self.A_log_fwd = nn.Parameter(_init_A_log(num_heads))
-        self.A_log_bwd = nn.Parameter(_init_A_log(num_heads))
-        self.dt_bias_fwd = nn.Parameter(_init_dt_bias(num_heads))
-        self.dt_bias_bwd = nn.Parameter(_init_dt_bias(num_heads))
+        self.A_log_fwd = nn.Parameter(init_A_log_uniform(num_heads))
+        self.A_log_bwd = nn.Parameter(init_A_log_uniform(num_heads))
+        self.dt_bias_fwd = nn.Parameter(init_dt_bias(num_heads))
+        self.dt_bias_bwd = nn.Parameter(init_dt_bias(num_heads))
 
         self.gate_proj = nn.Linear(dim, dim, bias=False)
         self.norm = GatedRMSNorm(self.head_dim, eps=norm_eps)
@@ -171,8 +123,6 @@ class BidirectionalGKAMixer(nn.Module):
         bias = torch.cat([self.beta_proj.bias, self.alpha_proj.bias, zeros])
         return F.linear(x, weight, bias).split([nh, nh, nh, nh, self.dim], dim=-1)
 
-    _gate = staticmethod(log_forget_gate)
-
     def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
         x = check_tokens(x, self.dim, hw)
         B, N, C = x.shape
@@ -187,7 +137,7 @@ class BidirectionalGKAMixer(nn.Module):
         if torch.jit.is_scripting():
             q, k, v = normalize_qk_scale_beta(q, k, v, beta)
         else:
-            q, k, v = recompute_elementwise(normalize_qk_scale_beta, q, k, v, beta)
+            q, k, v = recompute(normalize_qk_scale_beta, q, k, v, beta)
         alpha = torch.sigmoid(alpha)
         g_fwd = log_forget_gate(a_fwd, self.A_log_fwd, self.dt_bias_fwd)
         g_bwd = log_forget_gate(a_bwd, self.A_log_bwd, self.dt_bias_bwd)
@@ -197,7 +147,7 @@ class BidirectionalGKAMixer(nn.Module):
         if torch.jit.is_scripting():
             o = self.norm(o, gate.view(B, N, nh, D))
         else:
-            o = recompute_elementwise(self.norm, o, gate.view(B, N, nh, D))
+            o = recompute(self.norm, o, gate.view(B, N, nh, D))
         o = self.proj(o.reshape(B, N, C))
         return self.proj_drop(o)
 

@@ -18,7 +18,7 @@ scan in raster order, the other half through a non-causal conv branch -- and swa
 The models pass the stage's head count; the scan runs on half the channels with half the heads, so the head
 dim stays C / num_heads (40 for GKAVision-T, as MambaVision-T's attention heads).
 BidirectionalGKAMixer (layers/gka_mixer.py) is the heavier alternative: all channels, both scan directions
-(``mixer='gka_bi'`` in the MambaVision family).
+(``mixer='gka_bi'`` in the hybrid family, models/gkavision.py).
 """
 from typing import Optional, Tuple
 
@@ -28,27 +28,20 @@ import torch.nn as nn
 from timm.layers import register_notrace_function
 
 from ..ops import gka_scan
-from .gka_mixer import _check_solver_options, _init_A_log, _init_dt_bias, log_forget_gate, normalize_qk_scale_beta
 from .input_checks import check_tokens
-from .mamba_mixer import conv1d_same_silu
+from .mixer_parts import (check_solver_options, conv1d_same_silu, init_A_log_uniform, init_dt_bias, log_forget_gate,
+                          normalize_qk_scale_beta)
 from .norm import GatedRMSNorm
 
 __all__ = ['GKAVisionMixer']
 
-# FX leaves (timm's feature extraction, torch.fx / torchvision tracing): the scan runs as one call
-register_notrace_function(gka_scan)
-torch.fx.wrap('gka_scan')
-torch.fx.wrap('check_tokens')
+torch.fx.wrap('check_tokens')  # an FX leaf (it raises on shapes)
 
 
-@register_notrace_function  # an FX leaf
+@register_notrace_function  # an FX leaf: timm's FX feature extraction and torch.fx keep the scan as one call
 @torch.jit.ignore  # TorchScript: the scan stays a Python call (a scripted model runs; it cannot be saved)
 def _scan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, alpha: torch.Tensor, g: torch.Tensor,
           ridge_ratio: float, num_iter: int, backend: str) -> torch.Tensor:
-    """The mixer's scan call. On the meta device (shape-only models: timm's structure tests, device='meta'
-    builds) it gives the output's shape and dtype without running the scan."""
-    if q.is_meta:
-        return torch.empty_like(q)
     return gka_scan(q, k, v, alpha, g, ridge_ratio=ridge_ratio, num_iter=num_iter, backend=backend)
 
 
@@ -78,7 +71,7 @@ class GKAVisionMixer(nn.Module):
                  num_iter: int = 30, backend: str = 'auto', norm_eps: float = 1e-6, proj_drop: float = 0.,
                  head_dim: Optional[int] = None):
         super().__init__()
-        _check_solver_options(type(self).__name__, ridge_ratio, num_iter)
+        check_solver_options(type(self).__name__, ridge_ratio, num_iter)
         self.dim, self.d_conv = dim, d_conv
         self.d_inner = int(expand * dim)
         if self.d_inner % 2:
@@ -105,8 +98,8 @@ class GKAVisionMixer(nn.Module):
         self.qk = nn.Linear(half, 2 * half, bias=False)
         # beta, alpha and the forget gate's projection as one matmul: [beta | alpha | a]
         self.gate_proj = nn.Linear(half, 3 * self.num_heads)
-        self.A_log = nn.Parameter(_init_A_log(self.num_heads))
-        self.dt_bias = nn.Parameter(_init_dt_bias(self.num_heads))
+        self.A_log = nn.Parameter(init_A_log_uniform(self.num_heads))
+        self.dt_bias = nn.Parameter(init_dt_bias(self.num_heads))
         with torch.no_grad():  # the forget gate's projection has no bias of its own (dt_bias plays that role)
             self.gate_proj.bias[2 * self.num_heads:].zero_()
         self.norm = GatedRMSNorm(self.head_dim, eps=norm_eps)

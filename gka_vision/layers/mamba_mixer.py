@@ -27,52 +27,22 @@ import torch
 import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
-
 from timm.layers import register_notrace_function
 
 from ..ops.selective_scan import selective_scan
 from .input_checks import check_tokens
+from .mixer_parts import conv1d_same_silu, init_A_log_s4d, init_dt_proj
 
-__all__ = ['BidirectionalMambaMixer', 'MambaVisionMixer', 'init_A_log', 'init_dt_proj']
+__all__ = ['BidirectionalMambaMixer', 'MambaVisionMixer']
 
-# FX leaves (timm's feature extraction, torch.fx / torchvision tracing): the scan runs as one call
-register_notrace_function(selective_scan)
-torch.fx.wrap('selective_scan')
-torch.fx.wrap('check_tokens')
+torch.fx.wrap('check_tokens')  # an FX leaf (it raises on shapes)
 
 
-def init_A_log(channels: int, d_state: int) -> torch.Tensor:
-    """S4D-real init A[d, n] = -(n + 1), stored as log(n + 1)."""
-    return torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(channels, 1).contiguous()
-
-
-def init_dt_proj(dt_proj: nn.Linear, dt_rank: int, dt_min: float = 1e-3, dt_max: float = 1e-1,
-                 dt_floor: float = 1e-4, dt_scale: float = 1.0):
-    """Mamba's init: weight ~ U(+-dt_rank^-0.5 * scale), bias = softplus^-1(dt), dt ~ logU(dt_min, dt_max)."""
-    std = dt_rank ** -0.5 * dt_scale
-    nn.init.uniform_(dt_proj.weight, -std, std)
-    n = dt_proj.out_features
-    dt = torch.exp(torch.rand(n) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=dt_floor)
-    with torch.no_grad():
-        dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
-    dt_proj.bias._no_reinit = True
-
-
-def conv1d_same_silu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """SiLU(depthwise conv1d(x [B, C, L])) with 'same' padding written out (left (K-1)//2, right K//2, as
-    PyTorch's 'same'), so that fvcore counts the conv."""
-    K = weight.shape[-1]
-    return F.silu(F.conv1d(F.pad(x, ((K - 1) // 2, K // 2)), weight, bias, groups=x.shape[1]))
-
-
-@register_notrace_function  # an FX leaf
+@register_notrace_function  # an FX leaf: timm's FX feature extraction and torch.fx keep the scan as one call
 @torch.jit.ignore  # TorchScript: the scan stays a Python call (a scripted model runs; it cannot be saved)
 def _scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, D: torch.Tensor,
           z: Optional[torch.Tensor], delta_bias: torch.Tensor, reverse: bool, backend: str) -> torch.Tensor:
-    """selective_scan with softplus on delta + delta_bias (both mixers' call). On the meta device (shape-only
-    models: timm's structure tests, device='meta' builds) it gives the output's shape and dtype only."""
-    if u.is_meta:
-        return torch.empty_like(u)
+    """selective_scan with softplus on delta + delta_bias (both mixers' call)."""
     return selective_scan(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=True, reverse=reverse,
                           backend=backend)
 
@@ -90,7 +60,7 @@ class _SSMBranch(nn.Module):
         self.x_proj = nn.Linear(channels, dt_rank + 2 * d_state, bias=False)
         self.dt_proj = nn.Linear(dt_rank, channels, bias=True)
         init_dt_proj(self.dt_proj, dt_rank)
-        self.A_log = nn.Parameter(init_A_log(channels, d_state))
+        self.A_log = nn.Parameter(init_A_log_s4d(channels, d_state))
         self.D = nn.Parameter(torch.ones(channels))
 
     def project(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -117,7 +87,27 @@ class _SSMBranch(nn.Module):
                      reverse, backend)
 
 
-class BidirectionalMambaMixer(nn.Module):
+class _Mamba1Mixer(nn.Module):
+    """The sizes and options of both Mamba-1 mixers: inner width E = expand * C, dt_rank 'auto' = ceil(C / 16)."""
+
+    def __init__(self, dim: int, d_state: int, d_conv: int, expand: int, dt_rank, backend: str):
+        super().__init__()
+        self.dim, self.d_state, self.d_conv = dim, d_state, d_conv
+        self.d_inner = int(expand * dim)
+        self.dt_rank = math.ceil(dim / 16) if dt_rank == 'auto' else int(dt_rank)
+        self.backend = backend
+
+    @torch.jit.ignore
+    def no_weight_decay(self):
+        """A_log and D of every scan branch, which must not be weight-decayed (names relative to this module)."""
+        return {f'{name}.{p}' for name, m in self.named_children() if isinstance(m, _SSMBranch) for p in ('A_log', 'D')}
+
+    def extra_repr(self) -> str:
+        return (f'dim={self.dim}, d_inner={self.d_inner}, d_state={self.d_state}, d_conv={self.d_conv}, '
+                f'dt_rank={self.dt_rank}, backend={self.backend!r}')
+
+
+class BidirectionalMambaMixer(_Mamba1Mixer):
     """Vim v2 bidirectional Mamba-1 mixer: shared in/out projections, per-direction SSM, outputs averaged.
 
     Args:
@@ -134,20 +124,12 @@ class BidirectionalMambaMixer(nn.Module):
 
     def __init__(self, dim: int, d_state: int = 16, d_conv: int = 4, expand: int = 2, dt_rank='auto',
                  backend: str = 'auto', proj_drop: float = 0.):
-        super().__init__()
-        self.dim, self.d_state, self.d_conv = dim, d_state, d_conv
-        self.d_inner = int(expand * dim)
-        self.dt_rank = math.ceil(dim / 16) if dt_rank == 'auto' else int(dt_rank)
-        self.backend = backend
+        super().__init__(dim, d_state, d_conv, expand, dt_rank, backend)
         self.in_proj = nn.Linear(dim, 2 * self.d_inner, bias=False)
         self.fwd = _SSMBranch(self.d_inner, d_state, d_conv, self.dt_rank)
         self.bwd = _SSMBranch(self.d_inner, d_state, d_conv, self.dt_rank)
         self.out_proj = nn.Linear(self.d_inner, dim, bias=False)
         self.proj_drop = nn.Dropout(proj_drop)
-
-    @torch.jit.ignore
-    def no_weight_decay(self):
-        return {'fwd.A_log', 'fwd.D', 'bwd.A_log', 'bwd.D'}
 
     def _direction(self, branch: _SSMBranch, x: torch.Tensor, z: torch.Tensor, reverse: bool) -> torch.Tensor:
         """One direction (branch self.fwd with reverse=False, self.bwd with reverse=True) of x [B, E, L]."""
@@ -160,12 +142,8 @@ class BidirectionalMambaMixer(nn.Module):
         y = 0.5 * (self.fwd.scan(xs, z, False, self.backend) + self.bwd.scan(xs, z, True, self.backend))
         return self.proj_drop(self.out_proj(y.transpose(1, 2)))
 
-    def extra_repr(self) -> str:
-        return (f'dim={self.dim}, d_inner={self.d_inner}, d_state={self.d_state}, d_conv={self.d_conv}, '
-                f'dt_rank={self.dt_rank}, backend={self.backend!r}')
 
-
-class MambaVisionMixer(nn.Module):
+class MambaVisionMixer(_Mamba1Mixer):
     """MambaVision's mixer: one causal S6 scan on half the channels, a conv + SiLU path on the other half.
 
     Args:
@@ -182,23 +160,15 @@ class MambaVisionMixer(nn.Module):
 
     def __init__(self, dim: int, d_state: int = 8, d_conv: int = 3, expand: int = 1, dt_rank='auto',
                  backend: str = 'auto', proj_drop: float = 0.):
-        super().__init__()
-        self.dim, self.d_state, self.d_conv = dim, d_state, d_conv
-        self.d_inner = int(expand * dim)
+        super().__init__(dim, d_state, d_conv, expand, dt_rank, backend)
         if self.d_inner % 2:
             raise ValueError(f'MambaVisionMixer: expand * dim = {self.d_inner} must be even (split in two halves)')
         half = self.d_inner // 2
-        self.dt_rank = math.ceil(dim / 16) if dt_rank == 'auto' else int(dt_rank)
-        self.backend = backend
         self.in_proj = nn.Linear(dim, self.d_inner, bias=False)
         self.ssm = _SSMBranch(half, d_state, d_conv, self.dt_rank, conv_bias=False)
         self.conv1d_z = nn.Conv1d(half, half, d_conv, groups=half, bias=False)
         self.out_proj = nn.Linear(self.d_inner, dim, bias=False)
         self.proj_drop = nn.Dropout(proj_drop)
-
-    @torch.jit.ignore
-    def no_weight_decay(self):
-        return {'ssm.A_log', 'ssm.D'}
 
     def forward(self, x: torch.Tensor, hw: Optional[Tuple[int, int]] = None) -> torch.Tensor:
         x = check_tokens(x, self.dim)
@@ -210,7 +180,3 @@ class MambaVisionMixer(nn.Module):
         y = _scan(xs, delta, -torch.exp(self.ssm.A_log.float()), Bm, Cm, self.ssm.D.float(), None,
                   self.ssm.dt_proj.bias.float(), False, self.backend)
         return self.proj_drop(self.out_proj(torch.cat([y, z], dim=1).transpose(1, 2)))
-
-    def extra_repr(self) -> str:
-        return (f'dim={self.dim}, d_inner={self.d_inner}, d_state={self.d_state}, d_conv={self.d_conv}, '
-                f'dt_rank={self.dt_rank}, backend={self.backend!r}')

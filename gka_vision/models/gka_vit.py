@@ -1,90 +1,48 @@
-"""Isotropic GKA backbones (ViT layout, bidirectional GKA token mixer) as timm models.
+"""The isotropic backbone (ViT layout) with its token mixer as a parameter, and the isotropic GKA models.
 
     image -> conv patch embed (16x16) + learned absolute position embedding (no class token)
-          -> depth x [x + drop_path(mixer(norm(x))); x + drop_path(mlp(norm(x)))]
+          -> depth x block                                   the token map stays NHWC ([B, H, W, C])
           -> final norm -> global average pool -> linear head
 
-The token map stays NHWC ([B, H, W, C]) between blocks, so `forward_features` returns NHWC
-(timm `output_fmt='NHWC'`, `pool_size` = grid at the default resolution). Inside a block the map
-is read in raster order ([B, H*W, C]) by the mixer, which scans it both ways.
+    block = MixerBlock: x + drop_path(mixer(norm(x))); x + drop_path(mlp(norm(x)))      (mlp_ratio > 0)
+            VimBlock:   x + drop_path(mixer(norm(x)))                                     (mlp_ratio = 0)
 
-Any input resolution that is a multiple of the patch size works at run time: the position
-embedding is resized bicubically on the fly. Sizes live in the entrypoints at the bottom.
+The mixer is named by `mixer` (layers/create_mixer.py) and reads the map in raster order ([B, H*W, C]); its own
+options come in `mixer_kwargs`. The GKA models below use the bidirectional GKA mixer ('gka_bi') with an MLP;
+the Vim baselines (mamba_vim.py) the bidirectional Mamba mixer ('mamba_bi') without, on this same backbone, so
+the two families are compared on equal terms. `forward_features` returns NHWC (timm `output_fmt='NHWC'`,
+`pool_size` = grid at the default resolution).
+
+Any input resolution that is a multiple of the patch size works at run time: the position embedding is resized
+bicubically on the fly. Sizes live in the entrypoints at the bottom (and in mamba_vim.py).
 """
-import logging
 from functools import partial
 from typing import Any, Dict, List, Optional, Tuple, Type, Union
 
 import torch
 import torch.fx
 import torch.nn as nn
-import torch.utils.checkpoint
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, Mlp, resample_patch_embed, to_2tuple, trunc_normal_
+from timm.layers import resample_patch_embed, to_2tuple, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint
 
-from ..layers import BidirectionalGKAMixer, PatchEmbed, resample_pos_embed
+from ..layers import MixerBlock, PatchEmbed, VimBlock, create_mixer, pop_mixer_options, resample_pos_embed
+from ..layers.mixer_parts import init_linear_weights
 from ._checkpoint import adapt_state_dict
 from ._factory import accepts_device_dtype, like
+from ._model_api import check_global_pool, no_weight_decay_names, switch_recompute
 from ._resize import record_input_size
 
-__all__ = ['GKAViT', 'GKABlock']
+__all__ = ['GKAViT', 'checkpoint_filter_fn', 'create_gka_vit']
 
 torch.fx.wrap('resample_pos_embed')  # an FX leaf (it compares the grid sizes; also registered with timm)
 
-_logger = logging.getLogger(__name__)
-
-
-class GKABlock(nn.Module):
-    """Pre-norm residual block: bidirectional GKA mixer, then MLP. Input and output are NHWC."""
-
-    def __init__(
-            self,
-            dim: int,
-            num_heads: int,
-            mlp_ratio: float = 4.,
-            proj_drop: float = 0.,
-            drop_path: float = 0.,
-            norm_layer: Type[nn.Module] = nn.LayerNorm,
-            act_layer: Type[nn.Module] = nn.GELU,
-            ridge_ratio: float = 0.02,
-            num_iter: int = 30,
-            backend: str = 'auto',
-            recompute_mixer: bool = False,
-    ):
-        super().__init__()
-        self.recompute_mixer = recompute_mixer
-        self.norm1 = norm_layer(dim)
-        self.mixer = BidirectionalGKAMixer(
-            dim, num_heads, ridge_ratio=ridge_ratio, num_iter=num_iter, backend=backend, proj_drop=proj_drop,
-            sequential_backward=recompute_mixer)
-        self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
-        self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=proj_drop)
-        self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, H, W, C = x.shape
-        x = x.reshape(B, H * W, C)  # raster order
-        if self.recompute_mixer and torch.is_grad_enabled() and not torch.jit.is_tracing() \
-                and not torch.jit.is_scripting():
-            # keep only the block input (already kept by norm1); norm1 + mixer rerun in the backward
-            y = torch.utils.checkpoint.checkpoint(self._mix, x, (H, W), use_reentrant=False)
-        else:
-            y = self._mix(x, (H, W))
-        x = x + self.drop_path1(y)
-        x = x + self.drop_path2(self.mlp(self.norm2(x)))
-        return x.reshape(B, H, W, C)
-
-    def _mix(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
-        return self.mixer(self.norm1(x), hw)
-
 
 class GKAViT(nn.Module):
-    """Isotropic Gated-KalmaNet vision backbone (see the module docstring for the layout).
+    """Isotropic vision backbone with a token mixer chosen by name (see the module docstring).
 
     Args:
         img_size: default input size; sets the stored position-embedding grid (other sizes work at run time).
@@ -92,17 +50,22 @@ class GKAViT(nn.Module):
         in_chans: input channels.
         num_classes: classifier width (0 for no classifier).
         global_pool: 'avg' (mean over tokens) or '' (no pooling; forward returns NHWC tokens).
-        embed_dim, depth, num_heads, mlp_ratio: sizes.
+        embed_dim, depth: sizes; num_heads: head count of the mixers that have heads (GKA, attention).
+        mlp_ratio: MLP hidden width / embed_dim of each block; 0: no MLP (Vim's block).
+        mixer: the token mixer, a name of layers/create_mixer.py ('gka_bi', 'mamba_bi', 'gka', 'mamba', 'attn').
+        mixer_kwargs: the mixer's own options (e.g. ridge_ratio, num_iter, backend for 'gka_bi'; d_state, d_conv,
+            expand, backend for 'mamba_bi'); an unknown one is a TypeError naming it. timm.create_model also
+            takes them flat (`create_model('gka_tiny_patch16_224', num_iter=10)`).
         drop_rate: dropout before the classifier; pos_drop_rate: after the position embedding;
         proj_drop_rate: after the mixer output projection and inside the MLP; drop_path_rate: stochastic
         depth, linearly increasing over the blocks.
-        ridge_ratio, num_iter, backend: options of the GKA scan (see BidirectionalGKAMixer).
-        device, dtype: timm's factory kwargs (every parameter created on that device, in that dtype).
-        recompute_mixer: recompute each block's norm1 + token mixer in the backward (non-reentrant
+        norm_layer: the blocks' and the final norm (default LayerNorm, eps 1e-6); act_layer: the MLP's (GELU).
+        recompute_mixer: recompute each block's norm + token mixer in the backward (non-reentrant
             torch.utils.checkpoint) and keep only the block input: the mixer's saved activations (most of
             the model's at high resolution) are not held, for about one more mixer forward per step.
-            It also runs the Triton backward one scan direction at a time (half its transient memory).
-            Also settable with `set_recompute_mixer`. Same gradients.
+            The bidirectional GKA mixer's Triton backward then also runs one scan direction at a time (half its
+            transient memory). Also settable with `set_recompute_mixer`. Same gradients.
+        device, dtype: timm's factory kwargs (every parameter created on that device, in that dtype).
     """
 
     @accepts_device_dtype
@@ -117,20 +80,18 @@ class GKAViT(nn.Module):
             depth: int = 12,
             num_heads: int = 3,
             mlp_ratio: float = 4.,
+            mixer: str = 'gka_bi',
+            mixer_kwargs: Optional[Dict[str, Any]] = None,
             drop_rate: float = 0.,
             pos_drop_rate: float = 0.,
             proj_drop_rate: float = 0.,
             drop_path_rate: float = 0.,
             norm_layer: Optional[Type[nn.Module]] = None,
             act_layer: Optional[Type[nn.Module]] = None,
-            ridge_ratio: float = 0.02,
-            num_iter: int = 30,
-            backend: str = 'auto',
             recompute_mixer: bool = False,
     ):
         super().__init__()
-        if global_pool not in ('', 'avg'):
-            raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
+        check_global_pool(global_pool)
         img_size = to_2tuple(img_size)
         patch_size = to_2tuple(patch_size)
         if img_size[0] % patch_size[0] or img_size[1] % patch_size[1]:
@@ -155,13 +116,17 @@ class GKAViT(nn.Module):
         self.pos_drop = nn.Dropout(pos_drop_rate)
 
         dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linear stochastic-depth rule
-        self.blocks = nn.Sequential(*[
-            GKABlock(
-                embed_dim, num_heads, mlp_ratio=mlp_ratio, proj_drop=proj_drop_rate, drop_path=dpr[i],
-                norm_layer=norm_layer, act_layer=act_layer,
-                ridge_ratio=ridge_ratio, num_iter=num_iter, backend=backend, recompute_mixer=recompute_mixer,
-            )
-            for i in range(depth)])
+        blocks = []
+        for i in range(depth):
+            token_mixer = create_mixer(mixer, embed_dim, num_heads, proj_drop=proj_drop_rate, **(mixer_kwargs or {}))
+            if mlp_ratio > 0:
+                blocks.append(MixerBlock(
+                    embed_dim, token_mixer, mlp_ratio=mlp_ratio, proj_drop=proj_drop_rate, drop_path=dpr[i],
+                    norm_layer=norm_layer, act_layer=act_layer, recompute_mixer=recompute_mixer))
+            else:
+                blocks.append(VimBlock(embed_dim, token_mixer, drop_path=dpr[i], norm_layer=norm_layer,
+                                       recompute_mixer=recompute_mixer))
+        self.blocks = nn.Sequential(*blocks)
         self.feature_info = [
             dict(module=f'blocks.{i}', num_chs=embed_dim, reduction=patch_size[0]) for i in range(depth)]
         self.norm = norm_layer(embed_dim)
@@ -172,16 +137,12 @@ class GKAViT(nn.Module):
 
     def init_weights(self):
         trunc_normal_(self.pos_embed, std=.02)
-        self.apply(_init_weights)
+        init_linear_weights(self)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
-        """Full names of parameters that must not be weight-decayed (also valid fnmatch patterns)."""
-        skip = {'pos_embed'}
-        for name, module in self.named_modules():
-            if hasattr(module, 'no_weight_decay') and module is not self:
-                skip.update(f'{name}.{n}' if name else n for n in module.no_weight_decay())
-        return skip
+        """Full names of parameters that must not be weight-decayed: pos_embed and the mixers' gates."""
+        return {'pos_embed'} | no_weight_decay_names(self)
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
@@ -196,10 +157,8 @@ class GKAViT(nn.Module):
 
     @torch.jit.ignore
     def set_recompute_mixer(self, enable: bool = True):
-        """Recompute every block's norm1 + token mixer in the backward (see the class docstring)."""
-        for blk in self.blocks:
-            blk.recompute_mixer = enable
-            blk.mixer.sequential_backward = enable
+        """Recompute every block's norm + token mixer in the backward (see the class docstring)."""
+        switch_recompute(self, enable)
 
     @torch.jit.ignore
     def set_input_size(
@@ -248,9 +207,7 @@ class GKAViT(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
         self.num_classes = num_classes
         if global_pool is not None:
-            if global_pool not in ('', 'avg'):
-                raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
-            self.global_pool = global_pool
+            self.global_pool = check_global_pool(global_pool)
         self.head = nn.Linear(self.embed_dim, num_classes, **like(self.patch_embed.proj.weight)).train(self.training) \
             if num_classes > 0 else nn.Identity()
 
@@ -338,13 +295,6 @@ class GKAViT(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _init_weights(module: nn.Module):
-    if isinstance(module, nn.Linear):
-        trunc_normal_(module.weight, std=.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-
-
 def _resize_gka_vit(k: str, v: torch.Tensor, target: torch.Tensor) -> Optional[torch.Tensor]:
     """pos_embed to the model's grid (also from a square [1, N, C] layout); the patch kernel to a new patch size."""
     if k == 'pos_embed':
@@ -396,8 +346,11 @@ default_cfgs = generate_default_cfgs({
 })
 
 
-def _create_gka_vit(variant: str, pretrained: bool = False, **kwargs) -> GKAViT:
+def create_gka_vit(variant: str, pretrained: bool = False, **kwargs) -> GKAViT:
+    """build_model_with_cfg for the isotropic backbone (the GKA models here, the Vim baselines in mamba_vim.py);
+    mixer options given flat are moved into mixer_kwargs (layers/create_mixer.py, pop_mixer_options)."""
     out_indices = kwargs.pop('out_indices', 3)
+    kwargs['mixer_kwargs'] = pop_mixer_options(kwargs)
     return build_model_with_cfg(
         GKAViT, variant, pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
@@ -408,17 +361,17 @@ def _create_gka_vit(variant: str, pretrained: bool = False, **kwargs) -> GKAViT:
 
 @register_model
 def gka_tiny_patch16_224(pretrained: bool = False, **kwargs) -> GKAViT:
-    model_args = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.5)
-    return _create_gka_vit('gka_tiny_patch16_224', pretrained=pretrained, **dict(model_args, **kwargs))
+    model_args = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.5, mixer='gka_bi')
+    return create_gka_vit('gka_tiny_patch16_224', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def gka_small_patch16_224(pretrained: bool = False, **kwargs) -> GKAViT:
-    model_args = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6, mlp_ratio=4.5)
-    return _create_gka_vit('gka_small_patch16_224', pretrained=pretrained, **dict(model_args, **kwargs))
+    model_args = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6, mlp_ratio=4.5, mixer='gka_bi')
+    return create_gka_vit('gka_small_patch16_224', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def gka_base_patch16_224(pretrained: bool = False, **kwargs) -> GKAViT:
-    model_args = dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.5)
-    return _create_gka_vit('gka_base_patch16_224', pretrained=pretrained, **dict(model_args, **kwargs))
+    model_args = dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.5, mixer='gka_bi')
+    return create_gka_vit('gka_base_patch16_224', pretrained=pretrained, **dict(model_args, **kwargs))

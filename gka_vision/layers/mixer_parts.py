@@ -1,0 +1,101 @@
+"""Pieces the token mixers share: gate parametrisation and init, q/k normalisation, the 'same'-padded conv,
+solver-option checks, recomputation in the backward, and the Linear init of the models built from them.
+
+GKA's log forget gate (docs/gka_spec.md section 1) is Mamba2's: g = -exp(A_log) * softplus(W_a x + dt_bias), with
+dt_bias initialised as Mamba's step size (dt ~ logU(dt_min, dt_max), dt_bias = softplus^-1(dt)); the Mamba-1
+mixers use the same step-size init for their dt_proj bias and the S4D-real init of A.
+"""
+import math
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint
+from timm.layers import trunc_normal_
+
+__all__ = [
+    'check_solver_options', 'init_A_log_uniform', 'init_A_log_s4d', 'init_dt_bias', 'init_dt_proj',
+    'init_linear_weights', 'log_forget_gate', 'normalize_qk_scale_beta', 'conv1d_same_silu', 'recompute',
+]
+
+
+def check_solver_options(owner: str, ridge_ratio: float, num_iter: int) -> None:
+    """The GKA solve's options: lambda_t = ridge_ratio ||H_t||_F must be positive for the ridge problem to be well
+    posed, and zero Chebyshev steps would return no solve at all."""
+    if not ridge_ratio > 0:  # also refuses NaN
+        raise ValueError(f'{owner}: ridge_ratio must be > 0, got {ridge_ratio}')
+    if num_iter < 1:
+        raise ValueError(f'{owner}: num_iter must be >= 1, got {num_iter}')
+
+
+def init_A_log_uniform(num_heads: int, a_min: float = 1.0, a_max: float = 16.0) -> torch.Tensor:
+    """GKA's per-head decay rate, stored as log A with A ~ U(a_min, a_max) (docs/gka_spec.md section 1 says
+    U(0, 16); U(1, 16) avoids log(0))."""
+    return torch.empty(num_heads).uniform_(a_min, a_max).log()
+
+
+def init_A_log_s4d(channels: int, d_state: int) -> torch.Tensor:
+    """Mamba-1's S4D-real init A[d, n] = -(n + 1), stored as log(n + 1), [channels, d_state]."""
+    return torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(channels, 1).contiguous()
+
+
+def init_dt_bias(n: int, dt_min: float = 1e-3, dt_max: float = 1e-1, dt_floor: float = 1e-4) -> torch.Tensor:
+    """softplus^-1(dt) = dt + log(-expm1(-dt)) for dt ~ logU(dt_min, dt_max) floored at dt_floor, [n]."""
+    dt = torch.exp(torch.empty(n).uniform_(math.log(dt_min), math.log(dt_max))).clamp(min=dt_floor)
+    return dt + torch.log(-torch.expm1(-dt))
+
+
+def init_dt_proj(dt_proj: nn.Linear, dt_rank: int, dt_min: float = 1e-3, dt_max: float = 1e-1,
+                 dt_floor: float = 1e-4, dt_scale: float = 1.0) -> None:
+    """Mamba's init of the step-size projection: weight ~ U(+-dt_rank^-0.5 * dt_scale), bias = softplus^-1(dt)
+    with init_dt_bias's dt, drawn as Mamba draws it (torch.rand scaled, not uniform_: the two round differently,
+    and a seed keeps giving the same init). The bias is flagged `_no_reinit` so that `init_linear_weights`
+    keeps it."""
+    std = dt_rank ** -0.5 * dt_scale
+    nn.init.uniform_(dt_proj.weight, -std, std)
+    n = dt_proj.out_features
+    dt = torch.exp(torch.rand(n) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=dt_floor)
+    with torch.no_grad():
+        dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+    dt_proj.bias._no_reinit = True
+
+
+def init_linear_weights(module: nn.Module, std: float = .02) -> None:
+    """Truncated-normal weights and zero biases for every nn.Linear in `module`, except a Linear whose bias is
+    flagged `_no_reinit` (Mamba's dt_proj: its bias is the step-size init)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear) and not getattr(m.bias, '_no_reinit', False):
+            trunc_normal_(m.weight, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def log_forget_gate(a: torch.Tensor, A_log: torch.Tensor, dt_bias: torch.Tensor) -> torch.Tensor:
+    """Mamba2-style log forget gate g = -exp(A_log) softplus(a + dt_bias) <= 0 from the projection a = W_a x,
+    in fp32 (docs/gka_spec.md section 1)."""
+    return -torch.exp(A_log.float()) * F.softplus(a.float() + dt_bias.float())
+
+
+def normalize_qk_scale_beta(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor):
+    """q, k, v [B, N, nh, D], beta [B, N, nh, 1] -> q, k L2-normalised (eps 1e-6); k, v scaled by beta."""
+    q = F.normalize(q, dim=-1, eps=1e-6)
+    k = F.normalize(k, dim=-1, eps=1e-6)
+    return q, k * beta, v * beta
+
+
+def conv1d_same_silu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """SiLU(depthwise conv1d(x [B, C, L])) with 'same' padding written out (left (K-1)//2, right K//2, as
+    PyTorch's 'same'), so that fvcore counts the conv."""
+    K = weight.shape[-1]
+    return F.silu(F.conv1d(F.pad(x, ((K - 1) // 2, K // 2)), weight, bias, groups=x.shape[1]))
+
+
+def recompute(fn, *args):
+    """fn(*args) with fn's intermediates recomputed in the backward instead of saved (non-reentrant
+    torch.utils.checkpoint: only the inputs are kept). A plain call where no backward is recorded: grad mode off,
+    torch.jit tracing or scripting, torch.fx symbolic tracing (its proxies are not tensors)."""
+    if not torch.is_grad_enabled() or torch.jit.is_tracing() or torch.jit.is_scripting() \
+            or not isinstance(args[0], torch.Tensor):
+        return fn(*args)
+    return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)
