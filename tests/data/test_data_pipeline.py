@@ -1,6 +1,5 @@
 """The webdataset pipeline: corrupt samples counted and skipped, rank/worker splitting, epoch lengths."""
 import io
-import os
 import tarfile
 
 import numpy as np
@@ -9,7 +8,8 @@ import torch
 
 from gka_vision.data.pipeline import ShardDataset, SkipCounter, expand_urls
 from gka_vision.data.shards import Sample, _write_shard
-from test_data_shards import bundled_samples
+
+from fashion_mnist import bundled_samples  # tests/fashion_mnist.py
 
 torch.set_num_threads(1)
 to_tensor = lambda im: torch.from_numpy(np.array(im, dtype=np.uint8))  # noqa: E731

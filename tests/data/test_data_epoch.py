@@ -3,7 +3,6 @@ than the data set), resampling only when asked, bad samples (corrupt, label out 
 shards) skipped, named and counted once each, and a shuffle buffer that holds encoded bytes."""
 import io
 import json
-import os
 import subprocess
 import sys
 import tarfile
@@ -17,7 +16,9 @@ from gka_vision.data.loader import build_train_loader, build_val_loader, val_cov
 from gka_vision.data.order import pass_order
 from gka_vision.data.pipeline import ShardDataset, SkipCounter
 from gka_vision.data.shards import Sample, _update_info, _write_shard
-from test_data_shards import bundled_samples
+
+from epoch_order import check_no_repeat_before_all_seen  # tests/epoch_order.py
+from fashion_mnist import REPO, bundled_samples, tiny_cfg  # tests/fashion_mnist.py
 
 torch.set_num_threads(1)
 to_tensor = lambda im: torch.from_numpy(np.array(im, dtype=np.uint8))  # noqa: E731
@@ -46,22 +47,6 @@ def id_shards(tmp_path_factory):
 
 def _ids(batches):
     return [[int(y) for y in yb] for _, yb in batches]
-
-
-def _check_no_repeat_before_all_seen(batches, n_total):
-    """Batches in consumption order: no batch holding a repeat before a batch holding a new sample,
-    and every sample seen."""
-    seen, first_repeat, last_new = set(), None, None
-    for i, b in enumerate(batches):
-        new = [y for y in b if y not in seen]
-        if len(set(b)) < len(b) or len(new) < len(b):
-            first_repeat = i if first_repeat is None else first_repeat
-        if new:
-            last_new = i
-        seen.update(b)
-    assert len(seen) == n_total, f"saw {len(seen)} of {n_total} samples"
-    assert first_repeat is None or last_new <= first_repeat, \
-        f"batch {first_repeat} repeats a sample before batch {last_new} shows a new one"
 
 
 def _rank_batches(monkeypatch, urls, rank, world, epoch, workers=0, **kw):
@@ -102,14 +87,14 @@ def test_ranks_and_workers_together_see_every_sample_before_any_repeat(monkeypat
         assert len(b) == len(ds) == 8  # ceil(70 / (5 * 2)) = 7 steps, rounded up to the 2 workers
         per_rank.append(b)
     steps = [per_rank[r][k] for k in range(8) for r in range(world)]
-    _check_no_repeat_before_all_seen(steps, n)
+    check_no_repeat_before_all_seen(steps, n)
     assert not set(y for b in per_rank[0][:7] for y in b) & set(y for b in per_rank[1][:7] for y in b)
 
 
 def test_without_shard_lengths_each_worker_reads_its_shards_once_before_again(monkeypatch, id_shards):
     n = sum(LENGTHS)
     _, b = _rank_batches(monkeypatch, id_shards, 0, 1, 0, num_samples=n, shuffle_buffer=1000)
-    _check_no_repeat_before_all_seen(b, n)
+    check_no_repeat_before_all_seen(b, n)
 
 
 def test_resampling_only_when_asked(monkeypatch, id_shards):
@@ -284,8 +269,7 @@ def test_shuffle_buffer_costs_the_encoded_bytes(tmp_path):
     """A buffer of N ImageNet-sized JPEGs grows the process by about their size on disk (decoded they
     would take 562 KB each, 5-6x more)."""
     n = 300
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(tmp_path), repo, str(n)], capture_output=True,
+    out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(tmp_path), str(REPO), str(n)], capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
@@ -297,7 +281,6 @@ def test_training_run_skips_bad_labels_and_counts_each_bad_sample_once(tmp_path,
     """Issue 12, defects 4 and 5 through train.py's engine: labels 12 and -1 in a 10-class set are
     skipped (no IndexError), every bad sample is counted once per run (not once per read), and the
     validation that saw fewer images than the split holds says so."""
-    from test_train import tiny_cfg
     from gka_vision.engine.trainer import run
     d = tmp_path / "data"
     d.mkdir()
