@@ -1,6 +1,8 @@
 """Real Fashion-MNIST images from the package's bundled sample, small shard folders made of them, and the
 bundled training config made tiny: what the data, engine, model and benchmark tests share."""
+import io
 import os
+import tarfile
 from pathlib import Path
 
 from gka_vision.data.shards import FASHION_MNIST_CLASSES, Sample, _update_info, _write_shard, iter_tar_samples, load_info
@@ -42,6 +44,42 @@ def write_shard_folder(root, splits):
         _update_info(root, split, {"name": split, "num_samples": sum(lengths), "filenames": names,
                                    "shard_lengths": list(lengths)}, FASHION_MNIST_CLASSES)
     return root
+
+
+def write_id_shards(folder, prefix, lengths):
+    """Real images in uneven shards ``<prefix>-NNNNNN.tar`` of ``lengths`` samples, no ``_info.json``; the
+    label slot holds each sample's id (0, 1, ...), so a test sees which samples an epoch read. Returns the
+    shard paths."""
+    samples = [Sample(f"s{i:03d}", png, "png", i) for i, (png, _) in enumerate(bundled_samples("train", sum(lengths)))]
+    paths, start = [], 0
+    for k, n in enumerate(lengths):
+        paths.append(str(Path(folder) / f"{prefix}-{k:06d}.tar"))
+        _write_shard(Path(paths[-1]), samples[start:start + n])
+        start += n
+    return paths
+
+
+def add_member(tar, name, data):
+    """One raw member in an open tar file: how the tests write samples the shard writer never would."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_shard_with_bad_samples(path, pairs, n_good, extra=()):
+    """A shard of ``n_good`` good samples of ``pairs`` (good0, good1, ...), then four bad ones: undecodable
+    bytes (garbage), an image cut in half (truncated, from ``pairs[n_good]``), an image without a label
+    (nolabel) and a label that is no integer (badlabel), then the raw members ``extra`` ((name, bytes))."""
+    with tarfile.open(path, "w") as tar:
+        for i, (png, y) in enumerate(pairs[:n_good]):
+            add_member(tar, f"good{i}.png", png)
+            add_member(tar, f"good{i}.cls", str(y).encode())
+        cut = pairs[n_good][0]
+        for name, data in [("garbage.png", b"this is not a png at all"), ("garbage.cls", b"1"),
+                           ("truncated.png", cut[: len(cut) // 2]), ("truncated.cls", b"2"),
+                           ("nolabel.png", pairs[n_good + 1][0]),
+                           ("badlabel.png", pairs[n_good + 2][0]), ("badlabel.cls", b"seven"), *extra]:
+            add_member(tar, name, data)
 
 
 def tiny_cfg(data_root, out, *extra):

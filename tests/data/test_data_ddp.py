@@ -9,10 +9,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from gka_vision.data.shards import Sample, _write_shard
-
 from epoch_order import check_no_repeat_before_all_seen  # tests/epoch_order.py
-from fashion_mnist import bundled_samples  # tests/fashion_mnist.py
+from fashion_mnist import write_id_shards  # tests/fashion_mnist.py
 from ranks import free_port  # tests/ranks.py
 
 LENGTHS = [23, 17, 9, 31, 2, 14, 11]  # 107 samples in 7 uneven shards
@@ -46,13 +44,7 @@ def _rank(rank, world, port, urls, out):
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_two_process_gloo_epoch_covers_the_data_set_before_any_repeat(tmp_path):
-    pairs = bundled_samples("train", sum(LENGTHS))
-    samples = [Sample(f"s{i:03d}", png, "png", i) for i, (png, _) in enumerate(pairs)]
-    urls, start = [], 0
-    for k, n in enumerate(LENGTHS):
-        urls.append(str(tmp_path / f"d-{k:06d}.tar"))
-        _write_shard(tmp_path / f"d-{k:06d}.tar", samples[start:start + n])
-        start += n
+    urls = write_id_shards(tmp_path, "d", LENGTHS)
     world = 2
     ctx = mp.start_processes(_rank, args=(world, free_port(), urls, str(tmp_path)), nprocs=world, join=False,
                              start_method="spawn")

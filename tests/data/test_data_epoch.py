@@ -1,7 +1,6 @@
 """What a training epoch reads: every sample once before any repeat (also with a shuffle buffer larger
 than the data set), resampling only when asked, bad samples (corrupt, label out of range, cut-off
 shards) skipped, named and counted once each, and a shuffle buffer that holds encoded bytes."""
-import io
 import json
 import subprocess
 import sys
@@ -18,31 +17,19 @@ from gka_vision.data.pipeline import ShardDataset, SkipCounter
 from gka_vision.data.shards import Sample, _update_info, _write_shard
 
 from epoch_order import check_no_repeat_before_all_seen  # tests/epoch_order.py
-from fashion_mnist import REPO, bundled_samples, tiny_cfg  # tests/fashion_mnist.py
+from fashion_mnist import (  # tests/fashion_mnist.py
+    REPO, add_member, bundled_samples, tiny_cfg, write_id_shards, write_shard_with_bad_samples,
+)
 
 torch.set_num_threads(1)
 to_tensor = lambda im: torch.from_numpy(np.array(im, dtype=np.uint8))  # noqa: E731
 LENGTHS = [20, 12, 12, 10, 6, 1, 9]  # 70 samples in 7 uneven shards
 
 
-def _add(tar, name, data):
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data))
-
-
 @pytest.fixture(scope="module")
 def id_shards(tmp_path_factory):
     """70 real images in 7 uneven shards; the label slot holds each sample's id."""
-    d = tmp_path_factory.mktemp("ids")
-    pairs = bundled_samples("train", sum(LENGTHS))
-    samples = [Sample(f"s{i:03d}", png, "png", i) for i, (png, _) in enumerate(pairs)]
-    names, start = [], 0
-    for k, n in enumerate(LENGTHS):
-        names.append(str(d / f"ids-{k:06d}.tar"))
-        _write_shard(d / f"ids-{k:06d}.tar", samples[start:start + n])
-        start += n
-    return names
+    return write_id_shards(tmp_path_factory.mktemp("ids"), "ids", LENGTHS)
 
 
 def _ids(batches):
@@ -115,21 +102,9 @@ def bad_set(tmp_path_factory):
     """A 10-class shard folder: one shard with 8 good and 6 bad samples, one good shard of 6."""
     d = tmp_path_factory.mktemp("badset")
     pairs = bundled_samples("test", 20)
-    with tarfile.open(d / "train-000000.tar", "w") as tar:
-        for i, (png, y) in enumerate(pairs[:8]):
-            _add(tar, f"good{i}.png", png)
-            _add(tar, f"good{i}.cls", str(y).encode())
-        _add(tar, "garbage.png", b"this is not a png at all")
-        _add(tar, "garbage.cls", b"1")
-        _add(tar, "truncated.png", pairs[8][0][: len(pairs[8][0]) // 2])
-        _add(tar, "truncated.cls", b"2")
-        _add(tar, "nolabel.png", pairs[9][0])
-        _add(tar, "badlabel.png", pairs[10][0])
-        _add(tar, "badlabel.cls", b"seven")
-        _add(tar, "label12.png", pairs[11][0])
-        _add(tar, "label12.cls", b"12")  # out of range for 10 classes
-        _add(tar, "labelneg.png", pairs[12][0])
-        _add(tar, "labelneg.cls", b"-1")
+    write_shard_with_bad_samples(d / "train-000000.tar", pairs, 8, extra=[
+        ("label12.png", pairs[11][0]), ("label12.cls", b"12"),  # out of range for 10 classes
+        ("labelneg.png", pairs[12][0]), ("labelneg.cls", b"-1")])
     _write_shard(d / "train-000001.tar", [Sample(f"ok{i}", png, "png", y) for i, (png, y) in enumerate(pairs[14:20])])
     classes = [str(c) for c in range(10)]
     _update_info(d, "train", {"name": "train", "num_samples": 20, "filenames": ["train-000000.tar", "train-000001.tar"],
@@ -287,13 +262,13 @@ def test_training_run_skips_bad_labels_and_counts_each_bad_sample_once(tmp_path,
     pairs = bundled_samples("train", 60)
     with tarfile.open(d / "train-000000.tar", "w") as tar:
         for i, (png, y) in enumerate(pairs[:30]):
-            _add(tar, f"a{i:03d}.png", png)
-            _add(tar, f"a{i:03d}.cls", str(y).encode())
+            add_member(tar, f"a{i:03d}.png", png)
+            add_member(tar, f"a{i:03d}.cls", str(y).encode())
         for name, label in (("l12", b"12"), ("lneg", b"-1")):
-            _add(tar, f"{name}.png", pairs[30][0])
-            _add(tar, f"{name}.cls", label)
-        _add(tar, "garbage.png", b"not an image")
-        _add(tar, "garbage.cls", b"3")
+            add_member(tar, f"{name}.png", pairs[30][0])
+            add_member(tar, f"{name}.cls", label)
+        add_member(tar, "garbage.png", b"not an image")
+        add_member(tar, "garbage.cls", b"3")
     _write_shard(d / "train-000001.tar", [Sample(f"b{i:03d}", png, "png", y) for i, (png, y) in enumerate(pairs[30:])])
     classes = [str(c) for c in range(10)]
     _update_info(d, "train", {"name": "train", "num_samples": 63, "filenames": ["train-000000.tar", "train-000001.tar"],
@@ -301,8 +276,8 @@ def test_training_run_skips_bad_labels_and_counts_each_bad_sample_once(tmp_path,
     test = bundled_samples("test", 20)
     with tarfile.open(d / "test-000000.tar", "w") as tar:
         for i, (png, y) in enumerate(test):
-            _add(tar, f"t{i:03d}.png", png)
-            _add(tar, f"t{i:03d}.cls", str(y if i != 5 else 12).encode())
+            add_member(tar, f"t{i:03d}.png", png)
+            add_member(tar, f"t{i:03d}.cls", str(y if i != 5 else 12).encode())
     _update_info(d, "test", {"name": "test", "num_samples": 20, "filenames": ["test-000000.tar"], "shard_lengths": [20]},
                  classes)
     summary = run(tiny_cfg(d, tmp_path / "out", "sched.epochs=2", "checkpoint.export=false", "data.num_classes=null"))
