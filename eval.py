@@ -31,9 +31,9 @@ def parse_kv(items):
 
 
 def check_args(args) -> None:
-    """Argument values that would crash later or measure nothing, and a --data / --split that names no
-    data; bad input ends main() with one line on stderr and exit code 2."""
-    from gka_vision.engine.config import UserError, resolve_data_root
+    """Argument values that would crash later or measure nothing; bad input ends main() with one line on
+    stderr and exit code 2."""
+    from gka_vision.engine.config import UserError
     for flag, value, low in (("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0),
                              ("--bench-iters", args.bench_iters, 1), ("--bench-batch", args.bench_batch, 1),
                              ("--num-classes", args.num_classes, 1), ("--img-size", args.img_size, 1),
@@ -42,32 +42,19 @@ def check_args(args) -> None:
             raise UserError(f"{flag} must be >= {low}, got {value}")
     if args.crop_pct is not None and not 0 < args.crop_pct <= 1:
         raise UserError(f"--crop-pct must be in (0, 1], got {args.crop_pct}")
-    if not args.no_accuracy:
-        check_data(resolve_data_root(args.data), args.split)
 
 
-def check_data(root: str, split) -> None:
-    """``root`` is a shard folder (``_info.json``; ``split`` one of its splits or a shard pattern) or an
-    ImageFolder tree (``split``, if given, one of its sub-folders)."""
-    from gka_vision.engine.config import UserError
-    info_path = os.path.join(root, "_info.json")
-    if os.path.isfile(info_path):
-        splits = json.load(open(info_path)).get("splits", {})
-        if split is not None and ".tar" not in split and split not in splits:
-            raise UserError(f"--split {split!r} is not a split of {info_path} (it has {sorted(splits)})")
-        return
-    if split:
-        if ".tar" in split:
-            return
-        if not os.path.isdir(os.path.join(root, split)):
-            raise UserError(f"--split {split!r}: {root} has no _info.json (not a shard folder) and no "
-                            f"sub-folder {split!r}")
-        root = os.path.join(root, split)
-    elif os.path.isdir(os.path.join(root, "val")):
-        root = os.path.join(root, "val")
-    if not any(e.is_dir() for e in os.scandir(root)):
-        raise UserError(f"--data {root}: neither a shard folder (no _info.json) nor an ImageFolder tree "
-                        f"(no class sub-folders)")
+def open_data(data: str, split):
+    """(DataFolder, the split to evaluate on) for --data / --split: a shard folder (``_info.json``; by
+    default its val, validation or test split) or an ImageFolder tree (by default its val/ sub-folder, else
+    the tree itself); a --data or --split that names no data is a UserError."""
+    from gka_vision.data.folder import DataFolder, DataFolderError
+    from gka_vision.engine.config import UserError, resolve_data_root
+    try:
+        folder = DataFolder.open(resolve_data_root(data))
+        return folder, folder.eval_split(split, "--split")
+    except DataFolderError as e:
+        raise UserError(str(e)) from None
 
 
 def main(argv=None) -> int:
@@ -106,14 +93,15 @@ def _main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args(argv)
     check_args(args)
+    folder, split = (None, None) if args.no_accuracy else open_data(args.data, args.split)
 
     import torch
     from gka_vision.engine.pretrained import inspect_weights, merge_model_args
-    from gka_vision.engine.config import ConfigError, DataConfig, UserError, resolve_data_root
+    from gka_vision.engine.config import DataConfig, UserError
     from gka_vision.engine.distributed import cleanup, init_distributed
     from gka_vision.engine.flops import count_flops, count_params, throughput
-    from gka_vision.engine.loop import evaluate
-    from gka_vision.engine.trainer import _amp_dtype, create_model, model_build_errors
+    from gka_vision.engine.loop import amp_dtype, evaluate
+    from gka_vision.engine.model import create_model, model_build_errors
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -145,14 +133,7 @@ def _main(argv=None) -> int:
     if args.img_size and "img_size" in kwargs:
         kwargs["img_size"] = args.img_size
     kwargs["in_chans"] = in_chans
-    try:
-        root = resolve_data_root(args.data) if not args.no_accuracy else None
-    except ConfigError as e:
-        print(f"eval.py: {e}", file=sys.stderr)
-        return 2
-    data_classes = None
-    if root and os.path.exists(os.path.join(root, "_info.json")):
-        data_classes = json.load(open(os.path.join(root, "_info.json"))).get("num_classes")
+    data_classes = folder.num_classes if folder else None
     if args.num_classes:
         kwargs["num_classes"] = args.num_classes
     elif "num_classes" not in kwargs:
@@ -184,27 +165,20 @@ def _main(argv=None) -> int:
         model = model.to(ds.device).eval()
         for line in notes:
             print(f"eval.py: warning: {line}", file=sys.stderr)
-        amp_dtype = _amp_dtype(args.amp, ds.device)
+        dtype = amp_dtype(args.amp, ds.device)
         res = {"model": name, "weights": args.weights, "model_args": kwargs, "params_m": count_params(model) / 1e6,
                "input_size": [in_chans, img_size, img_size], "device": str(ds.device), "world_size": ds.world_size}
         if not args.no_accuracy:
             from gka_vision.data.loader import build_val_loader
-            split = args.split
-            if split is None:
-                info_path = os.path.join(root, "_info.json")
-                splits = json.load(open(info_path)).get("splits", {}) if os.path.exists(info_path) else {}
-                split = "val" if "val" in splits or not splits else ("validation" if "validation" in splits else "test")
-                if not splits and not os.path.isdir(os.path.join(root, "val")):
-                    split = ""
-            loader, _ = build_val_loader(dc, root, split)
-            m = evaluate(model, loader, device=ds.device, amp_dtype=amp_dtype, progress=ds.is_main)
+            loader, _ = build_val_loader(dc, folder.root, split)
+            m = evaluate(model, loader, device=ds.device, amp_dtype=dtype, progress=ds.is_main)
             res.update(split=split, top1=m["top1"], top5=m["top5"], loss=m["loss"], count=m["count"])
         if ds.is_main and not args.no_flops:
             f = count_flops(model, (in_chans, img_size, img_size), device=ds.device)
             res.update(gflops=f["gflops"], flops_unsupported=f["unsupported"])
         if ds.is_main and not args.no_bench:
             res["throughput"] = throughput(model, args.bench_batch or args.batch_size, (in_chans, img_size, img_size),
-                                           device=ds.device, amp_dtype=amp_dtype, iters=args.bench_iters)
+                                           device=ds.device, amp_dtype=dtype, iters=args.bench_iters)
         if ds.is_main:
             lines = [f"model {name} ({res['params_m']:.2f}M params) at {in_chans}x{img_size}x{img_size}"]
             if "top1" in res:

@@ -258,9 +258,9 @@ def gpu_code_paths():
     """Route the GKA scan through the Triton stand-in and SDPA through the flash stand-in; CUDA autocast dtypes."""
     import gka_vision.layers.gka_mixer as bi_mixer
     import gka_vision.layers.gka_vision_mixer as one_mixer
-    orig = (gka_scan_mod._resolve_backend, gka_scan_mod._triton_module, F.scaled_dot_product_attention,
+    orig = (gka_scan_mod.resolve_backend, gka_scan_mod._triton_module, F.scaled_dot_product_attention,
             bi_mixer.gka_scan_bidirectional, one_mixer.gka_scan)
-    gka_scan_mod._resolve_backend = lambda backend, device: 'triton' if backend in ('auto', 'triton') else backend
+    gka_scan_mod.resolve_backend = lambda backend, device: 'triton' if backend in ('auto', 'triton') else backend
     gka_scan_mod._triton_module = lambda: _StandInTritonModule
     F.scaled_dot_product_attention = _sdpa_stand_in
     bi_mixer.gka_scan_bidirectional = _recording(orig[3], True)
@@ -269,7 +269,7 @@ def gpu_code_paths():
         with CudaAutocastPolicy():
             yield
     finally:
-        (gka_scan_mod._resolve_backend, gka_scan_mod._triton_module, F.scaled_dot_product_attention,
+        (gka_scan_mod.resolve_backend, gka_scan_mod._triton_module, F.scaled_dot_product_attention,
          bi_mixer.gka_scan_bidirectional, one_mixer.gka_scan) = orig
 
 

@@ -47,9 +47,9 @@ DEFAULT_SRC = REPO.parent / "shared" / "data" / "fashion-mnist"
 
 def _fmnist_images(src: Path | None):
     """(uint8 images [N, 28, 28], labels [N]) from the IDX files, else from the bundled shards."""
-    from gka_vision.data.shards import _find_idx, read_idx
+    from gka_vision.data.shards import find_idx, read_idx
     if src is not None and any((src / f).exists() for f in ("train-images-idx3-ubyte.gz", "train-images-idx3-ubyte")):
-        return read_idx(_find_idx(src, "train-images-idx3-ubyte")), read_idx(_find_idx(src, "train-labels-idx1-ubyte"))
+        return read_idx(find_idx(src, "train-images-idx3-ubyte")), read_idx(find_idx(src, "train-labels-idx1-ubyte"))
     from PIL import Image
     from gka_vision.data.shards import iter_tar_samples, load_info
     from gka_vision.engine.config import BUNDLED_ROOT

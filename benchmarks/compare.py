@@ -196,9 +196,9 @@ def scan_backend_used(name: str, device: torch.device, backend: Optional[str]) -
         return '-'
     x = torch.zeros(1, 1, 1, device=device)
     if name.startswith('mamba'):
-        from gka_vision.ops.selective_scan import _resolve_backend
-        return 'selective_scan:' + (backend if backend and backend != 'auto' else _resolve_backend('auto', x, x, x))
-    from gka_vision.ops.gka_scan import _resolve_backend as gka_resolve
+        from gka_vision.ops.selective_scan import resolve_backend
+        return 'selective_scan:' + (backend if backend and backend != 'auto' else resolve_backend('auto', x, x, x))
+    from gka_vision.ops.gka_scan import resolve_backend as gka_resolve
     return 'gka_scan:' + (backend if backend and backend != 'auto' else gka_resolve('auto', device))
 
 

@@ -38,7 +38,7 @@ use_repo_imports "$SITE"
 } >>"$LOG" 2>&1
 # 1) CUDA tests (Triton selective scan fwd+bwd vs the PyTorch scan; models with the auto backend)
 echo "== CUDA tests (timeout ${TESTS_S}s)" >>"$LOG"
-timeout -k 5 "$TESTS_S" python3 -m pytest tests/test_selective_scan.py tests/test_selective_scan_triton.py \
+timeout -k 5 "$TESTS_S" python3 -m pytest tests/gpu/test_selective_scan_gpu.py \
     tests/test_mamba_models.py tests/test_gkavision.py -k cuda -v -p no:cacheprovider -o addopts="" \
     >"$WORK/tests.log" 2>&1
 tests_rc=$?
@@ -59,8 +59,8 @@ mamba_ssm_ready() {
 sys.exit('mamba_ssm' not in compare.scan_backends(torch.device('cuda')))" 2>>"$LOG"
 }
 extra=()
-if grep -q "test_selective_scan.py::test_cuda_triton.*FAILED\|test_selective_scan.py::test_cuda_triton.*ERROR" "$WORK/tests.log" \
-    || { [ "$tests_rc" -ne 0 ] && ! grep -q "test_selective_scan.py::test_cuda_triton.*PASSED" "$WORK/tests.log"; }; then
+if grep -q "test_selective_scan_gpu.py::test_cuda_triton.*FAILED\|test_selective_scan_gpu.py::test_cuda_triton.*ERROR" "$WORK/tests.log" \
+    || { [ "$tests_rc" -ne 0 ] && ! grep -q "test_selective_scan_gpu.py::test_cuda_triton.*PASSED" "$WORK/tests.log"; }; then
     if mamba_ssm_ready; then
         echo "== the Triton selective scan did not pass its CUDA test; the Mamba baselines use mamba_ssm's scan" >>"$LOG"
     else

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_train import tiny_cfg, tiny_data  # noqa: F401  (tiny_data: a fixture, 200 train / 100 test images)
+from fashion_mnist import tiny_cfg  # tests/fashion_mnist.py
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 RUN_LINE = 'run = "output/bundled/weights"'

@@ -12,8 +12,8 @@ import torch
 from PIL import ImageOps
 from timm.data import create_transform
 
+from .folder import DataFolder, is_shard_pattern
 from .pipeline import FolderDataset, ShardDataset, SkipCounter, dist_info, expand_urls
-from .shards import load_info
 
 
 def _posterize(img, bits_to_keep, **__):
@@ -65,9 +65,7 @@ def _num_classes(data_cfg, root: str) -> Optional[int]:
     """The config's class count, else ``_info.json``'s (labels are checked against it)."""
     if data_cfg.num_classes is not None:
         return data_cfg.num_classes
-    if os.path.exists(os.path.join(root, "_info.json")):
-        return load_info(root).get("num_classes")
-    return None
+    return DataFolder.open(root).num_classes
 
 
 def build_train_loader(data_cfg, aug_cfg, root: str, *, seed: int, skip_counter: Optional[SkipCounter] = None):
@@ -83,14 +81,14 @@ def build_train_loader(data_cfg, aug_cfg, root: str, *, seed: int, skip_counter:
 
 def build_val_loader(data_cfg, root: str, split: Optional[str] = None, *, skip_counter: Optional[SkipCounter] = None):
     """Validation over every sample once, split across ranks. ``root`` may be a shard folder
-    (with ``_info.json`` or a shard pattern as ``split``) or an ImageFolder tree."""
-    split = split or data_cfg.val_split
+    (with ``_info.json`` or a shard pattern as ``split``) or an ImageFolder tree; ``split`` (default:
+    ``data_cfg.val_split``; None there: ``DataFolder.eval_split``'s choice) is checked against it."""
+    folder = DataFolder.open(root)
+    split = folder.eval_split(data_cfg.val_split if split is None else split)
     bs = data_cfg.val_batch_size or 2 * data_cfg.batch_size
     transform = build_transform(data_cfg, train=False)
-    is_shards = os.path.exists(os.path.join(root, "_info.json")) or ".tar" in split
-    if not is_shards:
-        folder = os.path.join(root, split) if split and os.path.isdir(os.path.join(root, split)) else root
-        ds = FolderDataset(folder, transform, in_chans=data_cfg.in_chans)
+    if folder.info is None and not is_shard_pattern(split):
+        ds = FolderDataset(os.path.join(root, split) if split else root, transform, in_chans=data_cfg.in_chans)
         return _loader(ds, data_cfg.num_workers, data_cfg.pin_memory, batch_size=bs), ds
     urls, lengths, num = expand_urls(root, split)
     # never more workers than this rank has shards, so no worker idles with an empty stream

@@ -44,8 +44,6 @@ from .shards import is_image_file, load_info
 from .skips import SkipCounter, first_line
 from .tar_reader import IMAGE_KEYS, ShardRead, is_local, iter_shard
 
-_mix_seed = mix_seed  # the engine seeds its epochs with the same function
-
 __all__ = ["ShardDataset", "FolderDataset", "SkipCounter", "decode_sample", "expand_urls", "dist_info",
            "worker_info", "shuffled_passes"]
 

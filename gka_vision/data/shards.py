@@ -208,7 +208,7 @@ def _open_maybe_gz(path: Path):
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
-def _find_idx(root: Path, stem: str) -> Path:
+def find_idx(root: Path, stem: str) -> Path:
     for cand in (root / (stem + ".gz"), root / stem):
         if cand.exists():
             return cand
@@ -254,8 +254,8 @@ def fashion_mnist_samples(
         raise ValueError(f"Fashion-MNIST split must be one of {list(FASHION_MNIST_FILES)}, got {split!r}")
     root = Path(root)
     img_stem, lbl_stem = FASHION_MNIST_FILES[split]
-    images = read_idx(_find_idx(root, img_stem))
-    labels = read_idx(_find_idx(root, lbl_stem))
+    images = read_idx(find_idx(root, img_stem))
+    labels = read_idx(find_idx(root, lbl_stem))
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise ValueError(f"Fashion-MNIST {split}: images {images.shape} and labels {labels.shape} do not match")
     index = np.arange(len(labels))

@@ -16,6 +16,8 @@ from typing import Any, Dict, List, Optional, Sequence
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from ..data.folder import DataFolder, DataFolderError
+
 BUNDLED_ROOT = str(Path(__file__).resolve().parent.parent / "data" / "bundled")
 BUNDLED = "bundled"  # data.root value that names the Fashion-MNIST sample shipped with the package
 
@@ -35,7 +37,7 @@ class ModelConfig:
 class DataConfig:
     root: Optional[str] = BUNDLED  # shard folder with _info.json, or "bundled"
     train_split: str = "train"  # split name in _info.json, or a shard pattern "x-{000..009}.tar|N"
-    val_split: str = "test"
+    val_split: Optional[str] = None  # None: the first of val, validation, test in _info.json (as eval.py picks)
     num_classes: Optional[int] = None  # None: read from _info.json
     img_size: int = 224
     in_chans: int = 3  # 1: decode as grayscale ("L"), 3: RGB
@@ -229,33 +231,21 @@ def validate(cfg: TrainConfig) -> None:
     resolve_data_root(d.root)
 
 
-def check_splits(data: DataConfig, root: str) -> None:
-    """The data folder holds what the config names: ``_info.json`` for split names (shard patterns
-    ``*.tar*`` need none), each named split listed in it; the validation split may instead be a
-    sub-folder of an ImageFolder tree."""
-    import json
-    info_path = os.path.join(root, "_info.json")
-    info = None
-    if os.path.isfile(info_path):
-        try:
-            info = json.loads(Path(info_path).read_text())
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"cannot read {info_path}: {e}") from None
-    for key, split in (("data.train_split", data.train_split), ("data.val_split", data.val_split)):
-        if ".tar" in split:
-            continue
-        if info is None:
-            if key == "data.val_split" and os.path.isdir(os.path.join(root, split)):
-                continue  # an ImageFolder tree for validation
-            raise ConfigError(f"data.root {data.root!r} has no _info.json, so {key}={split!r} names nothing: give "
-                              f"a shard folder made by `python -m gka_vision.tools.make_shards`, or a shard pattern "
-                              f"such as {key}='name-{{000000..000009}}.tar|N'")
-        splits = info.get("splits", {})
-        if split not in splits:
-            raise ConfigError(f"{key}={split!r} is not a split of {info_path} (it has {sorted(splits)})")
-    if data.num_classes is None and (info is None or info.get("num_classes") is None):
-        raise ConfigError(f"{info_path if info is not None else 'data.root'} gives no num_classes; "
+def check_splits(data: DataConfig, root: str) -> tuple[int, str]:
+    """The data folder holds what the config names (``DataFolder``): the training split in its
+    ``_info.json`` or a shard pattern, the validation split also as a sub-folder of an ImageFolder tree,
+    and a class count. Returns (number of classes, validation split)."""
+    try:
+        folder = DataFolder.open(root)
+        folder.train_split(data.train_split, "data.train_split")
+        val_split = folder.eval_split(data.val_split, "data.val_split")
+    except DataFolderError as e:
+        raise ConfigError(str(e)) from None
+    num_classes = data.num_classes if data.num_classes is not None else folder.num_classes
+    if num_classes is None:
+        raise ConfigError(f"{folder.info_path if folder.info is not None else 'data.root'} gives no num_classes; "
                           f"set data.num_classes")
+    return num_classes, val_split
 
 
 def resolve_data_root(root: Optional[str]) -> str:

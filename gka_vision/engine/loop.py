@@ -15,11 +15,20 @@ from .distributed import all_reduce_sum
 
 @dataclass
 class TrainState:
-    """Counters that a checkpoint must restore."""
+    """Counters and the last evaluation results, which a checkpoint must restore."""
     epoch: int = 0  # the next epoch to run
     update: int = 0  # optimizer updates done so far
     best_top1: float = -1.0
+    metrics: dict = field(default_factory=dict)  # the last evaluation of the model (evaluate())
+    ema_metrics: dict = field(default_factory=dict)  # and of its EMA
     step_log: List[dict] = field(default_factory=list)
+
+
+def amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype of the ``amp`` setting: auto is bf16 on CUDA and off (None) on the CPU."""
+    if amp == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}[amp]
 
 
 def autocast(device: torch.device, dtype: Optional[torch.dtype]):

@@ -84,7 +84,9 @@ def _onnx_exporting() -> bool:
     return torch.onnx.is_in_onnx_export()
 
 
-def _resolve_backend(backend, device):
+def resolve_backend(backend, device):
+    """The backend that ``gka_scan(..., backend=backend)`` runs on ``device``: 'auto' resolved, an unknown or
+    unusable choice refused."""
     if backend not in BACKENDS:
         raise ValueError(f"gka_scan: unknown backend {backend!r}; choose one of {BACKENDS}")
     if backend == "auto":
@@ -310,7 +312,7 @@ def gka_scan(q, k, v, alpha, g, *, gk=None, ridge_ratio=0.02, num_iter=30, scale
              reverse=False, backend="auto", config=None):
     """One causal GKA scan (reverse=True scans from the last token to the first). See module doc."""
     _check_inputs(q, k, v, alpha, {"g": g, "gk": gk})
-    backend = _resolve_backend(backend, q.device)
+    backend = resolve_backend(backend, q.device)
     if backend == "triton" and gk is not None:  # the kernels have no separate key gate: the torch backend does it
         backend = "torch"
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
@@ -332,7 +334,7 @@ def gka_scan_bidirectional(q, k, v, alpha, g, g_rev, *, ridge_ratio=0.02, num_it
     backends always run the directions one after the other.
     """
     _check_inputs(q, k, v, alpha, {"g": g, "g_rev": g_rev})
-    backend = _resolve_backend(backend, q.device)
+    backend = resolve_backend(backend, q.device)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     if _onnx_exporting():
         with torch.autocast(device_type=q.device.type, enabled=False):

@@ -217,7 +217,9 @@ def _onnx_exporting() -> bool:
     return torch.onnx.is_in_onnx_export()
 
 
-def _resolve_backend(backend: str, u: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> str:
+def resolve_backend(backend: str, u: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> str:
+    """The backend that ``selective_scan(u, ..., B, C, backend=backend)`` runs: 'auto' resolved for these
+    inputs, an unknown or unusable choice refused."""
     if backend not in _BACKENDS:
         raise ValueError(f"selective_scan: unknown backend {backend!r}; choose one of {_BACKENDS}")
     if backend == "auto":
@@ -410,7 +412,7 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
     if backend not in _BACKENDS:
         raise ValueError(f"selective_scan: unknown backend {backend!r}; choose one of {_BACKENDS}")
     _check_inputs(u, delta, A, B, C, D, z, delta_bias)
-    backend = _resolve_backend(backend, u, B, C)
+    backend = resolve_backend(backend, u, B, C)
     if _onnx_exporting():
         with torch.autocast(device_type=u.device.type, enabled=False):
             y = scan_forward(u, delta, A, B, C, delta_bias, bool(delta_softplus), bool(reverse))

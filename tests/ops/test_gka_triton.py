@@ -115,6 +115,7 @@ def interpreter_results():
     return json.loads(line[len("RESULT"):])
 
 
+@pytest.mark.slow  # the interpreter runs every case in one subprocess: about 20 s
 @pytest.mark.parametrize("case", _CASES)
 def test_triton_interpreter_matches_reference(interpreter_results, case):
     r = interpreter_results[case]
@@ -129,6 +130,7 @@ def test_triton_interpreter_matches_reference(interpreter_results, case):
         assert err < grad_tol, f"{case}: d{name} rel. error {err:.2e}"
 
 
+@pytest.mark.slow
 def test_triton_kernel_variants_equal_joint(interpreter_results):
     """sequential_backward=True (one backward launch set per direction, half the transient memory), the
     state scans without early loads (GKAKernelConfig(prefetch=False)), the lean solves (right-hand side and

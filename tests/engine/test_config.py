@@ -7,7 +7,7 @@ import pytest
 
 from gka_vision.engine.config import BUNDLED_ROOT, ConfigError, TrainConfig, load_config, resolve_data_root
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
 
 

@@ -12,7 +12,7 @@ import torch
 from gka_vision.engine.checkpoint import (
     NoSpaceError, UnsafeCheckpointError, export_weights, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
 )
-from gka_vision.engine.trainer import create_model
+from gka_vision.engine.model import create_model
 
 torch.set_num_threads(1)
 NAME = "gka_tiny_patch16_224"
@@ -115,7 +115,7 @@ def test_finetune_resets_head_and_resizes_pos_embed(exported):
 
 def test_optimizer_groups_no_decay_and_layer_decay():
     from gka_vision.engine.config import OptimConfig
-    from gka_vision.engine.trainer import build_optimizer
+    from gka_vision.engine.optim import build_optimizer
     model = timm.create_model(NAME, num_classes=10, **dict(TINY, depth=3))
     names = {id(p): n for n, p in model.named_parameters()}
     opt = build_optimizer(model, OptimConfig(lr=1e-3, weight_decay=0.05), 1e-3)

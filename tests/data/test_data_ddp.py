@@ -3,25 +3,18 @@ than the data set: in every epoch the steps of both ranks see every sample once 
 comes back, the ranks never read the same sample within that pass, and each epoch has its own order."""
 import json
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
-from gka_vision.data.shards import Sample, _write_shard
-from test_data_epoch import _check_no_repeat_before_all_seen
-from test_data_shards import bundled_samples
+from epoch_order import check_no_repeat_before_all_seen  # tests/epoch_order.py
+from fashion_mnist import write_id_shards  # tests/fashion_mnist.py
+from ranks import free_port  # tests/ranks.py
 
 LENGTHS = [23, 17, 9, 31, 2, 14, 11]  # 107 samples in 7 uneven shards
 BATCH = 6
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _zero(img):
@@ -51,15 +44,9 @@ def _rank(rank, world, port, urls, out):
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_two_process_gloo_epoch_covers_the_data_set_before_any_repeat(tmp_path):
-    pairs = bundled_samples("train", sum(LENGTHS))
-    samples = [Sample(f"s{i:03d}", png, "png", i) for i, (png, _) in enumerate(pairs)]
-    urls, start = [], 0
-    for k, n in enumerate(LENGTHS):
-        urls.append(str(tmp_path / f"d-{k:06d}.tar"))
-        _write_shard(tmp_path / f"d-{k:06d}.tar", samples[start:start + n])
-        start += n
+    urls = write_id_shards(tmp_path, "d", LENGTHS)
     world = 2
-    ctx = mp.start_processes(_rank, args=(world, _free_port(), urls, str(tmp_path)), nprocs=world, join=False,
+    ctx = mp.start_processes(_rank, args=(world, free_port(), urls, str(tmp_path)), nprocs=world, join=False,
                              start_method="spawn")
     while not ctx.join(timeout=240):
         pass
@@ -70,7 +57,7 @@ def test_two_process_gloo_epoch_covers_the_data_set_before_any_repeat(tmp_path):
         per_rank = [res[r]["epochs"][e] for r in range(world)]
         assert len(per_rank[0]) == len(per_rank[1]) == 10  # ceil(107 / (6 * 2)) = 9 steps, rounded up to 2 workers
         steps = [per_rank[r][k] for k in range(10) for r in range(world)]  # the order the steps consume them
-        _check_no_repeat_before_all_seen(steps, n)
+        check_no_repeat_before_all_seen(steps, n)
         # one pass is 18 chunks = 9 steps (the last one ends with the first sample of the next pass);
         # within it the ranks read disjoint samples
         pure = [set(y for b in per_rank[r][:8] for y in b) for r in range(world)]

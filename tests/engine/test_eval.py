@@ -2,7 +2,6 @@
 import json
 import os
 import sys
-from pathlib import Path
 
 import pytest
 import timm
@@ -13,9 +12,10 @@ from gka_vision.engine.flops import count_flops, custom_op_handles
 from gka_vision.engine.loop import evaluate
 from gka_vision.engine.config import BUNDLED_ROOT, DataConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from fashion_mnist import REPO, tiny_cfg  # tests/fashion_mnist.py
+
+sys.path.insert(0, str(REPO))
 import eval as eval_script  # noqa: E402  (the repo's eval.py)
-from test_train import tiny_cfg, tiny_data  # noqa: E402,F401  (tiny_data: a fixture, 200 train / 100 test images)
 
 torch.set_num_threads(1)
 NAME = "gka_tiny_patch16_224"
@@ -169,7 +169,7 @@ def test_eval_py_reports_model_args_that_differ_from_the_checkpoint(trained, tmp
 def test_finetune_from_a_training_checkpoint_keeps_its_head_and_model_args(trained, caplog, capsys):
     """train.py model.pretrained=best.pth: the checkpoint's model args fill in what the run's config does not
     set, the head is kept for the same class count and reset, with a warning line, for another."""
-    from gka_vision.engine.trainer import create_model, pretrained_model_kwargs
+    from gka_vision.engine.model import create_model, pretrained_model_kwargs
     out, ckpt = trained["out"], trained["ckpt"]
     path = str(out / "best.pth")
     kw = pretrained_model_kwargs(NAME, dict(num_classes=10, in_chans=1, img_size=28), path)

@@ -17,7 +17,7 @@ import pytest
 
 from benchmark_scripts import load_benchmark
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ANCHORS = ROOT / ".anchors"
 
 
@@ -350,7 +350,7 @@ def interpreter_results(tmp_path_factory):
         pytest.skip("no fla-core 0.4.1 / 0.6.0 (wheels in .whl/fla041, .whl/fla060 or GKA_ANCHOR_FLA0*_SITE)")
     env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1", GKA_ANCHOR_AUTHORS_DIR=str(authors_dir),
                GKA_ANCHOR_FLA_DIR=str(fla_dir), **sites)
-    proc = subprocess.run([sys.executable, "-c", _SCRIPT, str(Path(__file__).parent)], env=env, cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-c", _SCRIPT, str(Path(__file__).resolve().parents[1])], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]

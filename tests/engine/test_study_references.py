@@ -7,7 +7,9 @@ import pytest
 
 from gka_vision.engine.config import load_config, to_dict
 
-REPO = Path(__file__).resolve().parent.parent
+from fashion_mnist import write_shard_folder  # tests/fashion_mnist.py
+
+REPO = Path(__file__).resolve().parents[2]
 FM = REPO / "configs" / "fashion_mnist"
 STUDY = ["gka_tiny", "mamba_vim_tiny", "gkavision_tiny", "mambavision_tiny", "deit_tiny", "mambaout_femto"]
 
@@ -37,9 +39,8 @@ def test_references_use_their_pairs_input_size(ref, pair):
     ("mambaout_femto", ["data.img_size=64", "model.kwargs={dims: [8, 16, 24, 32], depths: [1, 1, 1, 1]}"]),
 ])
 def test_train_py_trains_exports_and_reloads_a_plain_timm_model(tmp_path, name, shrink):
-    from test_summarize_study import _make_tiny_data
     from gka_vision.engine.trainer import run
-    root = _make_tiny_data(tmp_path)
+    root = write_shard_folder(tmp_path / "data", {"train": [200], "test": [100]})
     cfg = load_config(str(FM / f"{name}.yaml"), [
         f"data.root={root}", f"output={tmp_path / 'out'}", "sched.epochs=1", "data.batch_size=20",
         "data.val_batch_size=50", "data.num_workers=0", "data.shuffle_buffer=50", "progress=false", "threads=1",

@@ -15,7 +15,7 @@ import torch
 import gka_vision  # noqa: F401  (registers the models)
 from gka_vision.engine.checkpoint import UnsafeCheckpointError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NAME = "gka_tiny_patch16_224"
 TINY = dict(img_size=28, patch_size=7, in_chans=1, embed_dim=32, depth=1, num_heads=2, num_iter=3, backend="torch",
             num_classes=10)
@@ -73,7 +73,7 @@ def test_timm_local_dir_refuses_the_payload(evil):
 
 
 def test_fine_tuning_refuses_the_payload(evil):
-    from gka_vision.engine.trainer import create_model, pretrained_model_kwargs
+    from gka_vision.engine.model import create_model, pretrained_model_kwargs
     path, _, marker = evil
     with pytest.raises(UnsafeCheckpointError, match="refusing to load .*pickled Python objects"):
         pretrained_model_kwargs(NAME, dict(TINY), str(path))

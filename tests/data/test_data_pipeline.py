@@ -1,6 +1,5 @@
 """The webdataset pipeline: corrupt samples counted and skipped, rank/worker splitting, epoch lengths."""
 import io
-import os
 import tarfile
 
 import numpy as np
@@ -9,16 +8,11 @@ import torch
 
 from gka_vision.data.pipeline import ShardDataset, SkipCounter, expand_urls
 from gka_vision.data.shards import Sample, _write_shard
-from test_data_shards import bundled_samples
+
+from fashion_mnist import add_member, bundled_samples, write_shard_with_bad_samples  # tests/fashion_mnist.py
 
 torch.set_num_threads(1)
 to_tensor = lambda im: torch.from_numpy(np.array(im, dtype=np.uint8))  # noqa: E731
-
-
-def _add(tar, name, data):
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data))
 
 
 @pytest.fixture(scope="module")
@@ -26,23 +20,13 @@ def bad_shards(tmp_path_factory):
     """One shard with 6 good samples and 4 bad ones, plus a shard cut off in the middle."""
     d = tmp_path_factory.mktemp("bad")
     pairs = bundled_samples("test", 12)
-    with tarfile.open(d / "bad-000000.tar", "w") as tar:
-        for i, (png, y) in enumerate(pairs[:6]):
-            _add(tar, f"good{i}.png", png)
-            _add(tar, f"good{i}.cls", str(y).encode())
-        _add(tar, "garbage.png", b"this is not a png at all")  # undecodable
-        _add(tar, "garbage.cls", b"1")
-        _add(tar, "truncated.png", pairs[6][0][: len(pairs[6][0]) // 2])  # truncated image data
-        _add(tar, "truncated.cls", b"2")
-        _add(tar, "nolabel.png", pairs[7][0])  # no .cls
-        _add(tar, "badlabel.png", pairs[8][0])
-        _add(tar, "badlabel.cls", b"seven")  # label is not an integer
+    write_shard_with_bad_samples(d / "bad-000000.tar", pairs, 6)
     # a tar file whose second member is cut off mid-way (a shard killed during copy)
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for i, (png, y) in enumerate(pairs[9:12]):
-            _add(tar, f"cut{i}.png", png)
-            _add(tar, f"cut{i}.cls", str(y).encode())
+            add_member(tar, f"cut{i}.png", png)
+            add_member(tar, f"cut{i}.cls", str(y).encode())
     raw = buf.getvalue()
     (d / "bad-000001.tar").write_bytes(raw[:1024 + 700])  # first sample's png header + part of its data
     return d
@@ -70,8 +54,8 @@ def test_training_stream_survives_corrupt_shards(bad_shards):
 
 def test_all_corrupt_training_data_fails_instead_of_hanging(tmp_path):
     with tarfile.open(tmp_path / "x-0.tar", "w") as tar:
-        _add(tar, "a.png", b"garbage")
-        _add(tar, "a.cls", b"0")
+        add_member(tar, "a.png", b"garbage")
+        add_member(tar, "a.cls", b"0")
     ds = ShardDataset([str(tmp_path / "x-0.tar")], to_tensor, 2, train=True, num_samples=10, in_chans=1,
                       skip_counter=SkipCounter(max_warnings=0))
     with pytest.raises(RuntimeError, match="no readable sample"):

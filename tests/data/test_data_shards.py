@@ -4,8 +4,6 @@ import io
 import json
 import os
 import struct
-import tarfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,29 +13,17 @@ from PIL import Image
 from gka_vision.data.loader import build_val_loader
 from gka_vision.data.pipeline import ShardDataset, expand_urls
 from gka_vision.data.shards import (
-    FASHION_MNIST_CLASSES, Sample, fashion_mnist_samples, iter_tar_samples, load_info, read_idx, write_split,
+    FASHION_MNIST_CLASSES, fashion_mnist_samples, iter_tar_samples, load_info, read_idx, write_split,
 )
-from gka_vision.engine.config import BUNDLED_ROOT
 from gka_vision.tools import make_shards
 
+from fashion_mnist import REPO, bundled_samples  # tests/fashion_mnist.py
+
 torch.set_num_threads(1)
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # the IDX files: $GKA_FASHION_MNIST_DIR, or a shared/ folder beside the checkout; the tests that need them skip
 REAL_FMNIST = next((d for d in (os.environ.get(make_shards.FMNIST_DIR_ENV),
-                                os.path.join(_REPO, "..", "shared", "data", "fashion-mnist"))
+                                os.path.join(REPO, "..", "shared", "data", "fashion-mnist"))
                     if d and os.path.isfile(os.path.join(d, "t10k-images-idx3-ubyte.gz"))), None)
-
-
-def bundled_samples(split="test", n=None):
-    """Real Fashion-MNIST (PNG bytes, label) pairs from the bundled shards."""
-    info = load_info(BUNDLED_ROOT)
-    out = []
-    for f in info["splits"][split]["filenames"]:
-        for s in iter_tar_samples(os.path.join(BUNDLED_ROOT, f)):
-            out.append((s["png"], int(s["cls"])))
-            if n is not None and len(out) >= n:
-                return out
-    return out
 
 
 def write_idx(path, array):

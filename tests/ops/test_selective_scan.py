@@ -6,13 +6,7 @@ import torch.nn.functional as F
 from gka_vision.ops.selective_scan import (available_backends, selective_scan, selective_scan_parallel,
                                           selective_scan_reference)
 
-
-def _inputs(b=2, d=4, L=5, n=3, groups=None, dtype=torch.float64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.randn(*s, generator=g, dtype=dtype)  # noqa: E731
-    bc_shape = (b, n, L) if groups is None else (b, groups, n, L)
-    return dict(u=r(b, d, L), delta=0.5 * r(b, d, L), A=-(torch.rand(d, n, generator=g, dtype=dtype) + 0.2),
-                B=r(*bc_shape), C=r(*bc_shape), D=r(d), z=r(b, d, L), delta_bias=0.1 * r(d))
+from scan_inputs import selective_scan_inputs  # tests/scan_inputs.py
 
 
 def _explicit(u, delta, A, B, C, D, z, delta_bias, reverse=False):
@@ -32,13 +26,13 @@ def _explicit(u, delta, A, B, C, D, z, delta_bias, reverse=False):
 
 @pytest.mark.parametrize("reverse", [False, True])
 def test_reference_matches_closed_form(reverse):
-    x = _inputs()
+    x = selective_scan_inputs()
     got = selective_scan_reference(**x, delta_softplus=True, reverse=reverse)
     torch.testing.assert_close(got, _explicit(**x, reverse=reverse), rtol=1e-10, atol=1e-10)
 
 
 def test_reverse_equals_flip_scan_flip():
-    x = _inputs(dtype=torch.float32, L=9)
+    x = selective_scan_inputs(dtype=torch.float32, L=9)
     rev = selective_scan(**x, delta_softplus=True, reverse=True, backend="torch")
     f = {k: (v.flip(-1) if k in ("u", "delta", "B", "C", "z") else v) for k, v in x.items()}
     flipped = selective_scan(**f, delta_softplus=True, backend="torch").flip(-1)
@@ -46,7 +40,7 @@ def test_reverse_equals_flip_scan_flip():
 
 
 def test_groups_equal_repeated_single_group():
-    x = _inputs(d=4, groups=2)
+    x = selective_scan_inputs(d=4, groups=2)
     grouped = selective_scan_reference(**x, delta_softplus=True)
     # channel c uses group c // 2: run each half of the channels with its group's B, C
     halves = []
@@ -60,7 +54,7 @@ def test_groups_equal_repeated_single_group():
 
 @pytest.mark.parametrize("reverse", [False, True])
 def test_reference_gradcheck(reverse):
-    x = {k: v.requires_grad_() for k, v in _inputs(b=1, d=3, L=4, n=2).items()}
+    x = {k: v.requires_grad_() for k, v in selective_scan_inputs(b=1, d=3, L=4, n=2).items()}
     names = list(x)
     fn = lambda *t: selective_scan_reference(**dict(zip(names, t)), delta_softplus=True, reverse=reverse)  # noqa: E731
     assert torch.autograd.gradcheck(fn, tuple(x.values()), eps=1e-6, atol=1e-6)
@@ -69,7 +63,7 @@ def test_reference_gradcheck(reverse):
 @pytest.mark.parametrize("length", [1, 2, 3, 8, 13, 33])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_parallel_prefix_scan_matches_reference(length, reverse):
-    x = {k: v.requires_grad_() for k, v in _inputs(b=2, d=3, L=length, n=4, groups=None, seed=length).items()}
+    x = {k: v.requires_grad_() for k, v in selective_scan_inputs(b=2, d=3, L=length, n=4, groups=None, seed=length).items()}
     ref = selective_scan_reference(**x, delta_softplus=True, reverse=reverse)
     par = selective_scan_parallel(**x, delta_softplus=True, reverse=reverse)
     torch.testing.assert_close(par, ref, rtol=1e-12, atol=1e-12)
@@ -79,13 +73,13 @@ def test_parallel_prefix_scan_matches_reference(length, reverse):
 
 
 def test_parallel_prefix_scan_grouped_and_fp32():
-    x = _inputs(d=4, L=11, groups=2, dtype=torch.float32)
+    x = selective_scan_inputs(d=4, L=11, groups=2, dtype=torch.float32)
     torch.testing.assert_close(selective_scan(**x, delta_softplus=True, backend="torch"),
                                selective_scan_reference(**x, delta_softplus=True), rtol=1e-5, atol=1e-5)
 
 
 def test_optional_terms_and_dtype():
-    x = _inputs(dtype=torch.float32)
+    x = selective_scan_inputs(dtype=torch.float32)
     plain = selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], backend="torch")
     with_d = selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], D=x["D"], backend="torch")
     torch.testing.assert_close(with_d - plain, x["u"] * x["D"][:, None])
@@ -97,7 +91,7 @@ def test_optional_terms_and_dtype():
 
 
 def test_bad_inputs_raise_clear_errors():
-    x = _inputs(dtype=torch.float32)
+    x = selective_scan_inputs(dtype=torch.float32)
     with pytest.raises(ValueError, match="unknown backend"):
         selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], backend="cuda_magic")
     with pytest.raises(ValueError, match="u must be"):
@@ -114,13 +108,13 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_auto_on_cpu_uses_torch():
-    x = _inputs(dtype=torch.float32)
+    x = selective_scan_inputs(dtype=torch.float32)
     torch.testing.assert_close(selective_scan(**x, backend="auto"), selective_scan(**x, backend="reference"))
 
 
 def test_triton_backend_on_cpu_without_interpreter_is_refused(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    x = _inputs(dtype=torch.float32)
+    x = selective_scan_inputs(dtype=torch.float32)
     with pytest.raises(ValueError, match="needs CUDA"):
         selective_scan(**x, backend="triton")
 
@@ -143,90 +137,6 @@ def test_fvcore_counts_the_scan_with_its_formula():
     assert ops["linear"] == linear
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("reverse", [False, True])
-def test_cuda_triton_matches_reference_at_model_sizes(reverse):
-    """Compiled Triton kernel on the GPU, Vim-S-like sizes (transposed layouts as the mixers pass them)."""
-    torch.manual_seed(0)
-    b, d, L, n = 4, 768, 197, 16
-    dev = "cuda"
-    u = torch.randn(b, L, d, device=dev).transpose(1, 2)
-    delta = torch.randn(b, L, d, device=dev).transpose(1, 2)
-    A = -torch.rand(d, n, device=dev).mul(3).add(0.1)
-    Bm, Cm = (torch.randn(b, L, n, device=dev).transpose(1, 2) for _ in range(2))
-    D, z, bias = torch.randn(d, device=dev), torch.randn(b, d, L, device=dev), torch.randn(d, device=dev) - 2
-    ins = [t.detach().clone().requires_grad_() for t in (u, delta, A, Bm, Cm, D, z, bias)]
-    g = torch.randn(b, d, L, device=dev)
-    outs, grads = [], []
-    for backend in ("torch", "triton") + (("mamba_ssm",) if "mamba_ssm" in available_backends(dev) else ()):
-        o = selective_scan(*ins[:5], D=ins[5], z=ins[6], delta_bias=ins[7], delta_softplus=True, reverse=reverse,
-                           backend=backend)
-        outs.append(o)
-        grads.append(torch.autograd.grad(o, ins, g))
-    for o, gr in zip(outs[1:], grads[1:]):
-        torch.testing.assert_close(o, outs[0], rtol=1e-4, atol=1e-4)
-        for a, c in zip(grads[0], gr):
-            torch.testing.assert_close(c, a, rtol=1e-3, atol=1e-3 * a.abs().max().item())
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("b,d,L,n,block_d", [(2, 6, 7, 5, 4), (1, 3, 1, 2, None), (2, 40, 33, 16, None),
-                                             (3, 24, 65, 8, 8)])
-def test_cuda_triton_matches_token_loop_reference(b, d, L, n, block_d, reverse):
-    """The compiled Triton kernel on the GPU against the token-by-token reference (fp64 on the same inputs):
-    forward and every gradient, odd sizes, one and several channel blocks, length 1, both directions."""
-    from gka_kernels.selective_scan import selective_scan_triton
-
-    assert available_backends("cuda")[:3] == ["reference", "torch", "triton"]
-    x = _inputs(b, d, L, n, dtype=torch.float32, seed=3)
-    ins = [x[k].cuda().requires_grad_() for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
-    g = torch.randn(b, d, L, device="cuda")
-    out = selective_scan(*ins[:5], D=ins[5], z=ins[6], delta_bias=ins[7], delta_softplus=True, reverse=reverse,
-                         backend="triton")
-    grads = torch.autograd.grad(out, ins, g)
-    ref_ins = [t.detach().double().requires_grad_() for t in ins]
-    ref = selective_scan_reference(*ref_ins[:5], D=ref_ins[5], z=ref_ins[6], delta_bias=ref_ins[7],
-                                   delta_softplus=True, reverse=reverse)
-    ref_grads = torch.autograd.grad(ref, ref_ins, g.double())
-    assert out.dtype == torch.float32
-    torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
-    for name, a, c in zip(("u", "delta", "A", "B", "C", "D", "z", "delta_bias"), ref_grads, grads):
-        torch.testing.assert_close(c.double(), a, rtol=1e-3, atol=1e-4 * max(a.abs().max().item(), 1.0),
-                                   msg=lambda m, name=name: f"grad {name}: {m}")
-    # the raw kernel with a forced channel block size, on a transposed (non-contiguous) layout
-    u = ins[0].detach().transpose(1, 2).contiguous().transpose(1, 2)
-    dt = ins[1].detach().abs()
-    y = selective_scan_triton(u, dt, ins[2].detach(), ins[3].detach(), ins[4].detach(), reverse=reverse,
-                              block_d=block_d)
-    y_ref = selective_scan_reference(u.double(), dt.double(), ins[2].detach().double(), ins[3].detach().double(),
-                                     ins[4].detach().double(), reverse=reverse)
-    torch.testing.assert_close(y.double(), y_ref, rtol=1e-4, atol=1e-4 * y_ref.abs().max().item())
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_auto_backend_is_triton_and_bf16_inputs_work():
-    """What the models get on a GPU without mamba_ssm: 'auto' resolves to the Triton kernel; bf16 u, B, C
-    (autocast) go through it with fp32 state and come back in bf16 close to the fp32 reference."""
-    from gka_vision.ops.selective_scan import _mamba_ssm_fn, _resolve_backend
-
-    x = _inputs(2, 16, 50, 8, dtype=torch.float32, seed=4)
-    cu = {k: v.cuda() for k, v in x.items()}
-    expected = "mamba_ssm" if _mamba_ssm_fn() is not None else "triton"
-    assert _resolve_backend("auto", cu["u"], cu["B"], cu["C"]) == expected
-    u, B, C = (cu[k].bfloat16().requires_grad_() for k in ("u", "B", "C"))
-    delta, A = cu["delta"].requires_grad_(), cu["A"].requires_grad_()
-    out = selective_scan(u, delta, A, B, C, D=cu["D"], delta_bias=cu["delta_bias"], delta_softplus=True,
-                         backend="triton")
-    assert out.dtype == torch.bfloat16
-    out.float().square().sum().backward()
-    assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in (u, delta, A, B, C))
-    ref = selective_scan_reference(u.detach().double(), delta.detach().double(), A.detach().double(),
-                                   B.detach().double(), C.detach().double(), D=cu["D"].double(),
-                                   delta_bias=cu["delta_bias"].double(), delta_softplus=True)
-    torch.testing.assert_close(out.double(), ref, rtol=2e-2, atol=2e-2 * ref.abs().max().item())
-
-
 @pytest.mark.parametrize("chunk", [1, 2, 3, 5, 64])
 @pytest.mark.parametrize("groups,softplus,reverse", [(None, True, False), (2, True, True), (None, False, True),
                                                      (2, False, False)])
@@ -236,7 +146,7 @@ def test_chunked_scan_forward_and_backward_across_chunks(chunk, groups, softplus
     from gka_vision.ops.selective_scan_chunked import scan_backward, scan_forward
 
     b, d, L, n = 2, 4, 13, 3
-    x = {k: v.requires_grad_() for k, v in _inputs(b, d, L, n, groups=groups, seed=chunk).items()}
+    x = {k: v.requires_grad_() for k, v in selective_scan_inputs(b, d, L, n, groups=groups, seed=chunk).items()}
     bias = x["delta_bias"] if softplus else None
     ins = [x[k] for k in ("u", "delta", "A", "B", "C")]
     ref = selective_scan_reference(*ins, delta_bias=bias, delta_softplus=softplus, reverse=reverse)
@@ -258,7 +168,7 @@ def test_op_with_small_chunks_matches_reference(monkeypatch):
     from gka_vision.ops import selective_scan_chunked
 
     monkeypatch.setattr(selective_scan_chunked, "CHUNK_ELEMENTS", 2 * 4 * 3 * 2)
-    x = {k: v.requires_grad_() for k, v in _inputs(2, 4, 9, 3, groups=2, seed=11).items()}
+    x = {k: v.requires_grad_() for k, v in selective_scan_inputs(2, 4, 9, 3, groups=2, seed=11).items()}
     ref = selective_scan_reference(**x, delta_softplus=True, reverse=True)
     out = selective_scan(**x, delta_softplus=True, reverse=True, backend="torch")
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
@@ -270,7 +180,7 @@ def test_op_with_small_chunks_matches_reference(monkeypatch):
 @pytest.mark.parametrize("backend", ["reference", "torch", "triton"])
 def test_empty_sequence(backend):
     """L = 0: an empty output and empty gradients for every backend (the op returns before any kernel)."""
-    x = {k: v.requires_grad_() for k, v in _inputs(2, 4, 0, 3, dtype=torch.float32).items()}
+    x = {k: v.requires_grad_() for k, v in selective_scan_inputs(2, 4, 0, 3, dtype=torch.float32).items()}
     out = torch.ops.gka_vision.selective_scan(*x.values(), True, False, backend)[0]
     assert out.shape == (2, 4, 0)
     grads = torch.autograd.grad(out.sum(), list(x.values()), allow_unused=True)
@@ -328,7 +238,7 @@ def test_mamba_ssm_without_its_extension_is_not_used(monkeypatch, clear_mamba_ca
         assert ss._mamba_ssm_fn() is None
     msgs = [str(w.message) for w in caught if "selective_scan_cuda" in str(w.message)]
     assert len(msgs) == 1 and "using this project's scans" in msgs[0], msgs  # one warning, naming the module
-    x = _inputs(dtype=torch.float32)
+    x = selective_scan_inputs(dtype=torch.float32)
     with pytest.raises(RuntimeError, match="selective_scan_cuda"):
         selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], backend="mamba_ssm")
 
@@ -373,7 +283,7 @@ def test_mamba_ssm_extension_is_detected_and_called(monkeypatch, clear_mamba_cac
     assert "mamba_ssm" in available_backends("cuda") and ss._mamba_ssm_fn() is ext
     for reverse in (False, True):
         # fp32: the extension takes A, D and delta_bias in fp32
-        x = {k: v.requires_grad_() for k, v in _inputs(2, 4, 6, 3, seed=5, dtype=torch.float32).items()}
+        x = {k: v.requires_grad_() for k, v in selective_scan_inputs(2, 4, 6, 3, seed=5, dtype=torch.float32).items()}
         outs = [torch.ops.gka_vision.selective_scan(*x.values(), True, reverse, be)[0] for be in ("mamba_ssm", "torch")]
         torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
         g = torch.randn_like(outs[0])

@@ -13,7 +13,7 @@ import torch
 import gka_vision  # noqa: F401
 from gka_vision.engine.checkpoint import export_weights
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 import eval as eval_script  # noqa: E402
 import train as train_script  # noqa: E402

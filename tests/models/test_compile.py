@@ -10,7 +10,6 @@ import copy
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import timm
@@ -18,26 +17,9 @@ import torch
 
 import gka_vision  # noqa: F401  (registers the models and the ops)
 
-# tiny configs of each family (module name -> create_model kwargs, input side)
-FAMILIES = {
-    'gka_vit': (dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_iter=3), 32),
-    'mamba_vim': (dict(img_size=32, patch_size=8, embed_dim=32, depth=2, d_state=4), 32),
-    'gkavision': (dict(dim=16, in_dim=8, depths=(1, 1, 1, 1), num_heads=(2, 2, 2, 2), window_size=(8, 8, 4, 2),
-                       num_iter=3), 64),
-    'mambavision': (dict(dim=16, in_dim=8, depths=(1, 1, 1, 1), num_heads=(2, 2, 2, 2), window_size=(8, 8, 4, 2),
-                         d_state=4), 64),
-}
-REPRESENTATIVE = {'gka_vit': 'gka_tiny_patch16_224', 'mamba_vim': 'mamba_vim_tiny_patch16_224',
-                  'gkavision': 'gkavision_tiny', 'mambavision': 'mambavision_tiny'}
+from tiny_models import FAMILIES, REPRESENTATIVE, tiny_model  # tests/tiny_models.py
+
 ALL_MODELS = [(fam, name) for fam in FAMILIES for name in timm.list_models(module=fam)]
-
-
-def tiny_model(family, name, seed=0):
-    kwargs, side = FAMILIES[family]
-    torch.manual_seed(seed)
-    model = timm.create_model(name, num_classes=5, drop_rate=0., drop_path_rate=0., backend='torch', **kwargs)
-    x = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(seed + 1))
-    return model.train(), x
 
 
 def step(fn, x, model=None):
@@ -102,24 +84,16 @@ def test_no_recompile_across_steps():
 @pytest.mark.slow
 def test_train_py_with_model_compile(tmp_path):
     """`train.py <bundled config> model.compile=true`: one short epoch on 200 bundled images, compiled."""
-    from test_data_shards import bundled_samples
-    from gka_vision.data.shards import FASHION_MNIST_CLASSES, Sample, _update_info, _write_shard
+    from fashion_mnist import REPO, write_shard_folder  # tests/fashion_mnist.py
 
-    root = tmp_path / 'data'
-    root.mkdir()
-    for split, n in (('train', 120), ('test', 40)):
-        samples = [Sample(f'{split}{i:04d}', b, 'png', y) for i, (b, y) in enumerate(bundled_samples(split, n))]
-        _write_shard(root / f'{split}-000000.tar', samples)
-        _update_info(root, split, {'name': split, 'num_samples': n, 'filenames': [f'{split}-000000.tar'],
-                                   'shard_lengths': [n]}, FASHION_MNIST_CLASSES)
-    repo = Path(__file__).resolve().parent.parent
+    root = write_shard_folder(tmp_path / 'data', {'train': [120], 'test': [40]})
     out = tmp_path / 'out'
-    cmd = [sys.executable, str(repo / 'train.py'), f'data.root={root}', f'output={out}', 'model.compile=true',
+    cmd = [sys.executable, str(REPO / 'train.py'), f'data.root={root}', f'output={out}', 'model.compile=true',
            'sched.epochs=1', 'sched.warmup_epochs=0', 'data.batch_size=40', 'data.val_batch_size=40',
            'data.num_workers=0', 'data.shuffle_buffer=40', 'progress=false', 'verify_export=false',
            'model.kwargs.embed_dim=32', 'model.kwargs.depth=1', 'model.kwargs.num_iter=3']
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path,
-                          env=dict(os.environ, PYTHONPATH=str(repo / 'tests')))
+                          env=dict(os.environ, PYTHONPATH=str(REPO / 'tests')))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     import json
     summary = json.loads((out / 'summary.json').read_text())

@@ -1,13 +1,13 @@
 """benchmarks/summarize_study.py with the reference models (deit_tiny, mambaout_femto): they are
 compared with their group's GKA model when their runs are present, and the top-1 vs training img/s
 plot gets one point per model with the mean and spread over seeds (synthetic run folders written
-with the engine's own logger, as in test_summarize_study.py)."""
+with the engine's own logger: tests/study_runs.py)."""
 import json
 
 import pytest
 
 from benchmark_scripts import load_benchmark
-from test_summarize_study import _pair, fake_run
+from study_runs import fake_run, pair  # tests/study_runs.py
 
 pytest.importorskip("matplotlib")
 ss = load_benchmark("summarize_study")
@@ -15,7 +15,7 @@ ss = load_benchmark("summarize_study")
 
 def test_references_are_compared_and_plotted_against_speed(tmp_path):
     runs = tmp_path / "runs"
-    _pair(runs)  # gka_tiny 90/91/92, mamba_vim_tiny 85/86/87.5
+    pair(runs)  # gka_tiny 90/91/92, mamba_vim_tiny 85/86/87.5
     for s, t in enumerate([88.0, 88.5, 89.0]):
         fake_run(runs, "deit_tiny", "deit_tiny_patch16_224", s, [80.0, t])
     res = ss.summarize(runs, tmp_path / "out")

@@ -1,9 +1,7 @@
 """What a training epoch reads: every sample once before any repeat (also with a shuffle buffer larger
 than the data set), resampling only when asked, bad samples (corrupt, label out of range, cut-off
 shards) skipped, named and counted once each, and a shuffle buffer that holds encoded bytes."""
-import io
 import json
-import os
 import subprocess
 import sys
 import tarfile
@@ -17,51 +15,25 @@ from gka_vision.data.loader import build_train_loader, build_val_loader, val_cov
 from gka_vision.data.order import pass_order
 from gka_vision.data.pipeline import ShardDataset, SkipCounter
 from gka_vision.data.shards import Sample, _update_info, _write_shard
-from test_data_shards import bundled_samples
+
+from epoch_order import check_no_repeat_before_all_seen  # tests/epoch_order.py
+from fashion_mnist import (  # tests/fashion_mnist.py
+    REPO, add_member, bundled_samples, tiny_cfg, write_id_shards, write_shard_with_bad_samples,
+)
 
 torch.set_num_threads(1)
 to_tensor = lambda im: torch.from_numpy(np.array(im, dtype=np.uint8))  # noqa: E731
 LENGTHS = [20, 12, 12, 10, 6, 1, 9]  # 70 samples in 7 uneven shards
 
 
-def _add(tar, name, data):
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data))
-
-
 @pytest.fixture(scope="module")
 def id_shards(tmp_path_factory):
     """70 real images in 7 uneven shards; the label slot holds each sample's id."""
-    d = tmp_path_factory.mktemp("ids")
-    pairs = bundled_samples("train", sum(LENGTHS))
-    samples = [Sample(f"s{i:03d}", png, "png", i) for i, (png, _) in enumerate(pairs)]
-    names, start = [], 0
-    for k, n in enumerate(LENGTHS):
-        names.append(str(d / f"ids-{k:06d}.tar"))
-        _write_shard(d / f"ids-{k:06d}.tar", samples[start:start + n])
-        start += n
-    return names
+    return write_id_shards(tmp_path_factory.mktemp("ids"), "ids", LENGTHS)
 
 
 def _ids(batches):
     return [[int(y) for y in yb] for _, yb in batches]
-
-
-def _check_no_repeat_before_all_seen(batches, n_total):
-    """Batches in consumption order: no batch holding a repeat before a batch holding a new sample,
-    and every sample seen."""
-    seen, first_repeat, last_new = set(), None, None
-    for i, b in enumerate(batches):
-        new = [y for y in b if y not in seen]
-        if len(set(b)) < len(b) or len(new) < len(b):
-            first_repeat = i if first_repeat is None else first_repeat
-        if new:
-            last_new = i
-        seen.update(b)
-    assert len(seen) == n_total, f"saw {len(seen)} of {n_total} samples"
-    assert first_repeat is None or last_new <= first_repeat, \
-        f"batch {first_repeat} repeats a sample before batch {last_new} shows a new one"
 
 
 def _rank_batches(monkeypatch, urls, rank, world, epoch, workers=0, **kw):
@@ -102,14 +74,14 @@ def test_ranks_and_workers_together_see_every_sample_before_any_repeat(monkeypat
         assert len(b) == len(ds) == 8  # ceil(70 / (5 * 2)) = 7 steps, rounded up to the 2 workers
         per_rank.append(b)
     steps = [per_rank[r][k] for k in range(8) for r in range(world)]
-    _check_no_repeat_before_all_seen(steps, n)
+    check_no_repeat_before_all_seen(steps, n)
     assert not set(y for b in per_rank[0][:7] for y in b) & set(y for b in per_rank[1][:7] for y in b)
 
 
 def test_without_shard_lengths_each_worker_reads_its_shards_once_before_again(monkeypatch, id_shards):
     n = sum(LENGTHS)
     _, b = _rank_batches(monkeypatch, id_shards, 0, 1, 0, num_samples=n, shuffle_buffer=1000)
-    _check_no_repeat_before_all_seen(b, n)
+    check_no_repeat_before_all_seen(b, n)
 
 
 def test_resampling_only_when_asked(monkeypatch, id_shards):
@@ -130,21 +102,9 @@ def bad_set(tmp_path_factory):
     """A 10-class shard folder: one shard with 8 good and 6 bad samples, one good shard of 6."""
     d = tmp_path_factory.mktemp("badset")
     pairs = bundled_samples("test", 20)
-    with tarfile.open(d / "train-000000.tar", "w") as tar:
-        for i, (png, y) in enumerate(pairs[:8]):
-            _add(tar, f"good{i}.png", png)
-            _add(tar, f"good{i}.cls", str(y).encode())
-        _add(tar, "garbage.png", b"this is not a png at all")
-        _add(tar, "garbage.cls", b"1")
-        _add(tar, "truncated.png", pairs[8][0][: len(pairs[8][0]) // 2])
-        _add(tar, "truncated.cls", b"2")
-        _add(tar, "nolabel.png", pairs[9][0])
-        _add(tar, "badlabel.png", pairs[10][0])
-        _add(tar, "badlabel.cls", b"seven")
-        _add(tar, "label12.png", pairs[11][0])
-        _add(tar, "label12.cls", b"12")  # out of range for 10 classes
-        _add(tar, "labelneg.png", pairs[12][0])
-        _add(tar, "labelneg.cls", b"-1")
+    write_shard_with_bad_samples(d / "train-000000.tar", pairs, 8, extra=[
+        ("label12.png", pairs[11][0]), ("label12.cls", b"12"),  # out of range for 10 classes
+        ("labelneg.png", pairs[12][0]), ("labelneg.cls", b"-1")])
     _write_shard(d / "train-000001.tar", [Sample(f"ok{i}", png, "png", y) for i, (png, y) in enumerate(pairs[14:20])])
     classes = [str(c) for c in range(10)]
     _update_info(d, "train", {"name": "train", "num_samples": 20, "filenames": ["train-000000.tar", "train-000001.tar"],
@@ -284,8 +244,7 @@ def test_shuffle_buffer_costs_the_encoded_bytes(tmp_path):
     """A buffer of N ImageNet-sized JPEGs grows the process by about their size on disk (decoded they
     would take 562 KB each, 5-6x more)."""
     n = 300
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(tmp_path), repo, str(n)], capture_output=True,
+    out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(tmp_path), str(REPO), str(n)], capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
@@ -297,20 +256,19 @@ def test_training_run_skips_bad_labels_and_counts_each_bad_sample_once(tmp_path,
     """Issue 12, defects 4 and 5 through train.py's engine: labels 12 and -1 in a 10-class set are
     skipped (no IndexError), every bad sample is counted once per run (not once per read), and the
     validation that saw fewer images than the split holds says so."""
-    from test_train import tiny_cfg
     from gka_vision.engine.trainer import run
     d = tmp_path / "data"
     d.mkdir()
     pairs = bundled_samples("train", 60)
     with tarfile.open(d / "train-000000.tar", "w") as tar:
         for i, (png, y) in enumerate(pairs[:30]):
-            _add(tar, f"a{i:03d}.png", png)
-            _add(tar, f"a{i:03d}.cls", str(y).encode())
+            add_member(tar, f"a{i:03d}.png", png)
+            add_member(tar, f"a{i:03d}.cls", str(y).encode())
         for name, label in (("l12", b"12"), ("lneg", b"-1")):
-            _add(tar, f"{name}.png", pairs[30][0])
-            _add(tar, f"{name}.cls", label)
-        _add(tar, "garbage.png", b"not an image")
-        _add(tar, "garbage.cls", b"3")
+            add_member(tar, f"{name}.png", pairs[30][0])
+            add_member(tar, f"{name}.cls", label)
+        add_member(tar, "garbage.png", b"not an image")
+        add_member(tar, "garbage.cls", b"3")
     _write_shard(d / "train-000001.tar", [Sample(f"b{i:03d}", png, "png", y) for i, (png, y) in enumerate(pairs[30:])])
     classes = [str(c) for c in range(10)]
     _update_info(d, "train", {"name": "train", "num_samples": 63, "filenames": ["train-000000.tar", "train-000001.tar"],
@@ -318,8 +276,8 @@ def test_training_run_skips_bad_labels_and_counts_each_bad_sample_once(tmp_path,
     test = bundled_samples("test", 20)
     with tarfile.open(d / "test-000000.tar", "w") as tar:
         for i, (png, y) in enumerate(test):
-            _add(tar, f"t{i:03d}.png", png)
-            _add(tar, f"t{i:03d}.cls", str(y if i != 5 else 12).encode())
+            add_member(tar, f"t{i:03d}.png", png)
+            add_member(tar, f"t{i:03d}.cls", str(y if i != 5 else 12).encode())
     _update_info(d, "test", {"name": "test", "num_samples": 20, "filenames": ["test-000000.tar"], "shard_lengths": [20]},
                  classes)
     summary = run(tiny_cfg(d, tmp_path / "out", "sched.epochs=2", "checkpoint.export=false", "data.num_classes=null"))

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import gka_vision  # noqa: F401
-from test_compile import FAMILIES, REPRESENTATIVE, tiny_model
+
+from tiny_models import FAMILIES, REPRESENTATIVE, tiny_model  # tests/tiny_models.py
 
 FAMS = list(FAMILIES)
 

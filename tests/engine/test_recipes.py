@@ -10,7 +10,7 @@ import torch
 
 from gka_vision.engine.config import load_config, to_dict
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 IMAGENET = sorted((REPO / "configs" / "imagenet").glob("*.yaml"))
 DEIT_AUG = dict(auto_augment="rand-m9-mstd0.5-inc1", mixup=0.8, cutmix=1.0, smoothing=0.1, re_prob=0.25)
 
@@ -80,7 +80,7 @@ def test_paired_recipes_differ_only_in_the_model(a, b):
 def test_config_builds_its_model(name):
     import timm
     import gka_vision  # noqa: F401
-    from gka_vision.engine.trainer import model_kwargs
+    from gka_vision.engine.model import model_kwargs
     cfg = _load(name)
     with torch.device("meta"):
         model = timm.create_model(cfg.model.name, **model_kwargs(cfg, 1000))
@@ -93,7 +93,7 @@ def test_config_builds_its_model(name):
 
 def test_lamb_gets_the_configs_betas_and_eps():
     """LAMB (MambaVision's optimizer) receives optim.betas / optim.eps; timm's Lamb defaults to eps 1e-6."""
-    from gka_vision.engine.trainer import build_optimizer
+    from gka_vision.engine.optim import build_optimizer
     cfg = _load("mambavision_tiny")
     opt = build_optimizer(torch.nn.Linear(4, 2), cfg.optim, 5e-3)
     assert type(opt).__name__ == "Lamb"

@@ -4,7 +4,6 @@ import csv
 import hashlib
 import json
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -12,46 +11,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from gka_vision.data.shards import FASHION_MNIST_CLASSES, Sample, _update_info, _write_shard
-from gka_vision.engine.config import load_config
 from gka_vision.engine.trainer import run
-from test_data_shards import bundled_samples
+
+from fashion_mnist import BUNDLED_CONFIG, REPO, TINY_MODEL, tiny_cfg  # tests/fashion_mnist.py
+from ranks import free_port, spawn_or_fail  # tests/ranks.py
 
 torch.set_num_threads(1)
-TINY_MODEL = ["model.kwargs={img_size: 28, patch_size: 7, embed_dim: 32, depth: 1, num_heads: 2, "
-              "num_iter: 3, backend: torch}"]
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    """200 real training images in 4 uneven shards (60/40/60/40) and 100 test images in 2 shards."""
-    d = tmp_path_factory.mktemp("tinyfm")
-    pairs = bundled_samples("train", 200)
-    test = bundled_samples("test", 100)
-    train = [Sample(f"tr{i:04d}", b, "png", y) for i, (b, y) in enumerate(pairs)]
-    names, lengths, start = [], [], 0
-    for k, n in enumerate([60, 40, 60, 40]):
-        names.append(f"train-{k:06d}.tar")
-        _write_shard(d / names[-1], train[start:start + n])
-        lengths.append(n)
-        start += n
-    _update_info(d, "train", {"name": "train", "num_samples": 200, "filenames": names, "shard_lengths": lengths},
-                 FASHION_MNIST_CLASSES)
-    tnames = []
-    for k in range(2):
-        tnames.append(f"test-{k:06d}.tar")
-        _write_shard(d / tnames[-1], [Sample(f"te{i:04d}", b, "png", y) for i, (b, y) in enumerate(test)][k * 50:(k + 1) * 50])
-    _update_info(d, "test", {"name": "test", "num_samples": 100, "filenames": tnames, "shard_lengths": [50, 50]},
-                 FASHION_MNIST_CLASSES)
-    return d
-
-
-def tiny_cfg(data_root, out, *extra):
-    return load_config("configs/fashion_mnist/bundled.yaml" if os.path.exists("configs/fashion_mnist/bundled.yaml")
-                       else str(Path(__file__).parent.parent / "configs/fashion_mnist/bundled.yaml"),
-                       [f"data.root={data_root}", f"output={out}", "data.batch_size=20", "data.val_batch_size=50",
-                        "data.num_workers=0", "data.shuffle_buffer=50", "sched.epochs=2", "sched.warmup_epochs=0.5",
-                        "progress=false", "threads=1", *TINY_MODEL, *extra])
 
 
 def read_rows(path):
@@ -90,12 +55,6 @@ def test_resume_reproduces_uninterrupted_run(tiny_data, tmp_path):
     assert summary["final"]["count"] == 100
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank, world, port, data_root, out, result_dir):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
@@ -114,10 +73,11 @@ def _ddp_worker(rank, world, port, data_root, out, result_dir):
     Path(result_dir, f"rank{rank}.json").write_text(json.dumps({"summary": summary, "hashes": hashes}))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_two_process_ddp_gloo(tiny_data, tmp_path):
     world = 2
-    ctx = mp.start_processes(_ddp_worker, args=(world, _free_port(), str(tiny_data), str(tmp_path / "ddp"),
+    ctx = mp.start_processes(_ddp_worker, args=(world, free_port(), str(tiny_data), str(tmp_path / "ddp"),
                                                 str(tmp_path)), nprocs=world, join=False, start_method="spawn")
     while not ctx.join(timeout=240):  # raises if a rank fails; a hang hits the pytest timeout
         pass
@@ -242,7 +202,7 @@ def _resume_worker(rank, world, port, argv, result_dir):
     import contextlib
     import io
     import sys
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(REPO))
     import train
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
@@ -250,30 +210,18 @@ def _resume_worker(rank, world, port, argv, result_dir):
     Path(result_dir, f"rank{rank}.json").write_text(json.dumps({"rc": rc, "err": err.getvalue()}))
 
 
-def _spawn_or_fail(fn, world, args, deadline_s=150):
-    """Start ``world`` processes; a hang fails the test after ``deadline_s`` instead of blocking it."""
-    import time
-    ctx = mp.start_processes(fn, args=args, nprocs=world, join=False, start_method="spawn")
-    t_end = time.time() + deadline_s
-    while not ctx.join(timeout=5):
-        if time.time() > t_end:
-            for p in ctx.processes:
-                if p.is_alive():
-                    p.kill()
-            pytest.fail(f"the {world} ranks did not finish within {deadline_s} s (hung in a collective?)")
-
-
+@pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_resume_auto_on_node_local_outputs_fails_on_every_rank(tiny_data, tmp_path):
     """Two ranks with their own output folders (node-local disks): rank 0 sees last.pth, rank 1 does not.
     Both must stop with the same clear message and exit code 2 (rank 0 resumed, rank 1 restarted and the
     job hung). Then both see a last.pth, but from different epochs: refused the same way."""
-    config = str(Path(__file__).resolve().parent.parent / "configs/fashion_mnist/bundled.yaml")
+    config = str(BUNDLED_CONFIG)
     common = [f"data.root={tiny_data}", "data.batch_size=20", "data.val_batch_size=50", "data.num_workers=0",
               "data.shuffle_buffer=50", "sched.epochs=2", "progress=false", "threads=1", "device=cpu", *TINY_MODEL]
     run(tiny_cfg(tiny_data, tmp_path / "rank0", "stop_after_epoch=0"))  # rank 0's node holds epoch 0
     argv = ["--config", config, *common, f"output={tmp_path}/rank{{rank}}", "checkpoint.resume=auto"]
-    _spawn_or_fail(_resume_worker, 2, (2, _free_port(), argv, str(tmp_path)))
+    spawn_or_fail(_resume_worker, 2, (2, free_port(), argv, str(tmp_path)))
     res = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     for r in res:
         assert r["rc"] == 2, res
@@ -286,7 +234,7 @@ def test_resume_auto_on_node_local_outputs_fails_on_every_rank(tiny_data, tmp_pa
     ck = load_checkpoint(tmp_path / "rank0" / "last.pth")
     ck["epoch"], ck["update"] = 1, 2 * ck["update"]
     save_checkpoint(ck, tmp_path / "rank1" / "last.pth")
-    _spawn_or_fail(_resume_worker, 2, (2, _free_port(), argv, str(tmp_path)))
+    spawn_or_fail(_resume_worker, 2, (2, free_port(), argv, str(tmp_path)))
     res = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     for r in res:
         assert r["rc"] == 2, res
@@ -299,13 +247,13 @@ def test_full_disk_during_training_ends_with_one_line(tiny_data, tmp_path, capsy
     """The checkpoint write of epoch 1 hits a full disk (its temp file is a link to /dev/full): train.py
     says 'no space left on <folder>' in one line, exits 1, removes the temp file, keeps epoch 0's last.pth."""
     import sys
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(REPO))
     import train
     from gka_vision.engine.checkpoint import load_checkpoint
     out = tmp_path / "full"
     run(tiny_cfg(tiny_data, out, "stop_after_epoch=0"))
     os.symlink("/dev/full", out / "last.pth.tmp")
-    config = str(Path(__file__).resolve().parent.parent / "configs/fashion_mnist/bundled.yaml")
+    config = str(BUNDLED_CONFIG)
     capsys.readouterr()
     rc = train.main(["--config", config, f"data.root={tiny_data}", f"output={out}", "data.batch_size=20",
                      "data.val_batch_size=50", "data.num_workers=0", "data.shuffle_buffer=50", "sched.epochs=2",
