@@ -39,7 +39,7 @@ use_repo_imports "$SITE"
 # 1) CUDA tests (Triton selective scan fwd+bwd vs the PyTorch scan; models with the auto backend)
 echo "== CUDA tests (timeout ${TESTS_S}s)" >>"$LOG"
 timeout -k 5 "$TESTS_S" python3 -m pytest tests/gpu/test_selective_scan_gpu.py \
-    tests/test_mamba_models.py tests/test_gkavision.py -k cuda -v -p no:cacheprovider -o addopts="" \
+    tests/gpu/test_models_gpu.py -v -p no:cacheprovider -o addopts="" \
     >"$WORK/tests.log" 2>&1
 tests_rc=$?
 cat "$WORK/tests.log" >>"$LOG"

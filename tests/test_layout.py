@@ -11,7 +11,7 @@ FILES = sorted(TESTS.rglob("*.py"))
 TEST_FILES = [p for p in FILES if p.name.startswith("test_")]
 # CUDA tests of the model-family files, still beside their CPU tests; remove a name once its file's CUDA
 # tests are in tests/gpu (the strict xfail then fails as a reminder)
-CUDA_TESTS_TO_MOVE = {"test_gka_models.py", "test_mamba_models.py", "test_gkavision.py"}
+CUDA_TESTS_TO_MOVE = set()
 
 
 def _rel(p):

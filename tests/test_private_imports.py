@@ -11,7 +11,7 @@ SOURCES = sorted([*(REPO / "gka_vision").rglob("*.py"), REPO / "train.py", REPO 
 OURS = ("gka_vision", "gka_kernels")
 # layer and model modules whose shared helpers are still private; remove a name once its imports are public
 # (the strict xfail then fails as a reminder)
-TO_FIX = {"gka_vision/layers/gka_vision_mixer.py", "gka_vision/models/gkavision.py", "gka_vision/models/mamba_vim.py"}
+TO_FIX = set()
 
 
 def private_imports(path):

@@ -86,7 +86,7 @@ def check_cuda_train_step(name):
     return model, x
 
 
-# ---------------------------------------------------------------- generic per-model checks (tests/test_timm_conformance.py)
+# ---------------------------------------------------------------- generic per-model checks (tests/models/test_timm_conformance.py)
 # Written from what timm's own tests/test_models.py checks for every architecture it ships; each takes the
 # model (or a factory for it) and an input, and derives its expectations from the model's own metadata
 # (default_cfg, feature_info, output_fmt, num_features).

@@ -3,7 +3,6 @@
 Every registered gka_vit model is built once at full size (on the meta device) to check its parameter
 count; all other tests override the sizes with TINY so that CPU runs take seconds.
 """
-import os
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ from safetensors.torch import save_file
 import gka_vision  # noqa: F401  (registers the models)
 from gka_vision.models.gka_vit import checkpoint_filter_fn
 
-from timm_api import (check_cuda_train_step, check_default_cfg_and_head, check_grad_checkpointing_identical,  # tests/timm_api.py
+from timm_api import (check_default_cfg_and_head, check_grad_checkpointing_identical,  # tests/timm_api.py
                       check_param_count, create, images, load, meta_model)
 
 MODELS = timm.list_models(module='gka_vit')
@@ -247,12 +246,6 @@ def test_no_weight_decay_and_param_groups():
 
     groups = timm.models.group_parameters(model, model.group_matcher())
     assert len(groups) == TINY['depth'] + 2  # stem, blocks, final norm
-
-
-@pytest.mark.skipif(not torch.cuda.is_available() or os.environ.get('GKA_SKIP_GPU') == '1', reason='needs CUDA')
-@pytest.mark.parametrize('name', MODELS)
-def test_cuda_auto_backend(name):
-    check_cuda_train_step(name)
 
 
 def _warnings(caplog):

@@ -1,6 +1,6 @@
 """Vim-style Mamba baselines (module mamba_vim) through the timm API, and the Mamba mixers; CPU, tiny configs.
 
-Mirrors tests/test_gka_models.py: full sizes are only built on the meta device (parameter counts);
+Mirrors tests/models/test_gka_models.py: full sizes are only built on the meta device (parameter counts);
 everything else overrides the sizes with TINY.
 """
 import pytest
@@ -13,7 +13,7 @@ import gka_vision  # noqa: F401  (registers the models)
 from gka_vision.layers.mamba_mixer import BidirectionalMambaMixer, MambaVisionMixer
 from gka_vision.ops.selective_scan import selective_scan
 
-from timm_api import (check_cuda_train_step, check_default_cfg_and_head, check_grad_checkpointing_identical,  # tests/timm_api.py
+from timm_api import (check_default_cfg_and_head, check_grad_checkpointing_identical,  # tests/timm_api.py
                       check_param_count, create, images, load, meta_model)
 
 torch.set_num_threads(1)
@@ -228,20 +228,6 @@ def test_bf16_autocast_and_param_groups(name):
     assert len(timm.models.group_parameters(model, model.group_matcher())) == TINY['depth'] + 2
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
-@pytest.mark.parametrize('name', ['mamba_vim_tiny_patch16_224', 'mambavision_tiny'])
-def test_cuda_auto_backend(name):
-    model, x = check_cuda_train_step(name)
-    # the same weights through the PyTorch scan give the same logits (fp32, eval)
-    model.eval()
-    with torch.no_grad():
-        auto = model(x)
-        for m in model.modules():
-            if hasattr(m, 'backend'):
-                m.backend = 'torch'
-        torch.testing.assert_close(model(x), auto, rtol=1e-3, atol=1e-3)
-
-
 @pytest.mark.filterwarnings("ignore:Using padding='same'")
 @pytest.mark.parametrize('d_conv', [3, 4])
 def test_mambavision_mixer_convs_are_same_padded(d_conv):
@@ -263,26 +249,3 @@ def test_mambavision_mixer_convs_are_same_padded(d_conv):
         y, y_far, y_near = m(tokens), m(far), m(near)
     torch.testing.assert_close(y_far[:, 0], y[:, 0])
     assert (y_near[:, 0] - y[:, 0]).abs().max() > 1e-4
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
-def test_cuda_mixers_triton_scan_matches_torch_scan_forward_and_backward():
-    """Both Mamba mixers on the GPU with the Triton selective scan against the PyTorch scan: same output and
-    same gradients of the input and of every parameter (fp32, the layouts the models pass)."""
-    from gka_vision.layers.mamba_mixer import BidirectionalMambaMixer, MambaVisionMixer
-
-    for cls in (BidirectionalMambaMixer, MambaVisionMixer):
-        torch.manual_seed(0)
-        mixer = cls(64, d_state=8).cuda()
-        x = torch.randn(2, 49, 64, device='cuda')
-        outs, grads = [], []
-        for backend in ('torch', 'triton'):
-            mixer.backend = backend
-            xi = x.clone().requires_grad_()
-            out = mixer(xi)
-            outs.append(out)
-            grads.append(torch.autograd.grad(out.square().sum(), [xi] + list(mixer.parameters())))
-        torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-4, msg=lambda m: f'{cls.__name__}: {m}')
-        for a, c in zip(*grads):
-            torch.testing.assert_close(c, a, rtol=1e-3, atol=1e-4 * max(a.abs().max().item(), 1.0),
-                                       msg=lambda m: f'{cls.__name__} grad: {m}')

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 import gka_vision  # noqa: F401  (registers the models)
 from gka_vision.models.gkavision import HybridStage, window_partition, window_reverse
 
-from timm_api import (check_cuda_train_step, check_default_cfg_and_head, check_grad_checkpointing_identical,  # tests/timm_api.py
+from timm_api import (check_default_cfg_and_head, check_grad_checkpointing_identical,  # tests/timm_api.py
                       check_param_count, create, images, load, meta_model)
 
 torch.set_num_threads(1)
@@ -258,9 +258,3 @@ def test_bf16_autocast_and_param_groups(name):
     # stem, one group per block (a downsample joins its stage's first block, as in timm's convnext), head
     assert len(groups) == 1 + sum(TINY['depths']) + 1
     assert any('stages.1.downsample.weight' in g and 'stages.1.blocks.0.conv1.weight' in g for g in groups.values())
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
-@pytest.mark.parametrize('name', ['mambavision_tiny', 'gkavision_tiny'])
-def test_cuda_auto_backend(name):
-    check_cuda_train_step(name)
