@@ -315,3 +315,16 @@ def check_meta_structure(make, x_shape=(1, 3, 224, 224)):
     names = [n for n, _ in model.named_parameters()]
     for pattern in model.no_weight_decay():
         assert any(fnmatch.fnmatch(n, pattern) for n in names), pattern
+
+
+def check_bf16_autocast_step(model, x):
+    """A CPU bf16-autocast forward and backward of `model` (train mode): finite output, and a finite gradient for
+    every parameter."""
+    model.train()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = model(x)
+    assert torch.isfinite(out.float()).all()
+    out.float().mean().backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+    return out

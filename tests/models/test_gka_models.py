@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 import gka_vision  # noqa: F401  (registers the models)
 from gka_vision.models.gka_vit import checkpoint_filter_fn
 
-from timm_api import (check_default_cfg_and_head, check_grad_checkpointing_identical,  # tests/timm_api.py
+from timm_api import (check_bf16_autocast_step, check_default_cfg_and_head, check_grad_checkpointing_identical,  # tests/timm_api.py
                       check_param_count, create, images, load, meta_model)
 
 MODELS = timm.list_models(module='gka_vit')
@@ -223,13 +223,7 @@ def test_bad_inputs_raise_clear_errors(name):
 def test_bf16_autocast_forward_backward():
     # One model is enough: TINY makes every entrypoint the same module, and CPU bf16 is slow.
     model = _create(MODELS[0], num_classes=10)
-    model.train()
-    with torch.autocast('cpu', dtype=torch.bfloat16):
-        out = model(_x())
-    assert torch.isfinite(out.float()).all()
-    out.float().mean().backward()
-    for pname, p in model.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+    check_bf16_autocast_step(model, _x())
 
 
 def test_no_weight_decay_and_param_groups():
