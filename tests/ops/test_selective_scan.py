@@ -292,6 +292,30 @@ def test_mamba_ssm_extension_is_detected_and_called(monkeypatch, clear_mamba_cac
     assert ("fwd", 4, True) in calls and ("bwd", torch.Size([2, 4, 1, 6]), True) in calls
 
 
+
+def test_standalone_selective_scan_cuda_is_used_without_mamba_ssm(monkeypatch, clear_mamba_cache):
+    """The extension built on its own (no mamba_ssm package, as the benchmarks' anchor build does) is offered
+    on CUDA; one without fwd/bwd is refused with one warning."""
+    import sys
+    import types
+    import warnings
+
+    from gka_vision.ops import selective_scan as ss
+
+    monkeypatch.setitem(sys.modules, "mamba_ssm", None)
+    ext = types.ModuleType("selective_scan_cuda")
+    ext.fwd = ext.bwd = lambda *args: None
+    monkeypatch.setitem(sys.modules, "selective_scan_cuda", ext)
+    ss._mamba_ssm_ext.cache_clear()
+    assert ss._mamba_ssm_fn() is ext and "mamba_ssm" in available_backends("cuda")
+    assert "mamba_ssm" not in available_backends("cpu")
+    monkeypatch.setitem(sys.modules, "selective_scan_cuda", types.ModuleType("selective_scan_cuda"))
+    ss._mamba_ssm_ext.cache_clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert "mamba_ssm" not in available_backends("cuda")
+    assert sum("no fwd/bwd" in str(w.message) for w in caught) == 1
+
 _MEMORY_SCRIPT = r"""
 import resource, sys, torch, timm
 import gka_vision
