@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU measurements of the GKA core and the models, for the device tool (carry .whl and .anchors):
 #   run(carry=[".whl", ".anchors"], command="bash scripts/gpu_benchmarks.sh tests core profile")
-#   run(command="bash scripts/gpu_benchmarks.sh compare")           # the next call, on the still-warm machine
+#   run(carry=[".whl", ".anchors"], command="bash scripts/gpu_benchmarks.sh compare")   # the next call, at once
+# (carry both in every call: an ignored folder that a call does not carry is gone on the device)
 # Stages, in the order given:
 #   tests    tests/gpu (kernel correctness vs the float64 reference, compile of every model with the Triton backend)
 #   core     benchmarks/bench_gka_core.py with the anchors (the paper authors' kernels, fla's GKA port)
@@ -29,8 +30,10 @@ for stage in "$@"; do
     echo "== $stage ($(date -u +%H:%M:%S))"
     case $stage in
         tests)
-            timeout "${TESTS_S:-300}" python3 -m pytest tests/gpu -q -p no:cacheprovider -o addopts="" -rfE 2>&1 \
-                | tee "$OUT/tests.log" | grep -E "passed|failed|error|FAILED|ERROR" ;;
+            # the kernel and model tests first, the compile tests (Inductor, ~30 s a model) last
+            timeout "${TESTS_S:-600}" python3 -m pytest tests/gpu/test_gka_triton_gpu.py tests/gpu/test_selective_scan_gpu.py \
+                tests/gpu/test_models_gpu.py tests/gpu/test_compile_gpu.py -v -p no:cacheprovider -o addopts="" -rfE 2>&1 \
+                | tee "$OUT/tests.log" | grep -E "passed|failed|error|FAILED|ERROR" | tail -n 80 ;;
         core)
             # shellcheck disable=SC2086
             timeout "${CORE_S:-300}" python3 benchmarks/bench_gka_core.py --no-torch --profile \

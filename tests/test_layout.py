@@ -60,3 +60,12 @@ def test_cuda_tests_live_in_gpu_with_the_marker(path):
     assert _checks_cuda(path) <= in_gpu, f"{_rel(path)} has CUDA-only tests outside tests/gpu"
     if in_gpu:
         assert "pytest.mark.gpu" in path.read_text(), f"{_rel(path)} lacks pytestmark = pytest.mark.gpu"
+
+
+def test_the_gpu_script_runs_every_gpu_test_file():
+    """scripts/gpu_benchmarks.sh's `tests` stage names the tests/gpu files one by one (kernel tests before the
+    slow compile tests); a new file there must be added to it or it never runs on the device."""
+    script = (TESTS.parent / "scripts" / "gpu_benchmarks.sh").read_text()
+    missing = [p.name for p in sorted((TESTS / "gpu").glob("test_*.py")) if f"tests/gpu/{p.name}" not in script]
+    assert not missing, f"scripts/gpu_benchmarks.sh's tests stage does not run {missing}"
+    assert script.index("tests/gpu/test_gka_triton_gpu.py") < script.index("tests/gpu/test_compile_gpu.py")
