@@ -182,6 +182,37 @@ def _cols_ptr_mask(ptr, tok, valid, c0, D: tl.constexpr, BN: tl.constexpr):
     return ptr + tok[:, None] * D + offs[None, :], valid[:, None] & (offs[None, :] < D)
 
 
+@triton.jit
+def _head_and_direction(i_bh, i_s, H, BTH, dir_base):
+    """(rev, i_b, i_h, gate_off) of program row i_bh = b*H + h in direction i_s of the launch: rev when that
+    direction (dir_base + i_s) reads the tokens from the end; gate_off = i_s * B*T*H (int64), where the
+    direction's slice of the [NDIR, B, T, H] buffers starts (the gates, and every output indexed by dir_tok)."""
+    rev = (dir_base + i_s) == 1
+    i_b = i_bh // H
+    i_h = i_bh % H
+    gate_off = i_s.to(tl.int64) * BTH
+    return rev, i_b, i_h, gate_off
+
+
+@triton.jit
+def _solve_program(T, H, BTH, dir_base, BC: tl.constexpr):
+    """(c, i_bh, i_s, valid, tok, gate_off) of a solve-kernel program, grid (NC, B*H, NDIR): its chunk c, row
+    i_bh = b*H + h and direction i_s, the chunk's tokens (_token_offsets) and the direction's offset gate_off.
+
+    Loading the chunk's tiles and gates here, or calling _head_and_direction from here, reorders the compiled
+    solve kernels and moves their spills (benchmarks/kernel_resources.py): the kernels load them in their own
+    order, and the head/direction lines are written out."""
+    c = tl.program_id(0)
+    i_bh = tl.program_id(1)
+    i_s = tl.program_id(2)
+    rev = (dir_base + i_s) == 1
+    i_b = i_bh // H
+    i_h = i_bh % H
+    gate_off = i_s.to(tl.int64) * BTH
+    valid, tok = _token_offsets(c, T, H, i_b, i_h, rev, BC)
+    return c, i_bh, i_s, valid, tok, gate_off
+
+
 @triton.jit(do_not_specialize=["T"])
 def _fwd_states_kernel(k_ptr, v_ptr, gate_ptr, hk_ptr, hv_ptr,
                        T, H, NBH, BTH, NC, dir_base,
@@ -197,10 +228,7 @@ def _fwd_states_kernel(k_ptr, v_ptr, gate_ptr, hk_ptr, hv_ptr,
     i_bh = tl.program_id(0)
     i_s = tl.program_id(1)
     c0 = tl.program_id(2) * BN
-    rev = (dir_base + i_s) == 1
-    i_b = i_bh // H
-    i_h = i_bh % H
-    gate_off = i_s.to(tl.int64) * BTH
+    rev, i_b, i_h, gate_off = _head_and_direction(i_bh, i_s, H, BTH, dir_base)
     Hk = tl.zeros([BD, BN], dtype=tl.float32)
     Sv = tl.zeros([BD, BN], dtype=tl.float32)
     slot0 = (i_s.to(tl.int64) * NBH + i_bh) * NC
@@ -244,14 +272,7 @@ def _fwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr,
     times larger than q, so the read-out S_t q'_t cancels and needs fp32-accurate products.
     Each direction writes its own slice of o ([NDIR, B, T, H, D]; no atomics), summed by the caller.
     """
-    c = tl.program_id(0)
-    i_bh = tl.program_id(1)
-    i_s = tl.program_id(2)
-    rev = (dir_base + i_s) == 1
-    i_b = i_bh // H
-    i_h = i_bh % H
-    gate_off = i_s.to(tl.int64) * BTH
-    valid, tok = _token_offsets(c, T, H, i_b, i_h, rev, BC)
+    c, i_bh, i_s, valid, tok, gate_off = _solve_program(T, H, BTH, dir_base, BC)
     K = _load_rows(k_ptr, tok, valid, D, BD)
     gg, G, M = _chunk_gates(gate_ptr, gate_off, tok, valid, BC)
     eG = tl.exp(G)
@@ -316,14 +337,7 @@ def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_pt
     PART 0 runs the three phases in one launch; PART 1 (phases 1-2, with LEAN: qbar ends in qb_ptr) and PART 2
     (phase 3) split them into two launches of the same grid, each with fewer live registers.
     """
-    c = tl.program_id(0)
-    i_bh = tl.program_id(1)
-    i_s = tl.program_id(2)
-    rev = (dir_base + i_s) == 1
-    i_b = i_bh // H
-    i_h = i_bh % H
-    gate_off = i_s.to(tl.int64) * BTH
-    valid, tok = _token_offsets(c, T, H, i_b, i_h, rev, BC)
+    c, i_bh, i_s, valid, tok, gate_off = _solve_program(T, H, BTH, dir_base, BC)
     dir_tok = gate_off + tok
     slot = (i_s.to(tl.int64) * NBH + i_bh) * NC + c
     gg, G, M = _chunk_gates(gate_ptr, gate_off, tok, valid, BC)
@@ -434,10 +448,7 @@ def _bwd_states_kernel(k_ptr, v_ptr, gate_ptr, u_ptr, w_ptr, dk_ptr, dv_ptr, dgp
     i_s = tl.program_id(1)
     i_n = tl.program_id(2)
     c0 = i_n * BN
-    rev = (dir_base + i_s) == 1
-    i_b = i_bh // H
-    i_h = i_bh % H
-    gate_off = i_s.to(tl.int64) * BTH
+    rev, i_b, i_h, gate_off = _head_and_direction(i_bh, i_s, H, BTH, dir_base)
     R = tl.zeros([BD, BN], dtype=tl.float32)
     dS_rows = tl.zeros([BN, BD], dtype=tl.float32)
     dS_cols = tl.zeros([BD, BN], dtype=tl.float32)

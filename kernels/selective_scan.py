@@ -25,6 +25,36 @@ __all__ = ["selective_scan_triton", "selective_scan_triton_forward", "selective_
 
 
 @triton.jit
+def _program_tile(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, DIM, N,
+                  s_u_b, s_u_d, s_dt_b, s_dt_d, s_A_d, s_A_n, s_B_b, s_B_n, s_C_b, s_C_n,
+                  BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """What the program (batch b, block of BLOCK_D channels) owns: (pid_b (int64), pid_d, offs_d, offs_n, mask_d,
+    mask_n, mask_dn, its fp32 A tile [BLOCK_D, BLOCK_N], and the base pointers of u, delta, B, C at t = 0)."""
+    pid_b = tl.program_id(0).to(tl.int64)
+    pid_d = tl.program_id(1)
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_d = offs_d < DIM
+    mask_n = offs_n < N
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    A = tl.load(A_ptr + offs_d[:, None] * s_A_d + offs_n[None, :] * s_A_n, mask=mask_dn, other=0.0).to(tl.float32)
+    u_base = u_ptr + pid_b * s_u_b + offs_d * s_u_d
+    dt_base = dt_ptr + pid_b * s_dt_b + offs_d * s_dt_d
+    B_base = B_ptr + pid_b * s_B_b + offs_n * s_B_n
+    C_base = C_ptr + pid_b * s_C_b + offs_n * s_C_n
+    return pid_b, pid_d, offs_d, offs_n, mask_d, mask_n, mask_dn, A, u_base, dt_base, B_base, C_base
+
+
+@triton.jit
+def _load_step(u_base, dt_base, B_base, t, s_u_l, s_dt_l, s_B_l, mask_d, mask_n):
+    """u_t, delta_t [BLOCK_D] and B_t [BLOCK_N] of token t in fp32 (zeros where masked)."""
+    u_t = tl.load(u_base + t * s_u_l, mask=mask_d, other=0.0).to(tl.float32)
+    dt_t = tl.load(dt_base + t * s_dt_l, mask=mask_d, other=0.0).to(tl.float32)
+    B_t = tl.load(B_base + t * s_B_l, mask=mask_n, other=0.0).to(tl.float32)
+    return u_t, dt_t, B_t
+
+
+@triton.jit
 def _ssm_fwd_kernel(
     u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, y_ptr,
     L, DIM, N,
@@ -36,30 +66,16 @@ def _ssm_fwd_kernel(
     s_y_b, s_y_d, s_y_l,
     REVERSE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    pid_b = tl.program_id(0).to(tl.int64)
-    pid_d = tl.program_id(1)
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
-    mask_d = offs_d < DIM
-    mask_n = offs_n < N
-    mask_dn = mask_d[:, None] & mask_n[None, :]
-
-    A = tl.load(A_ptr + offs_d[:, None] * s_A_d + offs_n[None, :] * s_A_n, mask=mask_dn, other=0.0).to(tl.float32)
-    u_base = u_ptr + pid_b * s_u_b + offs_d * s_u_d
-    dt_base = dt_ptr + pid_b * s_dt_b + offs_d * s_dt_d
-    B_base = B_ptr + pid_b * s_B_b + offs_n * s_B_n
-    C_base = C_ptr + pid_b * s_C_b + offs_n * s_C_n
+    pid_b, pid_d, offs_d, offs_n, mask_d, mask_n, mask_dn, A, u_base, dt_base, B_base, C_base = _program_tile(
+        u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, DIM, N,
+        s_u_b, s_u_d, s_dt_b, s_dt_d, s_A_d, s_A_n, s_B_b, s_B_n, s_C_b, s_C_n, BLOCK_D, BLOCK_N)
     y_base = y_ptr + pid_b * s_y_b + offs_d * s_y_d
 
     # the loads of step i + 1 are issued before step i computes, hiding their latency behind the recurrence
-    step = 1
-    t0 = 0
+    t0, step = 0, 1
     if REVERSE:
-        step = -1
-        t0 = L - 1
-    u_n = tl.load(u_base + t0 * s_u_l, mask=mask_d, other=0.0).to(tl.float32)
-    dt_n = tl.load(dt_base + t0 * s_dt_l, mask=mask_d, other=0.0).to(tl.float32)
-    B_n = tl.load(B_base + t0 * s_B_l, mask=mask_n, other=0.0).to(tl.float32)
+        t0, step = L - 1, -1
+    u_n, dt_n, B_n = _load_step(u_base, dt_base, B_base, t0, s_u_l, s_dt_l, s_B_l, mask_d, mask_n)
     C_n = tl.load(C_base + t0 * s_C_l, mask=mask_n, other=0.0).to(tl.float32)
     x = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     for i in range(0, L):
@@ -69,9 +85,8 @@ def _ssm_fwd_kernel(
         u_t, dt_t, B_t, C_t = u_n, dt_n, B_n, C_n
         nxt = t + step
         has_next = i + 1 < L
-        u_n = tl.load(u_base + nxt * s_u_l, mask=mask_d & has_next, other=0.0).to(tl.float32)
-        dt_n = tl.load(dt_base + nxt * s_dt_l, mask=mask_d & has_next, other=0.0).to(tl.float32)
-        B_n = tl.load(B_base + nxt * s_B_l, mask=mask_n & has_next, other=0.0).to(tl.float32)
+        u_n, dt_n, B_n = _load_step(u_base, dt_base, B_base, nxt, s_u_l, s_dt_l, s_B_l,
+                                    mask_d & has_next, mask_n & has_next)
         C_n = tl.load(C_base + nxt * s_C_l, mask=mask_n & has_next, other=0.0).to(tl.float32)
         x = tl.exp(dt_t[:, None] * A) * x + (dt_t * u_t)[:, None] * B_t[None, :]
         y_t = tl.sum(x * C_t[None, :], axis=1)
@@ -93,19 +108,9 @@ def _ssm_bwd_kernel(
 ):
     # contiguous outputs, laid out so that each step writes one contiguous run:
     # du, ddt [b, L, DIM]; dA [b, DIM, N]; dB, dC [b, NBLK, L, N]; states scratch [b, L, DIM, N]
-    pid_b = tl.program_id(0).to(tl.int64)
-    pid_d = tl.program_id(1)
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
-    mask_d = offs_d < DIM
-    mask_n = offs_n < N
-    mask_dn = mask_d[:, None] & mask_n[None, :]
-
-    A = tl.load(A_ptr + offs_d[:, None] * s_A_d + offs_n[None, :] * s_A_n, mask=mask_dn, other=0.0).to(tl.float32)
-    u_base = u_ptr + pid_b * s_u_b + offs_d * s_u_d
-    dt_base = dt_ptr + pid_b * s_dt_b + offs_d * s_dt_d
-    B_base = B_ptr + pid_b * s_B_b + offs_n * s_B_n
-    C_base = C_ptr + pid_b * s_C_b + offs_n * s_C_n
+    pid_b, pid_d, offs_d, offs_n, mask_d, mask_n, mask_dn, A, u_base, dt_base, B_base, C_base = _program_tile(
+        u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, DIM, N,
+        s_u_b, s_u_d, s_dt_b, s_dt_d, s_A_d, s_A_n, s_B_b, s_B_n, s_C_b, s_C_n, BLOCK_D, BLOCK_N)
     gy_base = gy_ptr + pid_b * s_gy_b + offs_d * s_gy_d
     st_base = states_ptr + pid_b * L * DIM * N + offs_d[:, None] * N + offs_n[None, :]
     du_base = du_ptr + pid_b * L * DIM + offs_d
@@ -114,14 +119,10 @@ def _ssm_bwd_kernel(
     dC_base = dC_ptr + (pid_b * NBLK + pid_d) * L * N + offs_n
 
     # 1) replay the forward recurrence, keeping every state (loads of the next step prefetched)
-    step = 1
-    t0 = 0
+    t0, step = 0, 1
     if REVERSE:
-        step = -1
-        t0 = L - 1
-    u_n = tl.load(u_base + t0 * s_u_l, mask=mask_d, other=0.0).to(tl.float32)
-    dt_n = tl.load(dt_base + t0 * s_dt_l, mask=mask_d, other=0.0).to(tl.float32)
-    B_n = tl.load(B_base + t0 * s_B_l, mask=mask_n, other=0.0).to(tl.float32)
+        t0, step = L - 1, -1
+    u_n, dt_n, B_n = _load_step(u_base, dt_base, B_base, t0, s_u_l, s_dt_l, s_B_l, mask_d, mask_n)
     x = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     for i in range(0, L):
         t = i
@@ -130,9 +131,8 @@ def _ssm_bwd_kernel(
         u_t, dt_t, B_t = u_n, dt_n, B_n
         nxt = t + step
         has_next = i + 1 < L
-        u_n = tl.load(u_base + nxt * s_u_l, mask=mask_d & has_next, other=0.0).to(tl.float32)
-        dt_n = tl.load(dt_base + nxt * s_dt_l, mask=mask_d & has_next, other=0.0).to(tl.float32)
-        B_n = tl.load(B_base + nxt * s_B_l, mask=mask_n & has_next, other=0.0).to(tl.float32)
+        u_n, dt_n, B_n = _load_step(u_base, dt_base, B_base, nxt, s_u_l, s_dt_l, s_B_l,
+                                    mask_d & has_next, mask_n & has_next)
         x = tl.exp(dt_t[:, None] * A) * x + (dt_t * u_t)[:, None] * B_t[None, :]
         tl.store(st_base + t * DIM * N, x, mask=mask_dn)
     tl.debug_barrier()  # the states written above are read back by other threads of this program
@@ -142,9 +142,7 @@ def _ssm_bwd_kernel(
     t1 = L - 1
     if REVERSE:
         t1 = 0
-    u_n = tl.load(u_base + t1 * s_u_l, mask=mask_d, other=0.0).to(tl.float32)
-    dt_n = tl.load(dt_base + t1 * s_dt_l, mask=mask_d, other=0.0).to(tl.float32)
-    B_n = tl.load(B_base + t1 * s_B_l, mask=mask_n, other=0.0).to(tl.float32)
+    u_n, dt_n, B_n = _load_step(u_base, dt_base, B_base, t1, s_u_l, s_dt_l, s_B_l, mask_d, mask_n)
     C_n = tl.load(C_base + t1 * s_C_l, mask=mask_n, other=0.0).to(tl.float32)
     gy_n = tl.load(gy_base + t1 * s_gy_l, mask=mask_d, other=0.0).to(tl.float32)
     x_n = tl.load(st_base + t1 * DIM * N, mask=mask_dn, other=0.0)
@@ -159,9 +157,8 @@ def _ssm_bwd_kernel(
         has_prev = i < L - 1
         u_t, dt_t, B_t, C_t, gy_t, x_t = u_n, dt_n, B_n, C_n, gy_n, x_n
         x_prev = tl.load(st_base + t_prev * DIM * N, mask=mask_dn & has_prev, other=0.0)
-        u_n = tl.load(u_base + t_prev * s_u_l, mask=mask_d & has_prev, other=0.0).to(tl.float32)
-        dt_n = tl.load(dt_base + t_prev * s_dt_l, mask=mask_d & has_prev, other=0.0).to(tl.float32)
-        B_n = tl.load(B_base + t_prev * s_B_l, mask=mask_n & has_prev, other=0.0).to(tl.float32)
+        u_n, dt_n, B_n = _load_step(u_base, dt_base, B_base, t_prev, s_u_l, s_dt_l, s_B_l,
+                                    mask_d & has_prev, mask_n & has_prev)
         C_n = tl.load(C_base + t_prev * s_C_l, mask=mask_n & has_prev, other=0.0).to(tl.float32)
         gy_n = tl.load(gy_base + t_prev * s_gy_l, mask=mask_d & has_prev, other=0.0).to(tl.float32)
         x_n = x_prev

@@ -1,4 +1,5 @@
-"""Helpers and timm-API checks shared by the model-family tests (gka_vit, mamba_vim, mambavision/gkavision)."""
+"""Helpers and timm-API checks shared by the model-family tests (gka_vit, mamba_vim, mambavision/gkavision) and
+their mixers' tests."""
 import math
 import timm
 import torch
@@ -73,6 +74,56 @@ def check_param_count(model, target, what):
     assert abs(n - target) <= 0.1 * target, f'{what}: {n / 1e6:.2f}M params, target {target / 1e6:.1f}M'
 
 
+def check_grads(module, nonzero=False):
+    """Every parameter of `module` has a finite gradient (with nonzero: not all zero); a failure names it."""
+    for pname, p in module.named_parameters():
+        assert p.grad is not None, pname
+        assert torch.isfinite(p.grad).all(), pname
+        if nonzero:
+            assert p.grad.abs().sum() > 0, pname
+
+
+def check_mixer_backward(mixer, x, hw):
+    """mixer(x, hw).square().mean() backpropagates a finite gradient to x and a finite, nonzero one to every
+    parameter of the mixer."""
+    x.requires_grad_()
+    mixer(x, hw).square().mean().backward()
+    assert torch.isfinite(x.grad).all()
+    check_grads(mixer, nonzero=True)
+
+
+def check_load_adapts_head_and_size(model, load, width):
+    """A tiny isotropic model at 64 px (pos_embed [1, 4, 4, width]) whose weights load(**overrides) loads through
+    timm's pretrained path: num_classes=5 gives a 5-class head on unchanged features; img_size=96 gives a 6x6
+    pos_embed, the bicubic resize the 64 px model applies on the fly to a 96 px input, so the same output."""
+    x, x96 = images(), images(2, 96, 96)
+    five = load(num_classes=5).eval()
+    assert five.head.weight.shape == (5, width)
+    big = load(img_size=96).eval()
+    assert big.pos_embed.shape == (1, 6, 6, width)
+    with torch.no_grad():
+        torch.testing.assert_close(five.forward_features(x), model.forward_features(x), rtol=0, atol=0)
+        torch.testing.assert_close(big(x96), model(x96), rtol=1e-5, atol=1e-5)
+
+
+def check_intermediates_match_features(model, x, shapes, early):
+    """Eval, no grad: forward_intermediates(x) ends in forward_features(x) and gives maps of `shapes`; stop_early at
+    index `early` gives that map again; grad checkpointing (switched on, then off) keeps the final output.
+    Returns (features, intermediates)."""
+    model.eval()
+    with torch.no_grad():
+        feat = model.forward_features(x)
+        final, inter = model.forward_intermediates(x)
+        torch.testing.assert_close(final, feat)
+        assert [tuple(t.shape) for t in inter] == shapes
+        first = model.forward_intermediates(x, indices=[early], stop_early=True, intermediates_only=True)
+        torch.testing.assert_close(first[0], inter[early])
+        model.set_grad_checkpointing()
+        torch.testing.assert_close(model.forward_intermediates(x)[0], feat)
+        model.set_grad_checkpointing(False)
+    return feat, inter
+
+
 def check_cuda_train_step(name):
     """One bf16-autocast training step of the model on CUDA at 224 px (the scan backend 'auto'): the output
     and every parameter gradient exist and are finite. Returns (model, x) for further checks."""
@@ -82,7 +133,7 @@ def check_cuda_train_step(name):
         out = model(x)
     out.float().mean().backward()
     assert torch.isfinite(out.float()).all()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    check_grads(model)
     return model, x
 
 
@@ -117,7 +168,7 @@ def check_backward(model, x, num_classes):
     missing = [n for n, p in model.named_parameters() if p.grad is None]
     assert not missing, f'no gradient for {missing}'
     assert sum(p.grad.numel() for p in model.parameters()) == sum(p.numel() for p in model.parameters())
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    check_grads(model)
 
 
 def check_default_cfg(make, size=None):
@@ -325,6 +376,5 @@ def check_bf16_autocast_step(model, x):
         out = model(x)
     assert torch.isfinite(out.float()).all()
     out.float().mean().backward()
-    for pname, p in model.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+    check_grads(model)
     return out

@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from gka_vision.layers import BidirectionalGKAMixer, GatedRMSNorm
 from gka_vision.layers.mixer_parts import log_forget_gate
 
+from timm_api import check_mixer_backward  # tests/timm_api.py
+
 DIM, HEADS = 32, 2
 
 
@@ -36,14 +38,7 @@ def test_both_directions_matter(src, dst):
 
 
 def test_gradients_reach_every_parameter_and_are_finite():
-    m = _mixer()
-    x = torch.randn(2, 12, DIM, requires_grad=True)
-    m(x, (3, 4)).square().mean().backward()
-    assert torch.isfinite(x.grad).all()
-    for name, p in m.named_parameters():
-        assert p.grad is not None, name
-        assert torch.isfinite(p.grad).all(), name
-        assert p.grad.abs().sum() > 0, name
+    check_mixer_backward(_mixer(), torch.randn(2, 12, DIM), (3, 4))
 
 
 def test_backend_is_passed_through():

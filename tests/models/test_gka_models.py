@@ -13,8 +13,9 @@ from safetensors.torch import save_file
 import gka_vision  # noqa: F401  (registers the models)
 from gka_vision.models.gka_vit import checkpoint_filter_fn
 
-from timm_api import (check_bf16_autocast_step, check_default_cfg_and_head, check_grad_checkpointing_identical,  # tests/timm_api.py
-                      check_param_count, create, images, load, meta_model)
+from timm_api import (check_bf16_autocast_step, check_default_cfg_and_head,  # tests/timm_api.py
+                      check_grad_checkpointing_identical, check_intermediates_match_features,
+                      check_load_adapts_head_and_size, check_param_count, create, images, load, meta_model)
 
 MODELS = timm.list_models(module='gka_vit')
 TINY = dict(img_size=64, embed_dim=64, depth=3, num_heads=2, num_iter=4, backend='torch')
@@ -43,18 +44,6 @@ def test_all_sizes_registered():
 @pytest.mark.parametrize('name', MODELS)
 def test_param_count_within_10_percent(name):
     check_param_count(meta_model(name), PARAM_TARGETS[name], name)
-
-
-@pytest.mark.parametrize('name', MODELS)
-def test_forward_backward(name):
-    model = _create(name, num_classes=42, drop_path_rate=0.1, drop_rate=0.1)
-    model.train()
-    out = model(_x())
-    assert out.shape == (2, 42) and torch.isfinite(out).all()
-    out.mean().backward()
-    for pname, p in model.named_parameters():
-        assert p.grad is not None, pname
-        assert torch.isfinite(p.grad).all(), pname
 
 
 @pytest.mark.parametrize('name', MODELS)
@@ -87,23 +76,12 @@ def test_features_only(name):
 @pytest.mark.parametrize('name', MODELS)
 def test_forward_intermediates(name):
     model = _create(name)
-    model.eval()
     x = _x()
+    check_intermediates_match_features(model, x, [(2, 64, 4, 4)] * 3, early=0)
+    assert len(model.feature_info) == 3
     with torch.no_grad():
-        feat = model.forward_features(x)
-        final, inter = model.forward_intermediates(x)
-        torch.testing.assert_close(final, feat)
-        assert len(inter) == len(model.feature_info) == 3
-        assert all(t.shape == (2, 64, 4, 4) for t in inter)
-
         nhwc = model.forward_intermediates(x, indices=[1], output_fmt='NHWC', norm=True, intermediates_only=True)
         assert len(nhwc) == 1 and nhwc[0].shape == (2, 4, 4, 64)
-        early = model.forward_intermediates(x, indices=[0], stop_early=True, intermediates_only=True)
-        torch.testing.assert_close(early[0], inter[0])
-
-        model.set_grad_checkpointing()
-        final_ckpt, _ = model.forward_intermediates(x)
-        torch.testing.assert_close(final_ckpt, feat)
 
     taken = model.prune_intermediate_layers(indices=2)
     assert taken == [1, 2] and model.num_classes == 0
@@ -139,20 +117,7 @@ def test_load_adapts_num_classes_and_img_size(name, tmp_path):
     model = _create(name, seed=3).eval()
     path = tmp_path / 'w.safetensors'
     save_file(model.state_dict(), str(path))
-    x = _x()
-
-    five = _load(name, path, num_classes=5).eval()
-    assert five.head.weight.shape == (5, 64)
-    with torch.no_grad():
-        torch.testing.assert_close(five.forward_features(x), model.forward_features(x), rtol=0, atol=0)
-
-    # A larger stored grid: the loaded pos_embed is the bicubic resize, the same one the 64px model
-    # applies on the fly to a 96px input, so both give the same output.
-    big = _load(name, path, img_size=96).eval()
-    assert big.pos_embed.shape == (1, 6, 6, 64)
-    x96 = _x(2, 96, 96)
-    with torch.no_grad():
-        torch.testing.assert_close(big(x96), model(x96), rtol=1e-5, atol=1e-5)
+    check_load_adapts_head_and_size(model, lambda **kw: _load(name, path, **kw), width=64)
 
 
 @pytest.mark.parametrize('name', MODELS)

@@ -8,6 +8,8 @@ from gka_vision.layers import GKAVisionMixer
 from gka_vision.layers.mamba_mixer import MambaVisionMixer
 from gka_vision.ops import gka_scan
 
+from timm_api import check_mixer_backward  # tests/timm_api.py
+
 torch.set_num_threads(1)
 DIM, HEADS = 80, 4  # scan: 2 heads of 20 on 40 channels
 
@@ -68,12 +70,7 @@ def test_scan_is_causal_and_conv_reach_is_local():
 
 
 def test_gradients_reach_every_parameter_and_are_finite():
-    m = _mixer()
-    x = torch.randn(2, 12, DIM, requires_grad=True)
-    m(x, (3, 4)).square().mean().backward()
-    assert torch.isfinite(x.grad).all()
-    for name, p in m.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+    check_mixer_backward(_mixer(), torch.randn(2, 12, DIM), (3, 4))
 
 
 def test_backend_reference_agrees():

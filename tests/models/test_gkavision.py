@@ -14,7 +14,8 @@ from safetensors.torch import save_file
 import gka_vision  # noqa: F401  (registers the models)
 from gka_vision.models.gkavision import HybridStage, window_partition, window_reverse
 
-from timm_api import (check_bf16_autocast_step, check_default_cfg_and_head, check_grad_checkpointing_identical,  # tests/timm_api.py
+from timm_api import (check_bf16_autocast_step, check_default_cfg_and_head,  # tests/timm_api.py
+                      check_grad_checkpointing_identical, check_grads, check_intermediates_match_features,
                       check_param_count, create, images, load, meta_model)
 
 torch.set_num_threads(1)
@@ -101,16 +102,6 @@ def test_gkavision_tiny_is_mambavision_tiny_with_another_mixer():
     assert {k.split('.mixer.')[0] for k in mv if '.mixer.' in k} == {k.split('.mixer.')[0] for k in gv if '.mixer.' in k}
 
 
-@pytest.mark.parametrize('name', MODELS)
-def test_forward_backward(name):
-    model = _create(name, num_classes=42, drop_path_rate=0.1, drop_rate=0.1).train()
-    out = model(_x())
-    assert out.shape == (2, 42) and torch.isfinite(out).all()
-    out.mean().backward()
-    for pname, p in model.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
-
-
 @pytest.mark.parametrize('name,kwargs', [('mambavision_tiny', {}), ('gkavision_tiny', {}),
                                          ('gkavision_tiny', dict(mixer='gka_bi'))])
 def test_zero_padded_windows_keep_gradients_bounded(name, kwargs):
@@ -128,8 +119,7 @@ def test_single_token_windows_still_give_every_parameter_a_gradient(name):
     """At 32 px stage 3 is 1x1 (sequence length 1): DDP needs a gradient for every parameter anyway."""
     model = _create(name, num_classes=5).train()
     model(_x(2, 32, 32)).mean().backward()
-    for pname, p in model.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+    check_grads(model)
 
 
 @pytest.mark.parametrize('name', MODELS)
@@ -155,19 +145,13 @@ def test_features_only(name):
 
 @pytest.mark.parametrize('name', MODELS)
 def test_forward_intermediates(name):
-    model = _create(name).eval()
+    model = _create(name)
     x = _x()
+    shapes = [(2, c, 64 // r, 64 // r) for c, r in zip(WIDTHS, [4, 8, 16, 32])]
+    feat, _ = check_intermediates_match_features(model, x, shapes, early=1)
     with torch.no_grad():
-        feat = model.forward_features(x)
-        final, inter = model.forward_intermediates(x)
-        torch.testing.assert_close(final, feat)
-        assert [tuple(t.shape) for t in inter] == [(2, c, 64 // r, 64 // r) for c, r in zip(WIDTHS, [4, 8, 16, 32])]
         last = model.forward_intermediates(x, indices=1, norm=True, intermediates_only=True)
         torch.testing.assert_close(last[0], feat)
-        early = model.forward_intermediates(x, indices=[1], stop_early=True, intermediates_only=True)
-        torch.testing.assert_close(early[0], inter[1])
-        model.set_grad_checkpointing()
-        torch.testing.assert_close(model.forward_intermediates(x)[0], feat)
     taken = model.prune_intermediate_layers(indices=[0, 2])
     assert taken == [0, 2] and len(model.stages) == 3 and model.num_classes == 0
 

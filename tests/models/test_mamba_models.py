@@ -13,8 +13,9 @@ import gka_vision  # noqa: F401  (registers the models)
 from gka_vision.layers.mamba_mixer import BidirectionalMambaMixer, MambaVisionMixer
 from gka_vision.ops.selective_scan import selective_scan
 
-from timm_api import (check_bf16_autocast_step, check_default_cfg_and_head, check_grad_checkpointing_identical,  # tests/timm_api.py
-                      check_param_count, create, images, load, meta_model)
+from timm_api import (check_bf16_autocast_step, check_default_cfg_and_head,  # tests/timm_api.py
+                      check_grad_checkpointing_identical, check_grads, check_intermediates_match_features,
+                      check_load_adapts_head_and_size, check_param_count, create, images, load, meta_model)
 
 torch.set_num_threads(1)
 
@@ -105,7 +106,7 @@ def test_mambavision_mixer_shapes_grads_and_errors():
     y = m(x, (2, 5))
     assert y.shape == x.shape
     y.square().mean().backward()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
+    check_grads(m)
     assert m.no_weight_decay() <= dict(m.named_parameters()).keys()
     with pytest.raises(ValueError, match=r'\[B, N, 24\]'):
         m(torch.randn(2, 10, 23))
@@ -134,16 +135,6 @@ def test_param_count_and_width(name):
 
 
 @pytest.mark.parametrize('name', MODELS)
-def test_forward_backward(name):
-    model = _create(name, num_classes=42, drop_path_rate=0.1, drop_rate=0.1).train()
-    out = model(_x())
-    assert out.shape == (2, 42) and torch.isfinite(out).all()
-    out.mean().backward()
-    for pname, p in model.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
-
-
-@pytest.mark.parametrize('name', MODELS)
 def test_default_cfg_and_head(name):
     check_default_cfg_and_head(_create(name), 'NHWC', (14, 14))
 
@@ -156,17 +147,9 @@ def test_features_only_and_intermediates(name):
         feats = model(_x(2, 64, 96))
     assert len(feats) == 3 and all(f.shape == (2, 32, 4, 6) and torch.isfinite(f).all() for f in feats)
 
-    model = _create(name).eval()
-    x = _x()
-    with torch.no_grad():
-        feat = model.forward_features(x)
-        final, inter = model.forward_intermediates(x)
-        torch.testing.assert_close(final, feat)
-        assert len(inter) == len(model.feature_info) == 3 and all(t.shape == (2, 32, 4, 4) for t in inter)
-        early = model.forward_intermediates(x, indices=[0], stop_early=True, intermediates_only=True)
-        torch.testing.assert_close(early[0], inter[0])
-        model.set_grad_checkpointing()
-        torch.testing.assert_close(model.forward_intermediates(x)[0], feat)
+    model = _create(name)
+    check_intermediates_match_features(model, _x(), [(2, 32, 4, 4)] * 3, early=0)
+    assert len(model.feature_info) == 3
 
 
 @pytest.mark.parametrize('name', MODELS[:1])
@@ -183,14 +166,7 @@ def test_save_then_load_adapts_head_and_size(name, tmp_path):
     loaded = _load(name, path, seed=4).eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
-    five = _load(name, path, num_classes=5).eval()
-    assert five.head.weight.shape == (5, 32)
-    big = _load(name, path, img_size=96).eval()
-    assert big.pos_embed.shape == (1, 6, 6, 32)
-    x96 = _x(2, 96, 96)
-    with torch.no_grad():
-        torch.testing.assert_close(five.forward_features(x), model.forward_features(x), rtol=0, atol=0)
-        torch.testing.assert_close(big(x96), model(x96), rtol=1e-5, atol=1e-5)
+    check_load_adapts_head_and_size(model, lambda **kw: _load(name, path, **kw), width=32)
 
 
 @pytest.mark.parametrize('name', MODELS[:1])

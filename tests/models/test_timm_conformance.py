@@ -1,5 +1,5 @@
 """timm's per-model checks on every model this project registers (gka_*, gkavision_*, mamba_vim_*,
-mambavision_*), on the CPU: forward, backward, default_cfg, forward_features / forward_head, features_only,
+mambavision_*), on the CPU: forward, backward (also with stochastic depth and dropout), default_cfg, forward_features / forward_head, features_only,
 forward_intermediates, FX forward and backward (timm's FX harness, plain torch.fx, feature_cls='fx'), the
 structure contract on the meta device (device= / dtype= factory kwargs, reset_classifier, frozen parameters),
 set_input_size persisted through save/reload, and TorchScript (torch.jit.script runs and matches eager; the
@@ -60,9 +60,10 @@ def test_forward(name):
     check_forward(_make(name)(), _x(1))
 
 
+@pytest.mark.parametrize('drop', [{}, dict(drop_path_rate=0.1, drop_rate=0.1)], ids=['default', 'drop'])
 @pytest.mark.parametrize('name', MODELS)
-def test_backward(name):
-    check_backward(_make(name)(num_classes=42), _x(), 42)
+def test_backward(name, drop):
+    check_backward(_make(name)(num_classes=42, **drop), _x(), 42)
 
 
 @pytest.mark.parametrize('name', MODELS)
