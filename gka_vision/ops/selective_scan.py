@@ -148,24 +148,15 @@ def _mamba_ssm_ext():
     without the Python package, as scripts/gpu_anchors_env.sh does). `mamba_ssm.ops.selective_scan_interface`
     imports without it in a broken install (e.g. built with MAMBA_SKIP_CUDA_BUILD), so the extension itself is
     checked; one warning says why it is not used."""
-    if _installed("mamba_ssm"):
-        try:
-            iface = importlib.import_module("mamba_ssm.ops.selective_scan_interface")
-            ext = getattr(iface, "selective_scan_cuda", None) or importlib.import_module("selective_scan_cuda")
-        except Exception as e:  # noqa: BLE001  (a missing .so, an ABI mismatch: ImportError, OSError...)
-            warnings.warn(f"selective_scan: mamba_ssm is installed but its CUDA extension selective_scan_cuda "
-                          f"does not import ({type(e).__name__}: {e}); using this project's scans instead "
-                          f"(reinstall mamba_ssm with its CUDA build to use it).", RuntimeWarning, stacklevel=2)
-            return None
-    elif _installed("selective_scan_cuda"):
-        try:
-            ext = importlib.import_module("selective_scan_cuda")
-        except Exception as e:  # noqa: BLE001
-            warnings.warn(f"selective_scan: the CUDA extension selective_scan_cuda is found but does not import "
-                          f"({type(e).__name__}: {e}); using this project's scans instead.", RuntimeWarning,
-                          stacklevel=2)
-            return None
-    else:
+    if not (_installed("mamba_ssm") or _installed("selective_scan_cuda")):
+        return None
+    try:
+        iface = importlib.import_module("mamba_ssm.ops.selective_scan_interface") if _installed("mamba_ssm") else None
+        ext = getattr(iface, "selective_scan_cuda", None) or importlib.import_module("selective_scan_cuda")
+    except Exception as e:  # noqa: BLE001  (a missing .so, an ABI mismatch: ImportError, OSError...)
+        warnings.warn(f"selective_scan: mamba_ssm's CUDA extension selective_scan_cuda does not import "
+                      f"({type(e).__name__}: {e}); using this project's scans instead "
+                      f"(reinstall mamba_ssm with its CUDA build to use it).", RuntimeWarning, stacklevel=2)
         return None
     if not (callable(getattr(ext, "fwd", None)) and callable(getattr(ext, "bwd", None))):
         warnings.warn("selective_scan: mamba_ssm's selective_scan_cuda has no fwd/bwd; using this project's scans "
