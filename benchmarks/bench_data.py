@@ -103,9 +103,10 @@ def make_dataset(out: Path, n: int, src: Path | None, quality: int = 90, noise: 
 
 # ---------------------------------------------------------------------------- memory
 
-def _status_kb(pid: int, field: str) -> int:
+def _proc_kb(pid: int, name: str, field: str) -> int:
+    """A "<field>: <n> kB" line of /proc/<pid>/<name> (status, smaps_rollup), in kB; 0 once the process is gone."""
     try:
-        with open(f"/proc/{pid}/status") as f:
+        with open(f"/proc/{pid}/{name}") as f:
             for line in f:
                 if line.startswith(field + ":"):
                     return int(line.split()[1])
@@ -114,15 +115,12 @@ def _status_kb(pid: int, field: str) -> int:
     return 0
 
 
+def _rss_kb(pid: int) -> int:
+    return _proc_kb(pid, "status", "VmRSS")
+
+
 def _pss_kb(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return _proc_kb(pid, "smaps_rollup", "Pss")
 
 
 def _cpu_s(pid: int) -> float:
@@ -158,12 +156,12 @@ class MemorySampler(threading.Thread):
         me = os.getpid()
         while not self.stop.is_set():
             kids = _children(me)
-            rss = [_status_kb(k, "VmRSS") for k in kids]
+            rss = [_rss_kb(k) for k in kids]
             pss = [_pss_kb(k) for k in kids]
             self.peak_worker_rss = max(self.peak_worker_rss, max(rss, default=0))
             self.peak_worker_pss = max(self.peak_worker_pss, max(pss, default=0))
             self.peak_total_pss = max(self.peak_total_pss, sum(pss) + _pss_kb(me))
-            self.peak_main_rss = max(self.peak_main_rss, _status_kb(me, "VmRSS"))
+            self.peak_main_rss = max(self.peak_main_rss, _rss_kb(me))
             self.stop.wait(0.2)
 
 
@@ -220,7 +218,7 @@ def bench_worker(cfg, root: str, seconds: float) -> dict:
     rate, n, first, cpu = _timed(ds, seconds, cfg.data.batch_size, time.process_time)
     return {"case": "worker", "workers": 0, "img_s": rate, "img_s_per_worker": rate, "images": n,
             "first_batch_s": first, "img_per_cpu_s": n / max(1e-9, cpu),
-            "main_rss_mb": _status_kb(os.getpid(), "VmRSS") / 1024}
+            "main_rss_mb": _rss_kb(os.getpid()) / 1024}
 
 
 def bench_process(cfg, root: str, workers: int, seconds: float) -> dict:
