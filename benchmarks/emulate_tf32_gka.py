@@ -11,7 +11,10 @@ term dropped; costed 1.5 tf32 products).
 It prints relative errors of the output and of every gradient against autograd through the float64
 reference (exact solve) for the precision schemes of run 1 and of the current kernels. Predictions for
 the GPU, which `tl.dot(input_precision=...)` makes there; the interpreter computes every dot in fp32.
-"bf16" rounds both operands to bf16 (round-to-nearest-even) and accumulates in fp32.
+"bf16" rounds both operands to bf16 (round-to-nearest-even) and accumulates in fp32. "fp16" (Chebyshev steps
+only) runs the steps on a scaled system whose operands fit fp16's range (A / max_t ||H_t||_F of the chunk,
+H_p / ||H_p||_F, each right-hand side scaled by lam_t / ||b_t||) with fp16-rounded operands: an experiment
+that the kernels do not use (docs/kernels.md, "fp16 Chebyshev steps").
 
 Solve schedules (error vs cost):
 
@@ -19,15 +22,16 @@ Solve schedules (error vs cost):
 
 A schedule is FWD/BWD (BWD omitted: same as FWD); each half is `P1:n1[+RxP2:n2]`: a first Chebyshev
 round of n1 steps whose operator products use precision P1 (bf16 | tf32 | tf32x3 | ieee), then R
-refinement rounds, each r = b - A x with tf32x3 products and x += n2 Chebyshev steps on r in precision
-P2 (`P2:` omitted: P2 = P1). Example: "bf16:20+1xtf32:10/bf16:20+1xtf32:15". Options: --cases
+refinement rounds, each r = b - A x with --hi products (default bf16x3, as the kernels) and x += n2
+Chebyshev steps on r in precision P2 (`P2:` omitted: P2 = P1; P is bf16, fp16, tf32, tf32x3 or ieee). Example: "bf16:20+1xtf32:10/bf16:20+1xtf32:15". Options: --cases
 (T:gscale list, default 1:0.5 33:0.5 197:0.5 197:0.02), --inputs (fp32, bf16 or both: inputs used as
 they are or rounded to bf16 first), --margin (default 3: a schedule passes when every error is at least
 that many times under the targets o 2e-3 / grads 1e-2 for fp32 inputs, 1e-2 / 3e-2 for bf16 inputs),
 --seeds (input seeds per case, default 1 = the seed of the default output; the worst is reported).
 The cost column counts operator applications per token of forward + backward solves in tf32-step
 equivalents: a bf16 step 0.5, a tf32 step 1, a tf32x3 residual 3 (ieee counted as 3).
-All states / read-out / gradient products stay tf32x3 as in the kernels.
+All states / read-out / gradient products use --hi too. At T = 1 the gate gradient is exactly zero (no earlier
+state), so its error is left out of the worst-case columns there.
 
 Backward products outside the solve (docs/kernels.md, "Which backward products need tf32x3"):
 
@@ -81,6 +85,11 @@ def bf16(x):
     return x.to(torch.bfloat16).float()
 
 
+def fp16(x):
+    """Round fp32 to fp16 (11 significant bits, range 6e-8 .. 65504), round-to-nearest-even; kept in fp32."""
+    return x.to(torch.float16).float()
+
+
 def mm(a, b, prec):
     if prec == "ieee":
         return a @ b
@@ -90,6 +99,8 @@ def mm(a, b, prec):
         return tf32t(a) @ tf32t(b)
     if prec == "bf16":
         return bf16(a) @ bf16(b)
+    if prec == "fp16":
+        return fp16(a) @ fp16(b)
     if prec == "tf32x3":
         ah, bh = tf32(a), tf32(b)
         return ah @ bh + ah @ tf32(b - bh) + tf32(a - ah) @ bh
@@ -151,12 +162,33 @@ def kernels(q, k, v, alpha, g, do, P, C=32, n1=20, n2=20, n2b=30, n1b=None, a_r=
     def apply(X, p):
         return eG[..., None] * mm(X, Hp, p) + mm(mm(X, T_(K), p) * M, K, p) + lam[..., None] * X
     def cheb(b, it, p=P["loop"]):
+        if p == "fp16":
+            return cheb_fp16(b, it)
         L = fro + lam; eta = (2 / (L + lam))[..., None]; r24 = (((L - lam) / (L + lam)) ** 2 / 4)[..., None]
         xp = torch.zeros_like(b); x = eta * b; om = torch.full_like(r24, 2.0)
         for _ in range(it):
             om = 1 / (1 - r24 * om)
             x, xp = x - om * eta * (apply(x, p) - b) + (om - 1) * (x - xp), x
         return x
+    def cheb_fp16(b, it):
+        # the kernels' fp16 steps (docs/gka_spec.md sec. 3): A / sig2 with sig2 = max_t ||H_t||_F of the chunk
+        # (K / sqrt(sig2) has entries <= 1), H_p / ||H_p||_F, and each row's right-hand side scaled by
+        # lam_t / ||b_t|| so that ||x_t|| <= 1; the solution is scaled back at the end
+        sig2 = fro.amax(-1, keepdim=True)
+        Ks = K / sig2.sqrt()[..., None]
+        hpn = Hp.square().sum((-1, -2)).sqrt().clamp_min(1e-30)
+        Hps = Hp / hpn[..., None, None]
+        eGs = eG * (hpn[..., None] / sig2)
+        lams, Ls = lam / sig2, (fro + lam) / sig2
+        rs = (lam / b.norm(dim=-1).clamp_min(1e-30))[..., None]
+        bs = b * rs / sig2[..., None]
+        eta = (2 / (Ls + lams))[..., None]; r24 = (((Ls - lams) / (Ls + lams)) ** 2 / 4)[..., None]
+        xp = torch.zeros_like(bs); x = eta * bs; om = torch.full_like(r24, 2.0)
+        for _ in range(it):
+            om = 1 / (1 - r24 * om)
+            ax = eGs[..., None] * mm(x, Hps, "fp16") + mm(mm(x, T_(Ks), "fp16") * M, Ks, "fp16") + lams[..., None] * x
+            x, xp = x - om * eta * (ax - bs) + (om - 1) * (x - xp), x
+        return x / rs
     def solve(b, first, ref, sc=None, res=hi):  # Chebyshev, then refinement round(s) with a `res` residual
         if sc is not None:
             p1, m1, R, p2, m2 = sc
@@ -229,8 +261,8 @@ SCHEMES = {
 }
 
 
-COST = {"bf16": 0.5, "tf32": 1.0, "tf32t": 1.0, "tf32x3": 3.0, "ieee": 3.0, "bf16x3": 1.5}
-_HALF = re.compile(r"^(bf16x3|bf16|tf32x3|tf32|ieee):(\d+)(?:\+(\d+)x(?:(bf16x3|bf16|tf32x3|tf32|ieee):)?(\d+))?$")
+COST = {"fp16": 0.5, "bf16": 0.5, "tf32": 1.0, "tf32t": 1.0, "tf32x3": 3.0, "ieee": 3.0, "bf16x3": 1.5}
+_HALF = re.compile(r"^(bf16x3|bf16|fp16|tf32x3|tf32|ieee):(\d+)(?:\+(\d+)x(?:(bf16x3|bf16|fp16|tf32x3|tf32|ieee):)?(\d+))?$")
 
 
 def parse_schedule(text):
@@ -256,9 +288,9 @@ def cost(sched):
 TARGETS = {"fp32": (2e-3, 1e-2), "bf16": (1e-2, 3e-2)}
 
 
-def run_schedules(schedules, cases, input_kinds, margin, seeds=1):
+def run_schedules(schedules, cases, input_kinds, margin, seeds=1, hi="bf16x3"):
     torch.set_num_threads(1)
-    P = dict(loop="tf32", hi="tf32x3", states="tf32x3")
+    P = dict(loop="tf32", hi=hi, states=hi)
     parsed = [(t, parse_schedule(t)) for t in schedules]
     worst = {}
     print("| inputs | T | g scale | schedule (fwd/bwd) | cost | o | dq | dk | dv | dalpha | dg | worst grad |")
@@ -274,6 +306,8 @@ def run_schedules(schedules, cases, input_kinds, margin, seeds=1):
             for text, sc in parsed:
                 o, gr = kernels(*ins, do, P, sched=sc)
                 eo, eg = rel(o, ref), [rel(x, y) for x, y in zip(gr, gref)]
+                if T == 1:  # no earlier state: the gate has no effect and its exact gradient is zero
+                    eg[-1] = 0.0
                 w = worst.setdefault((kind, text), [0.0, 0.0])
                 w[0], w[1] = max(w[0], eo), max(w[1], *eg)
                 errs = " | ".join(f"{e:.1e}" for e in eg)
@@ -472,6 +506,9 @@ def main():
     ap.add_argument("--cases", nargs="+", default=["1:0.5", "33:0.5", "197:0.5", "197:0.02"], help="T:gscale (gscale 'w': weak gates -A dt as in bench_gka_core.py)")
     ap.add_argument("--inputs", choices=["fp32", "bf16", "both"], default="both")
     ap.add_argument("--margin", type=float, default=3.0)
+    ap.add_argument("--hi", default="bf16x3", choices=["bf16x3", "tf32x3", "ieee"],
+                    help="precision of the residuals, states, read-out and gradient products in --schedules rows "
+                         "(the kernels' default: bf16x3)")
     ap.add_argument("--seeds", type=int, default=1, help="input seeds per case (worst is reported)")
     ap.add_argument("--grad-prec", nargs="+", metavar="SPEC",
                     help="backward product precisions, one table row per SPEC, e.g. 'dV=tf32,Wg=tf32' or "
@@ -491,7 +528,7 @@ def main():
     if args.schedules:
         cases = parse_cases(args.cases)
         kinds = ["fp32", "bf16"] if args.inputs == "both" else [args.inputs]
-        return run_schedules(args.schedules, cases, kinds, args.margin, args.seeds)
+        return run_schedules(args.schedules, cases, kinds, args.margin, args.seeds, args.hi)
     legacy()
 
 
