@@ -179,14 +179,15 @@ def kernel_flops(B, T, H, D, dtype, ndir=2):
     tf32x3 dots count once (their 3 tensor-core products are not counted); bf16 and tf32 steps count alike.
     """
     L = gkf._Launch(variant_config(dtype), D)
-    BD, C = L.BD, L.BC
+    BD, C, Cf = L.BD, L.BC, L.BC_fwd
     _, f1, fr, _, f2 = L.iters(30, False)
     _, b1, br, _, b2 = L.iters(30, True)
-    n = B * H * triton.cdiv(T, C) * C * ndir        # padded tokens over both directions
-    it = 2 * BD * BD + 4 * C * BD                    # one application of A per token
-    fwd = (f1 + fr * (f2 + 1)) * it + 4 * BD * BD + 2 * C * C + 8 * C * BD + 4 * BD * BD
-    bwd = (b1 + br * (b2 + 1)) * it + 14 * BD * BD + 4 * C * C + 20 * C * BD + 6 * BD * BD
-    return n * fwd, n * bwd
+    n = B * H * triton.cdiv(T, C) * C * ndir        # padded tokens over both directions (backward chunks)
+    nf = B * H * triton.cdiv(T, Cf) * Cf * ndir     # the same for the forward's chunks
+    it = lambda c: 2 * BD * BD + 4 * c * BD          # noqa: E731  one application of A per token, c-token chunks
+    fwd = (f1 + fr * (f2 + 1)) * it(Cf) + 4 * BD * BD + 2 * Cf * Cf + 8 * Cf * BD + 4 * BD * BD
+    bwd = (b1 + br * (b2 + 1)) * it(C) + 14 * BD * BD + 4 * C * C + 20 * C * BD + 6 * BD * BD
+    return nf * fwd, n * bwd
 
 
 def profile_split(ins, do):

@@ -73,9 +73,9 @@ def kernel_specs(D, input_dtype, spec=""):
     in_ptrs = {"q_ptr", "k_ptr", "v_ptr", "a_ptr", "do_ptr"}
     specs = [
         ("_fwd_states_kernel", gka_chunk._fwd_states_kernel,
-         dict(D=D, BD=L.BD, BC=L.BC, BN=L.BN, PREC=L.states, PREFETCH=L.prefetch)),
+         dict(D=D, BD=L.BD, BC=L.BC_fwd, BN=L.BN, PREC=L.states, PREFETCH=L.prefetch)),
         ("_fwd_solve_kernel", gka_chunk._fwd_solve_kernel,
-         dict(D=D, BD=L.BD, BC=L.BC, PREC_FIRST=p1, PREC=p2, PREC_HI=L.hi, LEAN=L.lean)),
+         dict(D=D, BD=L.BD, BC=L.BC_fwd, PREC_FIRST=p1, PREC=p2, PREC_HI=L.hi, LEAN=L.lean)),
         ("_bwd_solve_kernel", gka_chunk._bwd_solve_kernel,
          dict(D=D, BD=L.BD, BC=L.BC, PREC_FIRST=bp1, PREC=bp2, PREC_HI=L.hi, PREC_GRAD=L.grad, PREC_LO=L.lo, LEAN=L.lean, PART=0)),
         ("_bwd_states_kernel", gka_chunk._bwd_states_kernel,

@@ -65,7 +65,10 @@ class GKAKernelConfig:
     precision_states: both chunk-state scans (forward H_p / S_p, also recomputed in the backward; reverse scan).
     precision_grad: the backward solve kernel's products outside the solve (read-out and covariance gradients).
     precision_lo: its four products without cancellation (dv's, k k^T of the ridge term, two ridge terms).
-    chunk: tokens per chunk (BC); num_warps: warps per program of the two solve kernels (None: 4 up to head dim
+    chunk: tokens per chunk (BC) of the backward launches; fwd_chunk: tokens per chunk of the forward launches (its
+    state scan and solve kernel; None: 64 at padded head dim 64, `chunk` otherwise). The forward hands the backward x
+    and ||H_t||_F per token, so the two may chunk differently: 64-token chunks make the forward solve's products
+    large enough for wgmma (docs/kernels.md, "Registers, occupancy and chunk size"); num_warps: warps per program of the two solve kernels (None: 4 up to head dim
     64, 8 above); state_warps: the same for the two chunk-state scans;
     state_cols: state columns per program of the two chunk-state scans; max_regs: register cap of the solve
     kernels (None: the compiler's choice); prefetch: the state scans issue the next chunk's loads early;
@@ -80,6 +83,7 @@ class GKAKernelConfig:
     precision_grad: str = "bf16x3"
     precision_lo: str = "bf16x3"
     chunk: int = 16
+    fwd_chunk: Optional[int] = None
     num_warps: Optional[int] = None
     state_warps: Optional[int] = None
     state_cols: int = 32
@@ -93,8 +97,10 @@ class GKAKernelConfig:
         for name in ("precision_hi", "precision_states", "precision_grad", "precision_lo"):
             if getattr(self, name) not in DOT_PRECISIONS:
                 raise ValueError(f"GKAKernelConfig.{name}={getattr(self, name)!r}: one of {', '.join(DOT_PRECISIONS)}")
-        for name in ("chunk", "state_cols"):
+        for name in ("chunk", "fwd_chunk", "state_cols"):
             val = getattr(self, name)
+            if name == "fwd_chunk" and val is None:
+                continue
             if not (isinstance(val, int) and val >= 16 and val & (val - 1) == 0):
                 raise ValueError(f"GKAKernelConfig.{name}={val!r}: a power of two >= 16")
         for name in ("num_warps", "state_warps"):
@@ -123,7 +129,7 @@ class GKAKernelConfig:
             if not sep or key not in fields:
                 raise ValueError(f"GKAKernelConfig spec {spec!r}: unknown or malformed item {item!r} "
                                  f"(keys: {', '.join(fields)})")
-            if key in ("chunk", "state_cols", "num_warps", "state_warps", "max_regs"):
+            if key in ("chunk", "fwd_chunk", "state_cols", "num_warps", "state_warps", "max_regs"):
                 changes[key] = None if val.lower() == "none" else int(val)
             elif key in ("prefetch", "lean_solve", "split_backward"):
                 changes[key] = val.lower() in ("1", "true", "yes")
@@ -153,6 +159,8 @@ class _Launch:
     def __init__(self, config: GKAKernelConfig, D: int):
         self.BD = max(16, triton.next_power_of_2(D))
         self.BC = config.chunk
+        # 64-token forward chunks: measured faster at padded head dim 64 only (docs/kernels.md)
+        self.BC_fwd = config.fwd_chunk or (64 if self.BD == 64 else config.chunk)
         self.BN = min(self.BD, config.state_cols)
         self.warps = config.num_warps or (4 if self.BD <= 64 else 8)
         self.state_warps = config.state_warps or (4 if self.BD <= 64 else 8)
@@ -204,15 +212,15 @@ def _sum_directions(t, dtype):
     return out
 
 
-def _chunk_states(k, v, gates, dir_base, L):
-    """Chunk-start states H_p and S_p, [NDIR, B*H, NC, BD, BD] fp32 each: in the forward, and again in the
-    backward (recomputing them is one cheap launch; keeping them would cost 8x the memory of x)."""
+def _chunk_states(k, v, gates, dir_base, L, BC):
+    """Chunk-start states H_p and S_p of BC-token chunks, [NDIR, B*H, NC, BD, BD] fp32 each: in the forward, and
+    again in the backward (recomputing them is one cheap launch; keeping them would cost 8x the memory of x)."""
     B, T, H, D = (int(s) for s in k.shape)
-    ndir, NC = int(gates.shape[0]), triton.cdiv(T, L.BC)
+    ndir, NC = int(gates.shape[0]), triton.cdiv(T, BC)
     hk = torch.empty(ndir, B * H, NC, L.BD, L.BD, dtype=torch.float32, device=k.device)
     hv = torch.empty_like(hk)
     _fwd_states_kernel[(B * H, ndir, L.BD // L.BN)](k, v, gates, hk, hv, T, H, B * H, B * T * H, NC, dir_base,
-                                                    D=D, BD=L.BD, BC=L.BC, BN=L.BN, PREC=L.states,
+                                                    D=D, BD=L.BD, BC=BC, BN=L.BN, PREC=L.states,
                                                     PREFETCH=L.prefetch, num_warps=L.state_warps)
     return hk, hv
 
@@ -231,17 +239,17 @@ def gka_triton_forward(q, k, v, alpha, gates, dir_base=0, ridge_ratio=0.02, num_
     dir_base, ridge_ratio, num_iter = int(dir_base), float(ridge_ratio), int(num_iter)
     scale = D ** -0.5 if scale is None else float(scale)
     L = _Launch(config or default_config(q.dtype), D)
-    NC = triton.cdiv(T, L.BC)
+    NC = triton.cdiv(T, L.BC_fwd)
     p1, n1, rounds, p2, n2 = L.iters(num_iter, False)
     f32 = dict(dtype=torch.float32, device=q.device)
-    hk, hv = _chunk_states(k, v, gates, dir_base, L)
+    hk, hv = _chunk_states(k, v, gates, dir_base, L, L.BC_fwd)
     o = torch.empty(ndir, B, T, H, D, **f32)
     x = torch.empty(ndir, B, T, H, D, **f32)
     fro = torch.empty(ndir, B, T, H, **f32)
     _fwd_solve_kernel[(NC, B * H, ndir)](q, k, v, alpha, gates, hk, hv, o, x, fro,
                                          T, H, B * H, B * T * H, NC, dir_base, n1, rounds, n2,
                                          ridge_ratio, float(RIDGE_FLOOR), float(FRO2_FLOOR), scale, 1.0 / ndir,
-                                         D=D, BD=L.BD, BC=L.BC, PREC_FIRST=p1, PREC=p2, PREC_HI=L.hi,
+                                         D=D, BD=L.BD, BC=L.BC_fwd, PREC_FIRST=p1, PREC=p2, PREC_HI=L.hi,
                                          LEAN=L.lean, **L.solve_opts)
     return _sum_directions(o, q.dtype), x, fro
 
@@ -288,7 +296,7 @@ def _backward(q, k, v, alpha, do, ridge_ratio, num_iter, scale, out_scale, L, ga
     da = torch.empty(ndir, B, T, H, **f32)
     dG = torch.empty(ndir, B, T, H, **f32)
     dgp = torch.empty(L.BD // L.BN, ndir, B, T, H, **f32)
-    hk, hv = _chunk_states(k, v, gates, dir_base, L)
+    hk, hv = _chunk_states(k, v, gates, dir_base, L, L.BC)
     # U_c / W_c overwrite H_p / S_p slot by slot (each slot belongs to one program): 2 buffers, not 4
     u, w = hk, hv
     # qbar: the lean solve's running solution and the split kernel's hand-over (unused otherwise)

@@ -72,6 +72,9 @@ _SCRIPT = textwrap.dedent(r"""
         "bi_T33_D16_zero_keys": ("bi", "direct", 1, 33, 1, 16, torch.float32, 5),
         "fwd_T1_D16": ("fwd", "direct", 1, 1, 1, 16, torch.float32, 0),
         "bi_T29_D16_fp16": ("bi", "direct", 1, 29, 1, 16, torch.float16, 0),
+        # the forward on other chunks than the backward (GKAKernelConfig.fwd_chunk)
+        "bi_T40_D32_fwd_chunk32": ("bi", "direct", 2, 40, 1, 32, torch.float32, 0),
+        "fwd_T37_D16_fwd_chunk64": ("fwd", "direct", 1, 37, 2, 16, torch.float32, 0),
     }
     out = {}
     # 16-token chunks and 16-column state blocks: several chunks and several column programs of the state
@@ -81,8 +84,10 @@ _SCRIPT = textwrap.dedent(r"""
         # no_prefetch: the state scans without their early loads
         # lean: the solves keep their right-hand side and running solution in memory
         # split: the backward solve kernel as two launches
+        # fwd_chunkN: the forward's launches on N-token chunks, the backward's on 16
         cfg = GKAKernelConfig(chunk=16, state_cols=16, prefetch=not name.endswith("no_prefetch"),
-                              lean_solve=name.endswith("lean"), split_backward="split" in name)
+                              lean_solve=name.endswith("lean"), split_backward="split" in name,
+                              fwd_chunk=int(name.rsplit("fwd_chunk", 1)[1]) if "fwd_chunk" in name else None)
         ins = [t.requires_grad_() for t in make(B, T, H, D, dtype, zk)]
         o = tri_fn(mode, api, cfg, *ins)
         ref = ref_fn(mode, *ins)
@@ -101,7 +106,7 @@ _SCRIPT = textwrap.dedent(r"""
 _CASES = ["fwd_T37_D16", "rev_T37_D16", "bi_T40_D32", "bi_T40_D32_sequential", "bi_T40_D32_no_prefetch",
           "bi_T40_D32_lean", "fwd_T37_D16_lean", "bi_T40_D32_split", "bi_T40_D32_split_lean",
           "bi_T23_D20_dispatch", "rev_T16_D24_dispatch",
-          "bi_T33_D16_zero_keys", "fwd_T1_D16", "bi_T29_D16_fp16"]
+          "bi_T33_D16_zero_keys", "fwd_T1_D16", "bi_T29_D16_fp16", "bi_T40_D32_fwd_chunk32", "fwd_T37_D16_fwd_chunk64"]
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +192,8 @@ def test_kernel_config_object():
     """The kernel config is an explicit, validated object; its spec string round-trips (the custom op and the
     benchmark pass it as text)."""
     from gka_kernels import GKAKernelConfig
-    cfg = GKAKernelConfig(chunk=32, num_warps=8, prefetch=False, schedule="bf16:20+2xbf16:12/bf16:20+2xbf16:15")
+    cfg = GKAKernelConfig(chunk=32, fwd_chunk=64, num_warps=8, prefetch=False,
+                          schedule="bf16:20+2xbf16:12/bf16:20+2xbf16:15")
     assert GKAKernelConfig.from_spec(cfg.to_spec()) == cfg
     assert GKAKernelConfig().to_spec() == "" and GKAKernelConfig.from_spec("") == GKAKernelConfig()
     assert GKAKernelConfig.from_spec("max_regs=128,num_warps=none").max_regs == 128
@@ -197,6 +203,8 @@ def test_kernel_config_object():
         GKAKernelConfig(precision_hi="fp8")
     with pytest.raises(ValueError, match="chunk"):
         GKAKernelConfig(chunk=24)
+    with pytest.raises(ValueError, match="fwd_chunk"):
+        GKAKernelConfig(fwd_chunk=8)
     with pytest.raises(ValueError, match="solve schedule"):
         GKAKernelConfig(schedule="bf16:15")
 
@@ -246,3 +254,46 @@ def test_fp16_steps_emulation_scaled_system():
     assert errs[1.0] < 2e-3 and errs[1e3] < 2e-3, errs
     # without the scaling, fp16 operands of that A overflow
     assert not torch.isfinite(emu.fp16(k[0, :, 0].T @ k[0, :, 0])).all()
+
+
+def test_forward_and_backward_chunk_sizes(monkeypatch):
+    """GKAKernelConfig.fwd_chunk sets the forward launches' chunk (its state scan and solve kernel, and the number
+    of chunk programs); the backward's launches, including its recompute of the states, keep `chunk`."""
+    import gka_kernels.gka_function as gkf
+
+    launches = []
+
+    class Recorder:
+        def __init__(self, name):
+            self.name = name
+
+        def __getitem__(self, grid):
+            def launch(*args, **kw):
+                launches.append((self.name, grid, kw.get("BC")))
+            return launch
+
+    for name in ("_fwd_states_kernel", "_fwd_solve_kernel", "_bwd_solve_kernel", "_bwd_states_kernel",
+                 "_sum_directions_kernel"):
+        monkeypatch.setattr(gkf, name, Recorder(name))
+    monkeypatch.setattr(gkf, "INTERPRET", True)  # CPU tensors; no kernel runs
+    B, T, H, D = 1, 100, 2, 32
+    q = torch.randn(B, T, H, D)
+    a, gates = torch.rand(B, T, H), -torch.rand(2, B, T, H)
+    cfg = gkf.GKAKernelConfig(chunk=16, fwd_chunk=64)
+    _, x, fro = gkf.gka_triton_forward(q, q, q, a, gates, config=cfg)
+    gkf.gka_triton_backward(q, q, q, a, gates, x, fro, q, config=cfg)
+    got = [(n, bc) for n, _, bc in launches if n != "_sum_directions_kernel"]
+    assert got == [("_fwd_states_kernel", 64), ("_fwd_solve_kernel", 64),
+                   ("_fwd_states_kernel", 16), ("_bwd_solve_kernel", 16), ("_bwd_states_kernel", 16)]
+    grids = {n: g for n, g, _ in launches}
+    assert grids["_fwd_solve_kernel"][0] == 2 and grids["_bwd_solve_kernel"][0] == 7  # ceil(100/64), ceil(100/16)
+
+
+def test_default_forward_chunk_by_head_dim():
+    """64-token forward chunks by default at padded head dim 64 (where the H200 measured them faster), the
+    backward's chunk elsewhere (at head dim 128 they would need 160 KB of shared memory and spill)."""
+    from gka_kernels.gka_function import GKAKernelConfig, _Launch
+    cfg = GKAKernelConfig()
+    assert [(_Launch(cfg, D).BC_fwd, _Launch(cfg, D).BC) for D in (32, 40, 64, 128)] == [(16, 16), (64, 16),
+                                                                                          (64, 16), (16, 16)]
+    assert _Launch(cfg.replace(fwd_chunk=16), 64).BC_fwd == 16
