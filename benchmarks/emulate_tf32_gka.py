@@ -23,7 +23,8 @@ Solve schedules (error vs cost):
 A schedule is FWD/BWD (BWD omitted: same as FWD); each half is `P1:n1[+RxP2:n2]`: a first Chebyshev
 round of n1 steps whose operator products use precision P1 (bf16 | tf32 | tf32x3 | ieee), then R
 refinement rounds, each r = b - A x with --hi products (default bf16x3, as the kernels) and x += n2
-Chebyshev steps on r in precision P2 (`P2:` omitted: P2 = P1; P is bf16, fp16, tf32, tf32x3 or ieee). Example: "bf16:20+1xtf32:10/bf16:20+1xtf32:15". Options: --cases
+Chebyshev steps on r in precision P2 (`P2:` omitted: P2 = P1; P is bf16, fp16, tf32, tf32x3 or ieee).
+Example: "bf16:20+1xtf32:10/bf16:20+1xtf32:15". Options: --cases
 (T:gscale list, default 1:0.5 33:0.5 197:0.5 197:0.02), --inputs (fp32, bf16 or both: inputs used as
 they are or rounded to bf16 first), --margin (default 3: a schedule passes when every error is at least
 that many times under the targets o 2e-3 / grads 1e-2 for fp32 inputs, 1e-2 / 3e-2 for bf16 inputs),
@@ -161,15 +162,17 @@ def kernels(q, k, v, alpha, g, do, P, C=32, n1=20, n2=20, n2b=30, n1b=None, a_r=
     fro = fro2.clamp_min(1e-24).sqrt(); lam = (a_r * fro).clamp_min(1e-6)
     def apply(X, p):
         return eG[..., None] * mm(X, Hp, p) + mm(mm(X, T_(K), p) * M, K, p) + lam[..., None] * X
-    def cheb(b, it, p=P["loop"]):
-        if p == "fp16":
-            return cheb_fp16(b, it)
-        L = fro + lam; eta = (2 / (L + lam))[..., None]; r24 = (((L - lam) / (L + lam)) ** 2 / 4)[..., None]
+    def chebyshev(op, b, lo, L, it):  # `it` Chebyshev steps for op(x) = b, spectrum [lo, L] per row
+        eta = (2 / (L + lo))[..., None]; r24 = (((L - lo) / (L + lo)) ** 2 / 4)[..., None]
         xp = torch.zeros_like(b); x = eta * b; om = torch.full_like(r24, 2.0)
         for _ in range(it):
             om = 1 / (1 - r24 * om)
-            x, xp = x - om * eta * (apply(x, p) - b) + (om - 1) * (x - xp), x
+            x, xp = x - om * eta * (op(x) - b) + (om - 1) * (x - xp), x
         return x
+    def cheb(b, it, p=P["loop"]):
+        if p == "fp16":
+            return cheb_fp16(b, it)
+        return chebyshev(lambda x: apply(x, p), b, lam, fro + lam, it)
     def cheb_fp16(b, it):
         # the kernels' fp16 steps (docs/gka_spec.md sec. 3): A / sig2 with sig2 = max_t ||H_t||_F of the chunk
         # (K / sqrt(sig2) has entries <= 1), H_p / ||H_p||_F, and each row's right-hand side scaled by
@@ -182,13 +185,9 @@ def kernels(q, k, v, alpha, g, do, P, C=32, n1=20, n2=20, n2b=30, n1b=None, a_r=
         lams, Ls = lam / sig2, (fro + lam) / sig2
         rs = (lam / b.norm(dim=-1).clamp_min(1e-30))[..., None]
         bs = b * rs / sig2[..., None]
-        eta = (2 / (Ls + lams))[..., None]; r24 = (((Ls - lams) / (Ls + lams)) ** 2 / 4)[..., None]
-        xp = torch.zeros_like(bs); x = eta * bs; om = torch.full_like(r24, 2.0)
-        for _ in range(it):
-            om = 1 / (1 - r24 * om)
-            ax = eGs[..., None] * mm(x, Hps, "fp16") + mm(mm(x, T_(Ks), "fp16") * M, Ks, "fp16") + lams[..., None] * x
-            x, xp = x - om * eta * (ax - bs) + (om - 1) * (x - xp), x
-        return x / rs
+        def op(x):
+            return eGs[..., None] * mm(x, Hps, "fp16") + mm(mm(x, T_(Ks), "fp16") * M, Ks, "fp16") + lams[..., None] * x
+        return chebyshev(op, bs, lams, Ls, it) / rs
     def solve(b, first, ref, sc=None, res=hi):  # Chebyshev, then refinement round(s) with a `res` residual
         if sc is not None:
             p1, m1, R, p2, m2 = sc

@@ -68,8 +68,9 @@ class GKAKernelConfig:
     chunk: tokens per chunk (BC) of the backward launches; fwd_chunk: tokens per chunk of the forward launches (its
     state scan and solve kernel; None: 64 at padded head dim 64, `chunk` otherwise). The forward hands the backward x
     and ||H_t||_F per token, so the two may chunk differently: 64-token chunks make the forward solve's products
-    large enough for wgmma (docs/kernels.md, "Registers, occupancy and chunk size"); num_warps: warps per program of the two solve kernels (None: 4 up to head dim
-    64, 8 above); state_warps: the same for the two chunk-state scans;
+    large enough for wgmma (docs/kernels.md, "Registers, occupancy and chunk size");
+    num_warps: warps per program of the two solve kernels (None: 4 up to head dim 64, 8 above);
+    state_warps: the same for the two chunk-state scans;
     state_cols: state columns per program of the two chunk-state scans; max_regs: register cap of the solve
     kernels (None: the compiler's choice); prefetch: the state scans issue the next chunk's loads early;
     lean_solve: the solve kernels keep the right-hand side and the running solution of the refinement rounds in
