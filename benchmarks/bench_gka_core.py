@@ -222,6 +222,9 @@ def main():
     p.add_argument("--no-torch", action="store_true", help="skip the torch backend")
     p.add_argument("--no-anchors", action="store_true", help="skip the authors' kernels and fla's GKA port")
     p.add_argument("--no-errors", action="store_true")
+    p.add_argument("--no-anchor-errors", action="store_true",
+                   help="time the anchors but measure only this project's errors (the authors' kernels autotune "
+                        "for fp32 inputs for minutes)")
     p.add_argument("--profile", action="store_true", help="per-kernel time split at the first shape")
     p.add_argument("--json", default=None)
     args = p.parse_args()
@@ -267,7 +270,7 @@ def main():
             fwd_only = name == "fla_gka"
             try:
                 row[name] = time_op(fn, ins, do, fwd_only=fwd_only)
-                if not args.no_errors:
+                if not (args.no_errors or args.no_anchor_errors):
                     for ename, dt in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
                         ef, eg = errors(B, T, H, D, dt, op=fn, grads=not fwd_only)
                         row.setdefault("anchor_errors", {}).setdefault(name, {})[ename] = dict(fwd=ef, grad=eg)

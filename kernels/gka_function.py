@@ -15,7 +15,7 @@ except TRITON_INTERPRET, which Triton itself reads.
 """
 import dataclasses
 import os
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import triton
@@ -65,10 +65,11 @@ class GKAKernelConfig:
     precision_states: both chunk-state scans (forward H_p / S_p, also recomputed in the backward; reverse scan).
     precision_grad: the backward solve kernel's products outside the solve (read-out and covariance gradients).
     precision_lo: its four products without cancellation (dv's, k k^T of the ridge term, two ridge terms).
-    chunk: tokens per chunk (BC) of the backward launches; fwd_chunk: tokens per chunk of the forward launches (its
-    state scan and solve kernel; None: 64 at padded head dim 64, `chunk` otherwise). The forward hands the backward x
-    and ||H_t||_F per token, so the two may chunk differently: 64-token chunks make the forward solve's products
-    large enough for wgmma (docs/kernels.md, "Registers, occupancy and chunk size");
+    chunk: tokens per chunk (BC) of the backward launches (None: 32 at padded head dim 64, 16 otherwise);
+    fwd_chunk: tokens per chunk of the forward launches (its state scan and solve kernel; None: 64 at padded head
+    dim 64, the backward's chunk otherwise). The forward hands the backward x and ||H_t||_F per token, so the two
+    may chunk differently: 64-token chunks make the forward solve's products large enough for wgmma, and the
+    backward solve kernel spills there (docs/kernels.md, "Registers, occupancy and chunk size");
     num_warps: warps per program of the two solve kernels (None: 4 up to head dim 64, 8 above);
     state_warps: the same for the two chunk-state scans;
     state_cols: state columns per program of the two chunk-state scans; max_regs: register cap of the solve
@@ -83,7 +84,7 @@ class GKAKernelConfig:
     precision_states: str = "bf16x3"
     precision_grad: str = "bf16x3"
     precision_lo: str = "bf16x3"
-    chunk: int = 16
+    chunk: Optional[int] = None
     fwd_chunk: Optional[int] = None
     num_warps: Optional[int] = None
     state_warps: Optional[int] = None
@@ -100,7 +101,7 @@ class GKAKernelConfig:
                 raise ValueError(f"GKAKernelConfig.{name}={getattr(self, name)!r}: one of {', '.join(DOT_PRECISIONS)}")
         for name in ("chunk", "fwd_chunk", "state_cols"):
             val = getattr(self, name)
-            if name == "fwd_chunk" and val is None:
+            if name in ("chunk", "fwd_chunk") and val is None:
                 continue
             if not (isinstance(val, int) and val >= 16 and val & (val - 1) == 0):
                 raise ValueError(f"GKAKernelConfig.{name}={val!r}: a power of two >= 16")
@@ -144,8 +145,9 @@ def _fmt(v):
 
 
 # bf16 / fp16 inputs need 1e-2 forward and 3e-2 gradient accuracy (their own rounding is 2e-3 to 4e-3): the forward
-# solve drops one refinement round there (docs/kernels.md, "Precision by input dtype").
-_HALF = GKAKernelConfig(schedule="bf16:15+2xbf16:12/bf16:15+2xbf16:15")
+# solve drops one refinement round there and the backward solve runs 36 steps instead of 45 (docs/kernels.md,
+# "Precision by input dtype").
+_HALF = GKAKernelConfig(schedule="bf16:15+2xbf16:12/bf16:12+2xbf16:12")
 _DEFAULTS = {torch.float32: GKAKernelConfig(), torch.float16: _HALF, torch.bfloat16: _HALF}
 
 
@@ -154,14 +156,21 @@ def default_config(dtype: torch.dtype) -> GKAKernelConfig:
     return _DEFAULTS.get(dtype, _DEFAULTS[torch.float32])
 
 
+def chunk_sizes(config: GKAKernelConfig, head_dim: int) -> Tuple[int, int]:
+    """(forward, backward) tokens per chunk of `config` at this head dim: its fwd_chunk and chunk, or where they are
+    None 64 and 32 at padded head dim 64 (measured faster there only, docs/kernels.md) and 16 elsewhere (the
+    forward then takes the backward's chunk)."""
+    padded_64 = max(16, triton.next_power_of_2(head_dim)) == 64
+    bwd = config.chunk or (32 if padded_64 else 16)
+    return config.fwd_chunk or (64 if padded_64 else bwd), bwd
+
+
 class _Launch:
     """A config resolved for one head dim (and for the interpreter, which computes every dot in fp32)."""
 
     def __init__(self, config: GKAKernelConfig, D: int):
         self.BD = max(16, triton.next_power_of_2(D))
-        self.BC = config.chunk
-        # 64-token forward chunks: measured faster at padded head dim 64 only (docs/kernels.md)
-        self.BC_fwd = config.fwd_chunk or (64 if self.BD == 64 else config.chunk)
+        self.BC_fwd, self.BC = chunk_sizes(config, D)
         self.BN = min(self.BD, config.state_cols)
         self.warps = config.num_warps or (4 if self.BD <= 64 else 8)
         self.state_warps = config.state_warps or (4 if self.BD <= 64 else 8)

@@ -64,6 +64,10 @@ class BidirectionalGKAMixer(nn.Module):
         sequential_backward: the Triton backend's backward runs the two scan directions one after the
             other (half its transient memory, for large images); the blocks set it with their recompute_mixer
             switch (layers/blocks.py).
+        qk_input_dtype: hand the scan q and k in their projection's dtype (bf16 under autocast) instead of
+            F.normalize's (fp32 under CUDA autocast, where the Triton core then runs its fp32-input schedule).
+            Off by default here: the Fashion-MNIST check of gka_tiny with it on came out 0.34 points lower
+            (within 1.6 standard errors; docs/results.md); GKAVisionMixer has it on.
 
     forward(x [B, N, C], hw=(H, W)) -> [B, N, C], N must equal H * W.
     """
@@ -79,6 +83,7 @@ class BidirectionalGKAMixer(nn.Module):
             norm_eps: float = 1e-6,
             proj_drop: float = 0.,
             sequential_backward: bool = False,
+            qk_input_dtype: bool = False,
     ):
         super().__init__()
         check_solver_options(type(self).__name__, ridge_ratio, num_iter)
@@ -91,6 +96,7 @@ class BidirectionalGKAMixer(nn.Module):
         self.num_iter = num_iter
         self.backend = backend
         self.sequential_backward = sequential_backward
+        self.qk_input_dtype = qk_input_dtype
 
         self.conv = nn.Conv2d(dim, dim, conv_kernel_size, padding=conv_kernel_size // 2, groups=dim)
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
@@ -135,9 +141,9 @@ class BidirectionalGKAMixer(nn.Module):
         beta = torch.sigmoid(beta).unsqueeze(-1)
         q, k, v = self.qkv(u).view(B, N, 3, nh, D).unbind(2)
         if torch.jit.is_scripting():
-            q, k, v = normalize_qk_scale_beta(q, k, v, beta)
+            q, k, v = normalize_qk_scale_beta(q, k, v, beta, self.qk_input_dtype)
         else:
-            q, k, v = recompute(normalize_qk_scale_beta, q, k, v, beta)
+            q, k, v = recompute(normalize_qk_scale_beta, q, k, v, beta, self.qk_input_dtype)
         alpha = torch.sigmoid(alpha)
         g_fwd = log_forget_gate(a_fwd, self.A_log_fwd, self.dt_bias_fwd)
         g_bwd = log_forget_gate(a_bwd, self.A_log_bwd, self.dt_bias_bwd)

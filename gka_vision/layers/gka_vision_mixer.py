@@ -63,13 +63,16 @@ class GKAVisionMixer(nn.Module):
         backend: gka_scan backend ('auto', 'torch', 'triton', 'reference').
         norm_eps: eps of the per-head RMSNorm of the scan output.
         proj_drop: dropout after out_proj.
+        qk_input_dtype: hand the scan q and k in their projection's dtype (bf16 under autocast) instead of
+            F.normalize's (fp32 under CUDA autocast, where the Triton core then runs its fp32-input schedule);
+            the Fashion-MNIST check found no accuracy change (docs/results.md).
 
     forward(x [B, N, C], hw=None) -> [B, N, C] (hw is accepted for the mixers' common call signature).
     """
 
     def __init__(self, dim: int, num_heads: int, d_conv: int = 3, expand: int = 1, ridge_ratio: float = 0.02,
                  num_iter: int = 30, backend: str = 'auto', norm_eps: float = 1e-6, proj_drop: float = 0.,
-                 head_dim: Optional[int] = None):
+                 head_dim: Optional[int] = None, qk_input_dtype: bool = True):
         super().__init__()
         check_solver_options(type(self).__name__, ridge_ratio, num_iter)
         self.dim, self.d_conv = dim, d_conv
@@ -88,6 +91,7 @@ class GKAVisionMixer(nn.Module):
                              f'head count ({self.num_heads} = num_heads {num_heads} // 2)')
         self.head_dim = half // self.num_heads
         self.ridge_ratio, self.num_iter, self.backend = ridge_ratio, num_iter, backend
+        self.qk_input_dtype = qk_input_dtype
 
         self.in_proj = nn.Linear(dim, self.d_inner, bias=False)
         # conv1d_x has a bias (MambaVision's has none): the zero tokens that pad the windows would otherwise give
@@ -121,7 +125,8 @@ class GKAVisionMixer(nn.Module):
         z = conv1d_same_silu(z, self.conv1d_z.weight)                          # [B, E/2, N]
         beta, alpha, a = self.gate_proj(xs).split(nh, dim=-1)
         q, k = self.qk(xs).view(B, N, 2, nh, D).unbind(2)
-        q, k, v = normalize_qk_scale_beta(q, k, xs.reshape(B, N, nh, D), torch.sigmoid(beta).unsqueeze(-1))
+        q, k, v = normalize_qk_scale_beta(q, k, xs.reshape(B, N, nh, D), torch.sigmoid(beta).unsqueeze(-1),
+                                          self.qk_input_dtype)
         g = log_forget_gate(a, self.A_log, self.dt_bias)
         y = _scan(q, k, v, torch.sigmoid(alpha), g, self.ridge_ratio, self.num_iter, self.backend)
         y = self.norm(y).reshape(B, N, -1)

@@ -77,11 +77,18 @@ def log_forget_gate(a: torch.Tensor, A_log: torch.Tensor, dt_bias: torch.Tensor)
     return -torch.exp(A_log.float()) * F.softplus(a.float() + dt_bias.float())
 
 
-def normalize_qk_scale_beta(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor):
-    """q, k, v [B, N, nh, D], beta [B, N, nh, 1] -> q, k L2-normalised (eps 1e-6); k, v scaled by beta."""
-    q = F.normalize(q, dim=-1, eps=1e-6)
-    k = F.normalize(k, dim=-1, eps=1e-6)
-    return q, k * beta, v * beta
+def normalize_qk_scale_beta(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
+                            qk_input_dtype: bool = True):
+    """q, k, v [B, N, nh, D], beta [B, N, nh, 1] -> q, k L2-normalised (eps 1e-6); k, v scaled by beta.
+
+    qk_input_dtype: q and k keep the dtype they came in (their projection's: bf16 under autocast). Otherwise they
+    keep F.normalize's, which CUDA autocast runs in fp32; fp32 q and k make the Triton core run its fp32-input
+    schedule (more solver steps, docs/kernels.md "Precision by input dtype")."""
+    qn = F.normalize(q, dim=-1, eps=1e-6)
+    kn = F.normalize(k, dim=-1, eps=1e-6)
+    if qk_input_dtype:
+        qn, kn = qn.to(q.dtype), kn.to(k.dtype)
+    return qn, kn * beta, v * beta
 
 
 def conv1d_same_silu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:

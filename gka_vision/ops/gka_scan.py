@@ -127,7 +127,7 @@ def _config_spec(config) -> str:
     if config is None or isinstance(config, str):
         return config or ""
     # '' means default_config(dtype); an explicit config that equals the class defaults names a field
-    return config.to_spec() or f"chunk={config.chunk}"
+    return config.to_spec() or f"schedule={config.schedule}"
 
 
 def _kernel_config(spec: str):

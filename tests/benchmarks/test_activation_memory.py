@@ -90,6 +90,10 @@ def test_mixer_saves_less_by_the_expected_amount():
     # (8C), v (2C), Triton x fp32 (8C), the scan output (4C), gate/fused projection (2C + 8 NH), proj input
     # (2C), gates/fro/alpha/beta/forget-gate terms (NH terms)
     assert new == 40 * C + 44 * NH
+    # with q and k in their projection's bf16 (qk_input_dtype): the scan's saved q and k take 4C instead of 8C,
+    # its output (the norm's recompute input) 2C instead of 4C
+    m.qk_input_dtype = True
+    assert new - _saved_per_token(m, lambda x: m(x, (8, 8)), 64) == 6 * C
 
 
 def _tiny_vit(**kw):
@@ -175,7 +179,7 @@ def test_scan_transient_model_sequential_backward():
     direction's chunk states (U/W stored over H_p/S_p: two buffers) instead of both directions'."""
     tool = load_benchmark("activation_memory")
     B, T, H, D = 16, 4097, 3, 64
-    NC = -(-T // 16)
+    NC = -(-T // 32)  # the default backward chunk at head dim 64
     states_one_dir = 2 * B * H * NC * 64 * 64 * 4
     joint = tool.scan_backward_transient_bytes(B, T, H, D, 2)
     seq = tool.scan_backward_transient_bytes(B, T, H, D, 2, sequential=True)

@@ -116,6 +116,12 @@ def test_flat_mixer_options_are_the_mixer_kwargs():
     with torch.device('meta'):
         hd = timm.create_model('gkavision_tiny', gka_head_dim=32)  # the flat name of GKAVisionMixer's head_dim
         assert {m.head_dim for m in hd.modules() if type(m).__name__ == 'GKAVisionMixer'} == {32}
+        # qk_input_dtype: on by default in GKAVisionMixer, off in BidirectionalGKAMixer; both switch flat
+        for name, default in (('gkavision_tiny', True), ('gka_tiny_patch16_224', False)):
+            for kw in ({}, dict(qk_input_dtype=not default)):
+                m = timm.create_model(name, **kw)
+                assert {x.qk_input_dtype for x in m.modules() if hasattr(x, 'qk_input_dtype')} == \
+                    {kw.get('qk_input_dtype', default)}
 
 
 def test_a_flat_option_overrides_the_entrypoint_mixer_kwargs():

@@ -89,6 +89,33 @@ def test_bf16_autocast():
     assert all(torch.isfinite(p.grad).all() for p in m.parameters())
 
 
+@pytest.mark.parametrize('mixer, kwargs, qk_dtype', [('gka', {}, torch.bfloat16),
+                                                      ('gka', dict(qk_input_dtype=False), torch.float32),
+                                                      ('gka_bi', {}, torch.float32),
+                                                      ('gka_bi', dict(qk_input_dtype=True), torch.bfloat16)])
+def test_scan_gets_q_and_k_in_the_projection_dtype(mixer, kwargs, qk_dtype, monkeypatch):
+    """CUDA autocast runs F.normalize in fp32; with qk_input_dtype (GKAVisionMixer's default) the scan still gets q
+    and k in the projections' bf16 (its precision, and so its solver schedule, follows q's dtype: docs/kernels.md).
+    CPU autocast keeps F.normalize in bf16, so the test makes F.normalize return fp32 as CUDA autocast does."""
+    from gka_vision.layers import create_mixer
+    from gka_vision.layers import gka_mixer, gka_vision_mixer
+
+    normalize = F.normalize
+    monkeypatch.setattr(F, 'normalize', lambda t, **kw: normalize(t.float(), **kw))
+    seen = {}
+
+    def spy(q, k, v, *args, **kwargs):
+        seen.update(q=q.dtype, k=k.dtype, v=v.dtype)
+        return v.new_zeros(v.shape)
+
+    monkeypatch.setattr(gka_mixer, 'gka_scan_bidirectional', lambda q, k, v, *a, **kw: spy(q, k, v))
+    monkeypatch.setattr(gka_vision_mixer, 'gka_scan', lambda q, k, v, *a, **kw: spy(q, k, v))
+    m = create_mixer(mixer, DIM, 4, **kwargs)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        m(torch.randn(2, 12, DIM), (3, 4))
+    assert seen == dict(q=qk_dtype, k=qk_dtype, v=torch.bfloat16)
+
+
 def test_bad_shapes_raise():
     with pytest.raises(ValueError, match='divisible'):
         BidirectionalGKAMixer(30, 4)

@@ -75,6 +75,8 @@ _SCRIPT = textwrap.dedent(r"""
         # the forward on other chunks than the backward (GKAKernelConfig.fwd_chunk)
         "bi_T40_D32_fwd_chunk32": ("bi", "direct", 2, 40, 1, 32, torch.float32, 0),
         "fwd_T37_D16_fwd_chunk64": ("fwd", "direct", 1, 37, 2, 16, torch.float32, 0),
+        # the default config at padded head dim 64: 64-token forward and 32-token backward chunks (2 and 3 here)
+        "bi_T70_D40_default": ("bi", "direct", 1, 70, 1, 40, torch.float32, 0),
     }
     out = {}
     # 16-token chunks and 16-column state blocks: several chunks and several column programs of the state
@@ -88,6 +90,8 @@ _SCRIPT = textwrap.dedent(r"""
         cfg = GKAKernelConfig(chunk=16, state_cols=16, prefetch=not name.endswith("no_prefetch"),
                               lean_solve=name.endswith("lean"), split_backward="split" in name,
                               fwd_chunk=int(name.rsplit("fwd_chunk", 1)[1]) if "fwd_chunk" in name else None)
+        if name.endswith("default"):
+            cfg = GKAKernelConfig()
         ins = [t.requires_grad_() for t in make(B, T, H, D, dtype, zk)]
         o = tri_fn(mode, api, cfg, *ins)
         ref = ref_fn(mode, *ins)
@@ -106,7 +110,8 @@ _SCRIPT = textwrap.dedent(r"""
 _CASES = ["fwd_T37_D16", "rev_T37_D16", "bi_T40_D32", "bi_T40_D32_sequential", "bi_T40_D32_no_prefetch",
           "bi_T40_D32_lean", "fwd_T37_D16_lean", "bi_T40_D32_split", "bi_T40_D32_split_lean",
           "bi_T23_D20_dispatch", "rev_T16_D24_dispatch",
-          "bi_T33_D16_zero_keys", "fwd_T1_D16", "bi_T29_D16_fp16", "bi_T40_D32_fwd_chunk32", "fwd_T37_D16_fwd_chunk64"]
+          "bi_T33_D16_zero_keys", "fwd_T1_D16", "bi_T29_D16_fp16", "bi_T40_D32_fwd_chunk32", "fwd_T37_D16_fwd_chunk64",
+          "bi_T70_D40_default"]
 
 
 @pytest.fixture(scope="module")
@@ -289,11 +294,22 @@ def test_forward_and_backward_chunk_sizes(monkeypatch):
     assert grids["_fwd_solve_kernel"][0] == 2 and grids["_bwd_solve_kernel"][0] == 7  # ceil(100/64), ceil(100/16)
 
 
-def test_default_forward_chunk_by_head_dim():
-    """64-token forward chunks by default at padded head dim 64 (where the H200 measured them faster), the
-    backward's chunk elsewhere (at head dim 128 they would need 160 KB of shared memory and spill)."""
+def test_default_chunks_by_head_dim():
+    """64-token forward and 32-token backward chunks by default at padded head dim 64 (where the H200 measured
+    them faster), 16 elsewhere (at head dim 128 64-token chunks would need 160 KB of shared memory and spill)."""
     from gka_kernels.gka_function import GKAKernelConfig, _Launch
     cfg = GKAKernelConfig()
-    assert [(_Launch(cfg, D).BC_fwd, _Launch(cfg, D).BC) for D in (32, 40, 64, 128)] == [(16, 16), (64, 16),
-                                                                                          (64, 16), (16, 16)]
+    assert [(_Launch(cfg, D).BC_fwd, _Launch(cfg, D).BC) for D in (32, 40, 64, 128)] == [(16, 16), (64, 32),
+                                                                                          (64, 32), (16, 16)]
     assert _Launch(cfg.replace(fwd_chunk=16), 64).BC_fwd == 16
+    assert _Launch(cfg.replace(chunk=16), 64).BC == 16 and _Launch(cfg.replace(chunk=64), 32).BC_fwd == 64
+
+
+def test_default_solve_steps_by_input_dtype():
+    """fp32 inputs: 15 + 3 x 10 forward and 15 + 2 x 15 backward steps; bf16 / fp16 inputs, whose targets are 5x
+    (forward) and 3x (gradients) looser: 15 + 2 x 12 and 12 + 2 x 12 (docs/kernels.md, "Precision by input dtype")."""
+    from gka_kernels.gka_function import default_config, parse_schedule
+    steps = lambda s: [(n1, r, n2) for _, n1, r, _, n2 in parse_schedule(s)]  # noqa: E731
+    assert steps(default_config(torch.float32).schedule) == [(15, 3, 10), (15, 2, 15)]
+    for dtype in (torch.bfloat16, torch.float16):
+        assert steps(default_config(dtype).schedule) == [(15, 2, 12), (12, 2, 12)]
