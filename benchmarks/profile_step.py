@@ -33,11 +33,13 @@ def is_scan_kernel(name: str) -> bool:
 
 
 def split_kernel_times(events, steps: int):
-    """(total GPU ms, scan ms, other ms, launches, [(ms, name) of the other kernels, largest first]) per step,
-    from the key averages of a CUDA-only profile (kernels, copies and memsets; host events have no device time)."""
+    """(total GPU ms, scan ms, other ms, launches, [(ms, name) of the other kernels, largest first], [(ms, name) of
+    the scan kernels, largest first]) per step, from the key averages of a CUDA-only profile (kernels, copies and
+    memsets; host events have no device time). The scan kernels' names also say which implementation ran (the
+    project's Triton kernels or mamba_ssm's CUDA selective scan)."""
     total = scan = 0.0
     launches = 0
-    others = []
+    others, scans = [], []
     for e in events:
         t = getattr(e, "device_time_total", None)
         if t is None:
@@ -49,9 +51,10 @@ def split_kernel_times(events, steps: int):
         launches += e.count
         if is_scan_kernel(e.key):
             scan += ms
+            scans.append((ms, e.key))
         else:
             others.append((ms, e.key))
-    return total, scan, total - scan, launches / steps, sorted(others, reverse=True)
+    return total, scan, total - scan, launches / steps, sorted(others, reverse=True), sorted(scans, reverse=True)
 
 
 def train_step_fn(model, batch, res, device, dtype):
@@ -92,10 +95,11 @@ def profile_model(name, batch, res, steps, warmup, compile_mode, device, dtype, 
         for _ in range(steps):
             step()
         torch.cuda.synchronize()
-    total, scan, other, launches, others = split_kernel_times(prof.key_averages(), steps)
+    total, scan, other, launches, others, scans = split_kernel_times(prof.key_averages(), steps)
     return dict(model=name, batch=batch, res=res, compile=compile_mode or "eager", wall_ms=wall_ms,
                 img_s=batch * 1e3 / wall_ms, gpu_ms=total, scan_ms=scan, other_ms=other, launches=launches,
-                gpu_busy=total / wall_ms, warmup_s=warmup_s, top_other=[(round(t, 3), n[:80]) for t, n in others[:8]])
+                gpu_busy=total / wall_ms, warmup_s=warmup_s, scan_kernels=[(round(t, 3), n[:60]) for t, n in scans],
+                top_other=[(round(t, 3), n[:80]) for t, n in others[:8]])
 
 
 def main(argv=None):

@@ -11,8 +11,10 @@ def test_split_kernel_times_counts_scan_kernels_per_step():
               ev("void at::native::vectorized_elementwise_kernel<4>", 2000.0, 400),
               ev("cudaLaunchKernel", 0.0, 500), ev("void selective_scan_fwd_kernel<...>", 1000.0, 2),
               ev("ampere_bf16_s16816gemm", 3000.0, 50)]
-    total, scan, other, launches, others = ps.split_kernel_times(events, steps=2)
+    total, scan, other, launches, others, scans = ps.split_kernel_times(events, steps=2)
     assert (total, scan, other) == (9.0, 6.5, 2.5)
     assert launches == (24 + 24 + 400 + 2 + 50) / 2      # host launch events have no device time
     assert [n for _, n in others] == ["ampere_bf16_s16816gemm", "void at::native::vectorized_elementwise_kernel<4>"]
+    # the scan kernels per step, largest first: which implementation ran and the split between its kernels
+    assert scans == [(4.0, "_bwd_solve_kernel"), (2.0, "_fwd_solve_kernel"), (0.5, "void selective_scan_fwd_kernel<...>")]
     assert ps.is_scan_kernel("_sum_directions_kernel") and not ps.is_scan_kernel("triton_poi_fused_add_0")
