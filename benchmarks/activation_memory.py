@@ -152,9 +152,9 @@ def scan_backward_transient_bytes(B, T, H, D, ndir, sequential=False, chunk=None
     before the direction sums [B, T, H, D] x 3. Sequential (two directions one after the other): the first
     direction's gradients stay while the second's launches run, and the second's are added in place.
     chunk: the backward's tokens per chunk (None: the default config's at head dim D)."""
-    BD = max(16, 1 << (D - 1).bit_length())
+    from gka_kernels.gka_function import GKAKernelConfig, chunk_sizes, padded_head_dim
+    BD = padded_head_dim(D)
     if chunk is None:  # the default config's backward chunk at this head dim
-        from gka_kernels.gka_function import GKAKernelConfig, chunk_sizes
         chunk = chunk_sizes(GKAKernelConfig(), D)[1]
     NC = math.ceil(T / chunk)
     per_dir_states = 2 * B * H * NC * BD * BD * 4

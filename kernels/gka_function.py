@@ -156,11 +156,16 @@ def default_config(dtype: torch.dtype) -> GKAKernelConfig:
     return _DEFAULTS.get(dtype, _DEFAULTS[torch.float32])
 
 
+def padded_head_dim(head_dim: int) -> int:
+    """The kernels' tile width BD for a head dim: the next power of two, at least 16 (the tail is masked)."""
+    return max(16, triton.next_power_of_2(head_dim))
+
+
 def chunk_sizes(config: GKAKernelConfig, head_dim: int) -> Tuple[int, int]:
     """(forward, backward) tokens per chunk of `config` at this head dim: its fwd_chunk and chunk, or where they are
     None 64 and 32 at padded head dim 64 (measured faster there only, docs/kernels.md) and 16 elsewhere (the
     forward then takes the backward's chunk)."""
-    padded_64 = max(16, triton.next_power_of_2(head_dim)) == 64
+    padded_64 = padded_head_dim(head_dim) == 64
     bwd = config.chunk or (32 if padded_64 else 16)
     return config.fwd_chunk or (64 if padded_64 else bwd), bwd
 
@@ -169,7 +174,7 @@ class _Launch:
     """A config resolved for one head dim (and for the interpreter, which computes every dot in fp32)."""
 
     def __init__(self, config: GKAKernelConfig, D: int):
-        self.BD = max(16, triton.next_power_of_2(D))
+        self.BD = padded_head_dim(D)
         self.BC_fwd, self.BC = chunk_sizes(config, D)
         self.BN = min(self.BD, config.state_cols)
         self.warps = config.num_warps or (4 if self.BD <= 64 else 8)
