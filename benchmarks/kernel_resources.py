@@ -64,9 +64,10 @@ def launch_of(D, input_dtype, spec=""):
     return gka_function._Launch(gka_function.GKAKernelConfig.from_spec(spec, base), D)
 
 
-def kernel_specs(D, input_dtype, spec=""):
-    """(name, jit fn, constexprs, num_warps, pointer dtypes) of the four kernels as the host code launches them."""
-    gka_chunk, _ = _import_kernels()
+def kernel_specs(D, input_dtype, spec="", tokens=197):
+    """(name, jit fn, constexprs, num_warps, pointer dtypes) of the four kernels as the host code launches them for
+    `tokens` tokens (which sets the solve kernels' tail tile, gka_function.tail_rows)."""
+    gka_chunk, gka_function = _import_kernels()
     L = launch_of(D, input_dtype, spec)
     p1, _, _, p2, _ = L.iters(30, False)
     bp1, _, _, bp2, _ = L.iters(30, True)
@@ -75,9 +76,11 @@ def kernel_specs(D, input_dtype, spec=""):
         ("_fwd_states_kernel", gka_chunk._fwd_states_kernel,
          dict(D=D, BD=L.BD, BC=L.BC_fwd, BN=L.BN, PREC=L.states, PREFETCH=L.prefetch)),
         ("_fwd_solve_kernel", gka_chunk._fwd_solve_kernel,
-         dict(D=D, BD=L.BD, BC=L.BC_fwd, PREC_FIRST=p1, PREC=p2, PREC_HI=L.hi, LEAN=L.lean)),
+         dict(D=D, BD=L.BD, BC=L.BC_fwd, TAIL=gka_function.tail_rows(tokens, L.BC_fwd, L.tail_tile),
+              PREC_FIRST=p1, PREC=p2, PREC_HI=L.hi, LEAN=L.lean)),
         ("_bwd_solve_kernel", gka_chunk._bwd_solve_kernel,
-         dict(D=D, BD=L.BD, BC=L.BC, PREC_FIRST=bp1, PREC=bp2, PREC_HI=L.hi, PREC_GRAD=L.grad, PREC_LO=L.lo, LEAN=L.lean, PART=0)),
+         dict(D=D, BD=L.BD, BC=L.BC, TAIL=gka_function.tail_rows(tokens, L.BC, L.tail_tile), PREC_FIRST=bp1,
+              PREC=bp2, PREC_HI=L.hi, PREC_GRAD=L.grad, PREC_LO=L.lo, LEAN=L.lean, PART=0)),
         ("_bwd_states_kernel", gka_chunk._bwd_states_kernel,
          dict(D=D, BD=L.BD, BC=L.BC, BN=L.BN, PREC=L.states, PREFETCH=L.prefetch)),
     ]
@@ -188,10 +191,10 @@ def loop_mix(sass):
     return total, result
 
 
-def report(D, input_dtype, arch, kernels=None, spec=""):
+def report(D, input_dtype, arch, kernels=None, spec="", tokens=197):
     max_regs = launch_of(D, input_dtype, spec).solve_opts.get("maxnreg")
     rows = []
-    for name, fn, cx, warps, sig in kernel_specs(D, input_dtype, spec):
+    for name, fn, cx, warps, sig in kernel_specs(D, input_dtype, spec, tokens):
         if kernels and name not in kernels:
             continue
         k = compile_kernel(fn, sig, cx, warps, arch, max_regs if "solve" in name else None)
@@ -218,9 +221,10 @@ def main(argv=None):
     ap.add_argument("--arch", type=int, default=90, help="CUDA compute capability x10 (90 = H100/H200)")
     ap.add_argument("--kernels", nargs="*", default=None, help="only these (e.g. _fwd_solve_kernel)")
     ap.add_argument("--config", default="", help="GKAKernelConfig overrides, key=value,... (e.g. chunk=32)")
+    ap.add_argument("--tokens", type=int, default=197, help="sequence length (sets the solve kernels' tail tile)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    rows = report(args.head_dim, args.dtype, args.arch, args.kernels, args.config)
+    rows = report(args.head_dim, args.dtype, args.arch, args.kernels, args.config, args.tokens)
     for r in rows:
         print(f"{r['kernel']}: {r['warps']} warps, {r['regs']} regs, {r['spill_bytes']} B stack (spills), "
               f"{r['smem']} B smem, {r['programs_per_sm']} programs/SM")

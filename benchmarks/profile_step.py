@@ -25,7 +25,8 @@ import gka_vision  # noqa: E402,F401  (registers the models)
 
 # kernel-name prefixes of the scans (kernels/gka_chunk.py, kernels/selective_scan.py, mamba_ssm)
 SCAN_KERNELS = ("_fwd_states_kernel", "_fwd_solve_kernel", "_bwd_solve_kernel", "_bwd_states_kernel",
-                "_sum_directions_kernel", "_ssm_fwd_kernel", "_ssm_bwd_kernel", "void selective_scan")
+                "_sum_directions_kernel", "_gate_grad_kernel", "_ssm_fwd_kernel", "_ssm_bwd_kernel",
+                "void selective_scan")
 
 
 def is_scan_kernel(name: str) -> bool:

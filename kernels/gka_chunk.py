@@ -12,8 +12,8 @@ reverse scan reads the tokens from the end with reverse indexing, no flipped cop
     _bwd_states_kernel   grid (B*H, NDIR, BD/BN)  reverse-time accumulation R_t (sec. 4) and the GLA dS state,
                                                   inter-chunk gradients, the write terms of the gate gradient
 
-Every output is per direction ([NDIR, ...], each element stored by one program, no atomics); the caller
-sums the directions and takes the reverse cumsum of the gate gradient.
+Every output is per direction ([NDIR, ...], each element stored by one program, no atomics); two small kernels
+finish: _gate_grad_kernel (the gate gradient's sum over later scan positions) and _sum_directions_kernel.
 
 All state and solver arithmetic is fp32; q/k/v/alpha may be fp32, bf16 or fp16. Head dims are padded
 to BD (a power of two >= 16) with masks; T is a runtime argument (never specialised) and tails are masked.
@@ -35,7 +35,13 @@ FRO2_FLOOR = 1e-24
 @triton.jit
 def _token_offsets(c, T, H, i_b, i_h, rev, BC: tl.constexpr):
     """Scan-order positions of chunk c -> (valid mask, flat token index (b*T + t)*H + h, int64)."""
-    pos = c * BC + tl.arange(0, BC)
+    return _tile_offsets(c * BC, T, H, i_b, i_h, rev, BC)
+
+
+@triton.jit
+def _tile_offsets(start, T, H, i_b, i_h, rev, BT: tl.constexpr):
+    """_token_offsets of the BT scan-order positions start, start + 1, ..."""
+    pos = start + tl.arange(0, BT)
     valid = pos < T
     t_idx = tl.where(rev, T - 1 - pos, pos)
     t_idx = tl.where(valid, t_idx, 0)
@@ -195,9 +201,10 @@ def _head_and_direction(i_bh, i_s, H, BTH, dir_base):
 
 
 @triton.jit
-def _solve_program(T, H, BTH, dir_base, BC: tl.constexpr):
+def _solve_program(T, H, BTH, dir_base, BC: tl.constexpr, BT: tl.constexpr):
     """(c, i_bh, i_s, valid, tok, gate_off) of a solve-kernel program, grid (NC, B*H, NDIR): its chunk c, row
-    i_bh = b*H + h and direction i_s, the chunk's tokens (_token_offsets) and the direction's offset gate_off.
+    i_bh = b*H + h and direction i_s, the chunk's first BT tokens (BT = BC, or the tail tile of the last chunk,
+    see _fwd_solve_kernel) and the direction's offset gate_off.
 
     Loading the chunk's tiles and gates here, or calling _head_and_direction from here, reorders the compiled
     solve kernels and moves their spills (benchmarks/kernel_resources.py): the kernels load them in their own
@@ -209,7 +216,7 @@ def _solve_program(T, H, BTH, dir_base, BC: tl.constexpr):
     i_b = i_bh // H
     i_h = i_bh % H
     gate_off = i_s.to(tl.int64) * BTH
-    valid, tok = _token_offsets(c, T, H, i_b, i_h, rev, BC)
+    valid, tok = _tile_offsets(c * BC, T, H, i_b, i_h, rev, BT)
     return c, i_bh, i_s, valid, tok, gate_off
 
 
@@ -264,17 +271,47 @@ def _fwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr,
                       o_ptr, x_ptr, fro_ptr,
                       T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
                       ridge_ratio, ridge_floor, fro2_floor, scale, out_scale,
-                      D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, PREC_FIRST: tl.constexpr,
-                      PREC: tl.constexpr, PREC_HI: tl.constexpr, LEAN: tl.constexpr):
+                      D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, TAIL: tl.constexpr,
+                      PREC_FIRST: tl.constexpr, PREC: tl.constexpr, PREC_HI: tl.constexpr, LEAN: tl.constexpr):
     """Per chunk: ||H_t||_F, lambda_t, x_t = A_t^-1 q_t, q'_t, o_t = scale S_t q'_t (docs/gka_spec.md secs. 1-3).
+
+    TAIL < BC: the program of the last chunk, which holds T - (NC - 1) BC <= TAIL tokens, runs on a TAIL-row tile
+    (a second specialisation of the same code) instead of a BC-row one: at T = 197 and BC = 64 it has 5 tokens.
+    """
+    if TAIL < BC:
+        if tl.program_id(0) == NC - 1:
+            _fwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, o_ptr, x_ptr, fro_ptr,
+                            T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
+                            ridge_ratio, ridge_floor, fro2_floor, scale, out_scale,
+                            D, BD, BC, TAIL, PREC_FIRST, PREC, PREC_HI, LEAN)
+        else:
+            _fwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, o_ptr, x_ptr, fro_ptr,
+                            T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
+                            ridge_ratio, ridge_floor, fro2_floor, scale, out_scale,
+                            D, BD, BC, BC, PREC_FIRST, PREC, PREC_HI, LEAN)
+    else:
+        _fwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, o_ptr, x_ptr, fro_ptr,
+                        T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
+                        ridge_ratio, ridge_floor, fro2_floor, scale, out_scale,
+                        D, BD, BC, BC, PREC_FIRST, PREC, PREC_HI, LEAN)
+
+
+@triton.jit
+def _fwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr,
+                    o_ptr, x_ptr, fro_ptr,
+                    T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
+                    ridge_ratio, ridge_floor, fro2_floor, scale, out_scale,
+                    D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr,
+                    PREC_FIRST: tl.constexpr, PREC: tl.constexpr, PREC_HI: tl.constexpr, LEAN: tl.constexpr):
+    """The forward solve of one chunk (BC tokens apart) on a BT-row tile.
 
     Only the Chebyshev steps use PREC_FIRST / PREC dots; the rest uses PREC_HI: q' can be ~1/a = 50
     times larger than q, so the read-out S_t q'_t cancels and needs fp32-accurate products.
     Each direction writes its own slice of o ([NDIR, B, T, H, D]; no atomics), summed by the caller.
     """
-    c, i_bh, i_s, valid, tok, gate_off = _solve_program(T, H, BTH, dir_base, BC)
+    c, i_bh, i_s, valid, tok, gate_off = _solve_program(T, H, BTH, dir_base, BC, BT)
     K = _load_rows(k_ptr, tok, valid, D, BD)
-    gg, G, M = _chunk_gates(gate_ptr, gate_off, tok, valid, BC)
+    gg, G, M = _chunk_gates(gate_ptr, gate_off, tok, valid, BT)
     eG = tl.exp(G)
     slot = (i_s.to(tl.int64) * NBH + i_bh) * NC + c
     Hp = tl.load(_state_ptr(hk_ptr, slot, BD))
@@ -292,7 +329,7 @@ def _fwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr,
     q_ptrs, m = _rows_ptr_mask(q_ptr, tok, valid, D, BD)
     x_ptrs, _ = _rows_ptr_mask(x_ptr, dir_tok, valid, D, BD)
     if LEAN:
-        X = _solve_lean(q_ptrs, tl.full([BC], 1.0, tl.float32), x_ptrs, m, K, Hp, M, eG, lam, fro,
+        X = _solve_lean(q_ptrs, tl.full([BT], 1.0, tl.float32), x_ptrs, m, K, Hp, M, eG, lam, fro,
                         n_first, n_rounds, n_refine, PREC_FIRST, PREC, PREC_HI)
     else:
         X = _solve(tl.load(q_ptrs, mask=m, other=0.0).to(tl.float32), K, Hp, M, eG, lam, fro,
@@ -318,10 +355,41 @@ def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_pt
                       dq_ptr, dk_ptr, dv_ptr, da_ptr, dG_ptr, u_ptr, w_ptr, qb_ptr,
                       T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
                       ridge_ratio, ridge_floor, scale, out_scale,
-                      D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, PREC_FIRST: tl.constexpr,
-                      PREC: tl.constexpr, PREC_HI: tl.constexpr, PREC_GRAD: tl.constexpr,
+                      D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, TAIL: tl.constexpr,
+                      PREC_FIRST: tl.constexpr, PREC: tl.constexpr, PREC_HI: tl.constexpr, PREC_GRAD: tl.constexpr,
                       PREC_LO: tl.constexpr, LEAN: tl.constexpr, PART: tl.constexpr):
-    """Per chunk: everything of the backward that needs no later chunk (docs/gka_spec.md sec. 4).
+    """Per chunk: everything of the backward that needs no later chunk (docs/gka_spec.md sec. 4); the last chunk on
+    a TAIL-row tile when TAIL < BC (as in _fwd_solve_kernel)."""
+    if TAIL < BC:
+        if tl.program_id(0) == NC - 1:
+            _bwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_ptr, fro_ptr, do_ptr,
+                            dq_ptr, dk_ptr, dv_ptr, da_ptr, dG_ptr, u_ptr, w_ptr, qb_ptr,
+                            T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
+                            ridge_ratio, ridge_floor, scale, out_scale,
+                            D, BD, BC, TAIL, PREC_FIRST, PREC, PREC_HI, PREC_GRAD, PREC_LO, LEAN, PART)
+        else:
+            _bwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_ptr, fro_ptr, do_ptr,
+                            dq_ptr, dk_ptr, dv_ptr, da_ptr, dG_ptr, u_ptr, w_ptr, qb_ptr,
+                            T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
+                            ridge_ratio, ridge_floor, scale, out_scale,
+                            D, BD, BC, BC, PREC_FIRST, PREC, PREC_HI, PREC_GRAD, PREC_LO, LEAN, PART)
+    else:
+        _bwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_ptr, fro_ptr, do_ptr,
+                        dq_ptr, dk_ptr, dv_ptr, da_ptr, dG_ptr, u_ptr, w_ptr, qb_ptr,
+                        T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
+                        ridge_ratio, ridge_floor, scale, out_scale,
+                        D, BD, BC, BC, PREC_FIRST, PREC, PREC_HI, PREC_GRAD, PREC_LO, LEAN, PART)
+
+
+@triton.jit
+def _bwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_ptr, fro_ptr, do_ptr,
+                    dq_ptr, dk_ptr, dv_ptr, da_ptr, dG_ptr, u_ptr, w_ptr, qb_ptr,
+                    T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
+                    ridge_ratio, ridge_floor, scale, out_scale,
+                    D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr,
+                    PREC_FIRST: tl.constexpr, PREC: tl.constexpr, PREC_HI: tl.constexpr, PREC_GRAD: tl.constexpr,
+                    PREC_LO: tl.constexpr, LEAN: tl.constexpr, PART: tl.constexpr):
+    """The backward solve of one chunk (BC tokens apart) on a BT-row tile.
 
     dq' from the read-out, xbar = alpha dq', qbar = A^-1 xbar (second Chebyshev solve),
     Hbar_t = -(qbar x^T + x qbar^T)/2 + c_t H_t with c_t = -a (x . qbar) / ||H_t||_F (the ridge term),
@@ -337,10 +405,10 @@ def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_pt
     PART 0 runs the three phases in one launch; PART 1 (phases 1-2, with LEAN: qbar ends in qb_ptr) and PART 2
     (phase 3) split them into two launches of the same grid, each with fewer live registers.
     """
-    c, i_bh, i_s, valid, tok, gate_off = _solve_program(T, H, BTH, dir_base, BC)
+    c, i_bh, i_s, valid, tok, gate_off = _solve_program(T, H, BTH, dir_base, BC, BT)
     dir_tok = gate_off + tok
     slot = (i_s.to(tl.int64) * NBH + i_bh) * NC + c
-    gg, G, M = _chunk_gates(gate_ptr, gate_off, tok, valid, BC)
+    gg, G, M = _chunk_gates(gate_ptr, gate_off, tok, valid, BT)
     eG = tl.exp(G)
     K = _load_rows(k_ptr, tok, valid, D, BD)
     alpha = tl.load(a_ptr + tok, mask=valid, other=0.0).to(tl.float32)
@@ -486,6 +554,29 @@ def _bwd_states_kernel(k_ptr, v_ptr, gate_ptr, u_ptr, w_ptr, dk_ptr, dv_ptr, dgp
         R = decay * R + U
         dS_rows = decay * dS_rows + W_rows
         dS_cols = decay * dS_cols + W_cols
+
+
+@triton.jit(do_not_specialize=["T"])
+def _gate_grad_kernel(dG_ptr, dgp_ptr, dg_ptr, T, H, BTH, NDIR_BTH, dir_base,
+                      NPART: tl.constexpr, BLOCK: tl.constexpr):
+    """Gate gradient of one (b*H + h, direction) row, grid (B*H, NDIR): d_m = dG_m - sum_n dgp[n]_m (the read terms of
+    _bwd_solve_kernel minus the write terms of _bwd_states_kernel, [NPART, NDIR, B, T, H]), then dg_m = the sum of d
+    over the scan positions >= m (g_m enters the cumulative gate of every later position; module doc). Blocks of
+    BLOCK positions from the last, with a running carry; dg_ptr may be dG_ptr (each block is read before it is
+    written, by this program only)."""
+    rev, i_b, i_h, gate_off = _head_and_direction(tl.program_id(0), tl.program_id(1), H, BTH, dir_base)
+    carry = tl.zeros([BLOCK], dtype=tl.float32)
+    nblk = tl.cdiv(T, BLOCK)
+    for bi in range(0, nblk):
+        valid, tok = _tile_offsets((nblk - 1 - bi) * BLOCK, T, H, i_b, i_h, rev, BLOCK)
+        d = tl.load(dG_ptr + gate_off + tok, mask=valid, other=0.0)
+        part_ptrs = dgp_ptr + gate_off + tok
+        for _ in tl.static_range(NPART):
+            d -= tl.load(part_ptrs, mask=valid, other=0.0)
+            part_ptrs += NDIR_BTH  # the next part: pointer arithmetic is 64-bit
+        total = tl.sum(d, 0)
+        tl.store(dg_ptr + gate_off + tok, carry + (total - tl.cumsum(d, 0) + d), mask=valid)
+        carry += total
 
 
 @triton.jit

@@ -10,10 +10,11 @@ autograd.Function, and the two public entry points.
 Same contract as gka_vision.ops.gka_scan (docs/gka_spec.md sections 1-5). The bidirectional op runs both scan
 directions in one launch per kernel (direction = a grid axis) and returns 0.5 * (forward + reverse).
 `gates` is [NDIR, B, T, H] fp32 and dir_base 0 (forward scan first) or 1 (a single reverse scan).
-Tuning travels as a `GKAKernelConfig` (None = `default_config(q.dtype)`); nothing is read from the environment
+Tuning travels as a `GKAKernelConfig` (None = `default_config(solve_dtype(q, k, v))`); nothing is read from the environment
 except TRITON_INTERPRET, which Triton itself reads.
 """
 import dataclasses
+import functools
 import os
 from typing import Optional, Tuple
 
@@ -21,7 +22,7 @@ import torch
 import triton
 
 from .gka_chunk import (FRO2_FLOOR, RIDGE_FLOOR, _bwd_solve_kernel, _bwd_states_kernel, _fwd_solve_kernel,
-                        _fwd_states_kernel, _sum_directions_kernel)
+                        _fwd_states_kernel, _gate_grad_kernel, _sum_directions_kernel)
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -77,7 +78,9 @@ class GKAKernelConfig:
     lean_solve: the solve kernels keep the right-hand side and the running solution of the refinement rounds in
     memory instead of registers (fewer registers per program, one extra fp32 buffer in the backward);
     split_backward: the backward solve kernel runs as two launches (read-out gradients + second solve, then the
-    covariance gradients), each with fewer live registers (one extra fp32 buffer).
+    covariance gradients), each with fewer live registers (one extra fp32 buffer);
+    tail_tile: the last chunk of a solve launch runs on a smaller tile when it holds at most half a chunk
+    (`tail_rows`; at T = 197 the forward's last 64-token chunk has 5 tokens).
     """
     schedule: str = "bf16:15+3xbf16:10/bf16:15+2xbf16:15"
     precision_hi: str = "bf16x3"
@@ -93,6 +96,7 @@ class GKAKernelConfig:
     prefetch: bool = True
     lean_solve: bool = False
     split_backward: bool = False
+    tail_tile: bool = True
 
     def __post_init__(self):
         parse_schedule(self.schedule)
@@ -133,7 +137,7 @@ class GKAKernelConfig:
                                  f"(keys: {', '.join(fields)})")
             if key in ("chunk", "fwd_chunk", "state_cols", "num_warps", "state_warps", "max_regs"):
                 changes[key] = None if val.lower() == "none" else int(val)
-            elif key in ("prefetch", "lean_solve", "split_backward"):
+            elif key in ("prefetch", "lean_solve", "split_backward", "tail_tile"):
                 changes[key] = val.lower() in ("1", "true", "yes")
             else:
                 changes[key] = val
@@ -152,8 +156,18 @@ _DEFAULTS = {torch.float32: GKAKernelConfig(), torch.float16: _HALF, torch.bfloa
 
 
 def default_config(dtype: torch.dtype) -> GKAKernelConfig:
-    """The kernel config used when a call passes none, chosen by the input dtype."""
+    """The kernel config used when a call passes none, chosen by `solve_dtype` of the inputs."""
     return _DEFAULTS.get(dtype, _DEFAULTS[torch.float32])
+
+
+def solve_dtype(q, k, v) -> torch.dtype:
+    """The dtype whose accuracy target the default config meets: the least precise of q, k and v. Under CUDA
+    autocast v comes from a bf16 projection while F.normalize hands q and k over in fp32; the output then
+    feeds bf16 layers, so the bf16 target holds (docs/kernels.md, "Precision by input dtype")."""
+    for t in (v, k, q):
+        if t.dtype in (torch.bfloat16, torch.float16):
+            return t.dtype
+    return q.dtype
 
 
 def padded_head_dim(head_dim: int) -> int:
@@ -168,6 +182,20 @@ def chunk_sizes(config: GKAKernelConfig, head_dim: int) -> Tuple[int, int]:
     padded_64 = padded_head_dim(head_dim) == 64
     bwd = config.chunk or (32 if padded_64 else 16)
     return config.fwd_chunk or (64 if padded_64 else bwd), bwd
+
+
+def tail_rows(T: int, chunk: int, tail_tile: bool = True) -> int:
+    """Rows of the last chunk's tile in a solve launch of `chunk`-token chunks (the TAIL of the solve kernels): the
+    next power of two >= the tokens left in that chunk (at least 16) when that is at most half a chunk, else `chunk`."""
+    left = T - (triton.cdiv(T, chunk) - 1) * chunk
+    rows = max(16, triton.next_power_of_2(max(left, 1)))
+    return rows if tail_tile and 2 * rows <= chunk else chunk
+
+
+@functools.lru_cache(maxsize=256)
+def _launch(config: "GKAKernelConfig", D: int) -> "_Launch":
+    """_Launch(config, D), built once per (config, head dim): the host code runs on every call of the op."""
+    return _Launch(config, D)
 
 
 class _Launch:
@@ -188,6 +216,7 @@ class _Launch:
         self.prefetch = config.prefetch
         self.lean = config.lean_solve
         self.split = config.split_backward
+        self.tail_tile = config.tail_tile
         self.solve_opts = dict(num_warps=self.warps)
         if config.max_regs is not None and not INTERPRET:
             self.solve_opts["maxnreg"] = config.max_regs
@@ -253,7 +282,7 @@ def gka_triton_forward(q, k, v, alpha, gates, dir_base=0, ridge_ratio=0.02, num_
     # as a float, would otherwise give the kernels a different argument type (and a re-compile, or fp64 math)
     dir_base, ridge_ratio, num_iter = int(dir_base), float(ridge_ratio), int(num_iter)
     scale = D ** -0.5 if scale is None else float(scale)
-    L = _Launch(config or default_config(q.dtype), D)
+    L = _launch(config or default_config(solve_dtype(q, k, v)), D)
     NC = triton.cdiv(T, L.BC_fwd)
     p1, n1, rounds, p2, n2 = L.iters(num_iter, False)
     f32 = dict(dtype=torch.float32, device=q.device)
@@ -264,8 +293,8 @@ def gka_triton_forward(q, k, v, alpha, gates, dir_base=0, ridge_ratio=0.02, num_
     _fwd_solve_kernel[(NC, B * H, ndir)](q, k, v, alpha, gates, hk, hv, o, x, fro,
                                          T, H, B * H, B * T * H, NC, dir_base, n1, rounds, n2,
                                          ridge_ratio, float(RIDGE_FLOOR), float(FRO2_FLOOR), scale, 1.0 / ndir,
-                                         D=D, BD=L.BD, BC=L.BC_fwd, PREC_FIRST=p1, PREC=p2, PREC_HI=L.hi,
-                                         LEAN=L.lean, **L.solve_opts)
+                                         D=D, BD=L.BD, BC=L.BC_fwd, TAIL=tail_rows(T, L.BC_fwd, L.tail_tile),
+                                         PREC_FIRST=p1, PREC=p2, PREC_HI=L.hi, LEAN=L.lean, **L.solve_opts)
     return _sum_directions(o, q.dtype), x, fro
 
 
@@ -280,7 +309,7 @@ def gka_triton_backward(q, k, v, alpha, gates, x, fro, do, dir_base=0, ridge_rat
     D = int(q.shape[-1])
     dir_base = int(dir_base)
     scale = D ** -0.5 if scale is None else float(scale)
-    L = _Launch(config or default_config(q.dtype), D)
+    L = _launch(config or default_config(solve_dtype(q, k, v)), D)
     do = do.contiguous()
     args = (q, k, v, alpha, do, float(ridge_ratio), int(num_iter), scale, 1.0 / int(gates.shape[0]), L)
     if sequential and gates.shape[0] == 2:
@@ -321,21 +350,19 @@ def _backward(q, k, v, alpha, do, ridge_ratio, num_iter, scale, out_scale, L, ga
                                            dq, dk, dv, da, dG, u, w, qb,
                                            T, H, NBH, BTH, NC, dir_base, n1, rounds, n2,
                                            ridge_ratio, float(RIDGE_FLOOR), scale, out_scale,
-                                           D=D, BD=L.BD, BC=L.BC, PREC_FIRST=p1, PREC=p2, PREC_HI=L.hi,
-                                           PREC_GRAD=L.grad, PREC_LO=L.lo, LEAN=L.lean, PART=part, **L.solve_opts)
+                                           D=D, BD=L.BD, BC=L.BC, TAIL=tail_rows(T, L.BC, L.tail_tile),
+                                           PREC_FIRST=p1, PREC=p2, PREC_HI=L.hi, PREC_GRAD=L.grad, PREC_LO=L.lo,
+                                           LEAN=L.lean, PART=part, **L.solve_opts)
     _bwd_states_kernel[(NBH, ndir, L.BD // L.BN)](k, v, gates, u, w, dk, dv, dgp,
                                                   T, H, NBH, BTH, NC, dir_base,
                                                   D=D, BD=L.BD, BC=L.BC, BN=L.BN, PREC=L.states,
                                                   PREFETCH=L.prefetch, num_warps=L.state_warps)
     del hk, hv, u, w, qb  # free the chunk states before the direction sums allocate
-    # dL/dG^glob_t (read terms from the solve kernel minus the inter-chunk write terms); g_t enters
-    # G^glob of every later position in scan order: reverse cumsum for the forward scan, cumsum over
-    # t for the reverse scan. The cumsums run over the last, contiguous dim ([NDIR, B, H, T]): torch's scan
-    # over an outer dim is several times slower.
-    dGt = (dG - dgp.sum(0)).transpose(2, 3).contiguous()
-    dg = torch.stack([dGt[s].cumsum(-1) if dir_base + s == 1 else dGt[s].flip(-1).cumsum(-1).flip(-1)
-                      for s in range(ndir)]).transpose(2, 3).contiguous()
-    return dq, dk, dv, da, dg
+    # dL/dG^glob (read terms of the solve kernel minus the write terms of the state scan), summed over the later
+    # scan positions: the gate gradient, in place of dG
+    _gate_grad_kernel[(NBH, ndir)](dG, dgp, dG, T, H, BTH, ndir * BTH, dir_base, NPART=int(dgp.shape[0]),
+                                   BLOCK=256, num_warps=4)
+    return dq, dk, dv, da, dG
 
 
 class GKATritonFunction(torch.autograd.Function):

@@ -85,6 +85,31 @@ def test_half_precision_vs_reference(dtype, mode, T, D):
     _compare(mode, _inputs(2, T, 2, D, dtype), *TOL[dtype])
 
 
+@pytest.mark.parametrize("T", [197, 100])
+def test_fp32_qk_with_bf16_values_vs_reference(T):
+    """fp32 q and k beside bf16 v and alpha (what F.normalize leaves under CUDA autocast) run the bf16 schedule
+    (gka_kernels.solve_dtype) and meet the bf16 targets."""
+    ins = _inputs(2, T, 2, 64, torch.float32)
+    ins[2], ins[3] = (t.detach().to(torch.bfloat16).requires_grad_() for t in ins[2:4])
+    _compare("bi", ins, *TOL[torch.bfloat16])
+
+
+def test_tail_tile_matches_full_tile():
+    """The last chunk on a 16-row tile (the default at T = 197: 5 tokens in the forward's last 64-token chunk and the
+    backward's last 32-token one) gives what the full tile gives, to the rounding of other tile shapes."""
+    from gka_kernels import default_config
+    from gka_vision.ops import gka_scan_bidirectional
+    ins = _inputs(2, 197, 3, 64, torch.bfloat16)
+    do = torch.randn(ins[0].shape, device="cuda", generator=torch.Generator(device="cuda").manual_seed(1))
+    res = []
+    for cfg in (default_config(torch.bfloat16), default_config(torch.bfloat16).replace(tail_tile=False)):
+        o = gka_scan_bidirectional(*ins, backend="triton", config=cfg)
+        res.append([o.float()] + [x.float() for x in torch.autograd.grad(o, ins, do.to(o.dtype))])
+    for a, b in zip(*res):
+        assert torch.isfinite(a).all() and b.abs().max() > 0
+        assert _rel(a, b) < 2e-3, _rel(a, b)  # both within 1e-2 of the exact solve; bf16 dots of other shapes
+
+
 def test_sequential_backward_matches_joint():
     """sequential_backward=True (one direction's backward launches after the other) gives the joint launch's
     gradients (same kernels, same per-element arithmetic) and uses less memory."""
@@ -141,7 +166,13 @@ def test_new_T_does_not_recompile():
     ins = _inputs(1, 70, 2, 64, torch.bfloat16)
     gka_scan_bidirectional(*ins, backend="triton").float().sum().backward()
     before = [_cache_entries(k) for k in kernels]
-    for T in (71, 197, 577):
+    for T in (71, 197, 577):  # last chunks of 7, 5, 1 tokens: the same 16-row tail tiles as T = 70's 6
         ins = _inputs(1, T, 2, 64, torch.bfloat16)
         gka_scan_bidirectional(*ins, backend="triton").float().sum().backward()
     assert [_cache_entries(k) for k in kernels] == before
+    # 36 tokens in the forward's last chunk: its full 64-row tile, at most one more specialisation of the forward
+    # solve (none where an earlier test of this process compiled it) and none of the other kernels
+    ins = _inputs(1, 100, 2, 64, torch.bfloat16)
+    gka_scan_bidirectional(*ins, backend="triton").float().sum().backward()
+    after = [_cache_entries(k) for k in kernels]
+    assert after[0] == before[0] and after[2:] == before[2:] and before[1] <= after[1] <= before[1] + 1

@@ -77,6 +77,8 @@ _SCRIPT = textwrap.dedent(r"""
         "fwd_T37_D16_fwd_chunk64": ("fwd", "direct", 1, 37, 2, 16, torch.float32, 0),
         # the default config at padded head dim 64: 64-token forward and 32-token backward chunks (2 and 3 here)
         "bi_T70_D40_default": ("bi", "direct", 1, 70, 1, 40, torch.float32, 0),
+        # the same without the last chunks' 16-row tail tiles (6 tokens each)
+        "bi_T70_D40_default_no_tail": ("bi", "direct", 1, 70, 1, 40, torch.float32, 0),
     }
     out = {}
     # 16-token chunks and 16-column state blocks: several chunks and several column programs of the state
@@ -90,8 +92,8 @@ _SCRIPT = textwrap.dedent(r"""
         cfg = GKAKernelConfig(chunk=16, state_cols=16, prefetch=not name.endswith("no_prefetch"),
                               lean_solve=name.endswith("lean"), split_backward="split" in name,
                               fwd_chunk=int(name.rsplit("fwd_chunk", 1)[1]) if "fwd_chunk" in name else None)
-        if name.endswith("default"):
-            cfg = GKAKernelConfig()
+        if "default" in name:
+            cfg = GKAKernelConfig(tail_tile=not name.endswith("no_tail"))
         ins = [t.requires_grad_() for t in make(B, T, H, D, dtype, zk)]
         o = tri_fn(mode, api, cfg, *ins)
         ref = ref_fn(mode, *ins)
@@ -103,7 +105,17 @@ _SCRIPT = textwrap.dedent(r"""
         out[name] = dict(
             dtype=str(o.dtype), finite=bool(torch.isfinite(o).all()) and all(bool(torch.isfinite(x).all()) for x in grads),
             fwd=rel(o, ref), grads={n: rel(x, y) for n, x, y in zip(names, grads, grads_ref)},
-            raw=[x.tolist() for x in [o] + list(grads)] if name.startswith("bi_T40_D32") else None)
+            raw=[x.tolist() for x in [o] + list(grads)] if name.startswith(("bi_T40_D32", "bi_T70")) else None)
+    # the gate-gradient kernel over several 16-position blocks (the scan kernels above use one block of 256)
+    from gka_kernels.gka_chunk import _gate_grad_kernel
+    gen = torch.Generator().manual_seed(3)
+    B, T, H = 2, 37, 3
+    dG, dgp = torch.randn(2, B, T, H, generator=gen), torch.randn(2, 2, B, T, H, generator=gen)
+    d = dG - dgp.sum(0)
+    want = torch.stack([d[0].flip(1).cumsum(1).flip(1), d[1].cumsum(1)])  # scan order: t up, then t down
+    got = dG.clone()
+    _gate_grad_kernel[(B * H, 2)](got, dgp, got, T, H, B * T * H, 2 * B * T * H, 0, NPART=2, BLOCK=16)
+    out["gate_grad_blocks"] = (got - want).abs().max().item()
     print("RESULT" + json.dumps(out))
 """)
 
@@ -111,7 +123,7 @@ _CASES = ["fwd_T37_D16", "rev_T37_D16", "bi_T40_D32", "bi_T40_D32_sequential", "
           "bi_T40_D32_lean", "fwd_T37_D16_lean", "bi_T40_D32_split", "bi_T40_D32_split_lean",
           "bi_T23_D20_dispatch", "rev_T16_D24_dispatch",
           "bi_T33_D16_zero_keys", "fwd_T1_D16", "bi_T29_D16_fp16", "bi_T40_D32_fwd_chunk32", "fwd_T37_D16_fwd_chunk64",
-          "bi_T70_D40_default"]
+          "bi_T70_D40_default", "bi_T70_D40_default_no_tail"]
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +165,23 @@ def test_triton_kernel_variants_equal_joint(interpreter_results):
             a, b = torch.tensor(a), torch.tensor(b)
             assert torch.isfinite(b).all() and a.abs().max() > 0
             torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_triton_tail_tile_equals_full_tile(interpreter_results):
+    """The last chunk on a 16-row tile (GKAKernelConfig.tail_tile, the default) computes what the full 64- and 32-row
+    tiles compute: the extra rows are masked tokens (the same sums, other tile shapes)."""
+    for a, b in zip(interpreter_results["bi_T70_D40_default"]["raw"],
+                    interpreter_results["bi_T70_D40_default_no_tail"]["raw"]):
+        a, b = torch.tensor(a), torch.tensor(b)
+        assert torch.isfinite(a).all() and b.abs().max() > 0
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_gate_grad_kernel_blocks(interpreter_results):
+    """_gate_grad_kernel carries the sum over later scan positions across its blocks (both directions, in place)."""
+    assert interpreter_results["gate_grad_blocks"] < 1e-5
 
 
 def test_triton_ridge_floor_matches_reference():
@@ -278,7 +307,7 @@ def test_forward_and_backward_chunk_sizes(monkeypatch):
             return launch
 
     for name in ("_fwd_states_kernel", "_fwd_solve_kernel", "_bwd_solve_kernel", "_bwd_states_kernel",
-                 "_sum_directions_kernel"):
+                 "_sum_directions_kernel", "_gate_grad_kernel"):
         monkeypatch.setattr(gkf, name, Recorder(name))
     monkeypatch.setattr(gkf, "INTERPRET", True)  # CPU tensors; no kernel runs
     B, T, H, D = 1, 100, 2, 32
@@ -287,11 +316,54 @@ def test_forward_and_backward_chunk_sizes(monkeypatch):
     cfg = gkf.GKAKernelConfig(chunk=16, fwd_chunk=64)
     _, x, fro = gkf.gka_triton_forward(q, q, q, a, gates, config=cfg)
     gkf.gka_triton_backward(q, q, q, a, gates, x, fro, q, config=cfg)
-    got = [(n, bc) for n, _, bc in launches if n != "_sum_directions_kernel"]
+    got = [(n, bc) for n, _, bc in launches if n not in ("_sum_directions_kernel", "_gate_grad_kernel")]
     assert got == [("_fwd_states_kernel", 64), ("_fwd_solve_kernel", 64),
                    ("_fwd_states_kernel", 16), ("_bwd_solve_kernel", 16), ("_bwd_states_kernel", 16)]
     grids = {n: g for n, g, _ in launches}
     assert grids["_fwd_solve_kernel"][0] == 2 and grids["_bwd_solve_kernel"][0] == 7  # ceil(100/64), ceil(100/16)
+    assert grids["_gate_grad_kernel"] == (B * H, 2)  # one launch for the gate gradient of both directions
+
+
+def test_tail_tile_rows(monkeypatch):
+    """The last chunk of a solve launch runs on the smallest power-of-two tile (>= 16) that holds its tokens when that
+    is at most half a chunk: at T = 197 on 64-token chunks a 16-row tile for its 5 tokens; tail_tile=False keeps the
+    chunk's tile (TAIL = BC selects the single-tile kernel)."""
+    import gka_kernels.gka_function as gkf
+    assert [gkf.tail_rows(T, 64) for T in (197, 196, 213, 224, 230, 256, 5, 49)] == [16, 16, 32, 32, 64, 64, 16, 64]
+    assert [gkf.tail_rows(T, 32) for T in (197, 210, 224, 1)] == [16, 32, 32, 16]
+    assert gkf.tail_rows(197, 16) == 16 and gkf.tail_rows(197, 64, tail_tile=False) == 64
+
+    tails = {}
+
+    class Recorder:
+        def __init__(self, name):
+            self.name = name
+
+        def __getitem__(self, grid):
+            return lambda *args, **kw: tails.setdefault(self.name, kw.get("TAIL"))
+
+    for name in ("_fwd_states_kernel", "_fwd_solve_kernel", "_bwd_solve_kernel", "_bwd_states_kernel",
+                 "_sum_directions_kernel", "_gate_grad_kernel"):
+        monkeypatch.setattr(gkf, name, Recorder(name))
+    monkeypatch.setattr(gkf, "INTERPRET", True)
+    q = torch.randn(1, 197, 1, 64)
+    a, gates = torch.rand(1, 197, 1), -torch.rand(2, 1, 197, 1)
+    for cfg, want in ((gkf.GKAKernelConfig(), (16, 16)), (gkf.GKAKernelConfig(tail_tile=False), (64, 32))):
+        tails.clear()
+        _, x, fro = gkf.gka_triton_forward(q, q, q, a, gates, config=cfg)
+        gkf.gka_triton_backward(q, q, q, a, gates, x, fro, q, config=cfg)
+        assert (tails["_fwd_solve_kernel"], tails["_bwd_solve_kernel"]) == want
+
+
+def test_default_config_follows_least_precise_input():
+    """Under CUDA autocast F.normalize returns fp32 q and k beside a bf16 v: the bf16 schedule applies (the output
+    feeds bf16 layers); all-fp32 inputs keep the fp32 one."""
+    from gka_kernels.gka_function import default_config, solve_dtype
+    f32, bf16, f16 = (torch.zeros(1, dtype=d) for d in (torch.float32, torch.bfloat16, torch.float16))
+    assert solve_dtype(f32, f32, f32) == torch.float32
+    assert solve_dtype(f32, f32, bf16) == torch.bfloat16 and solve_dtype(bf16, f32, f32) == torch.bfloat16
+    assert solve_dtype(f32, f16, f32) == torch.float16
+    assert default_config(solve_dtype(f32, f32, bf16)) == default_config(torch.bfloat16) != default_config(torch.float32)
 
 
 def test_default_chunks_by_head_dim():
