@@ -10,8 +10,8 @@ autograd.Function, and the two public entry points.
 Same contract as gka_vision.ops.gka_scan (docs/gka_spec.md sections 1-5). The bidirectional op runs both scan
 directions in one launch per kernel (direction = a grid axis) and returns 0.5 * (forward + reverse).
 `gates` is [NDIR, B, T, H] fp32 and dir_base 0 (forward scan first) or 1 (a single reverse scan).
-Tuning travels as a `GKAKernelConfig` (None = `default_config(solve_dtype(q, k, v))`); nothing is read from the environment
-except TRITON_INTERPRET, which Triton itself reads.
+Tuning travels as a `GKAKernelConfig` (None = `default_config(solve_dtype(q, k, v))`); nothing is read from the
+environment except TRITON_INTERPRET, which Triton itself reads.
 """
 import dataclasses
 import functools

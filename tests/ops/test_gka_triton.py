@@ -363,7 +363,8 @@ def test_default_config_follows_least_precise_input():
     assert solve_dtype(f32, f32, f32) == torch.float32
     assert solve_dtype(f32, f32, bf16) == torch.bfloat16 and solve_dtype(bf16, f32, f32) == torch.bfloat16
     assert solve_dtype(f32, f16, f32) == torch.float16
-    assert default_config(solve_dtype(f32, f32, bf16)) == default_config(torch.bfloat16) != default_config(torch.float32)
+    half = default_config(solve_dtype(f32, f32, bf16))
+    assert half == default_config(torch.bfloat16) != default_config(torch.float32)
 
 
 def test_default_chunks_by_head_dim():
