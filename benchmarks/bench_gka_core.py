@@ -174,20 +174,23 @@ def errors(B, T, H, D, dtype, op=None, grads=True):
 
 
 def kernel_flops(B, T, H, D, dtype, ndir=2):
-    """FLOPs (2 per multiply-add) the four kernels execute with the current config, padded chunks included.
+    """FLOPs (2 per multiply-add) the four kernels execute with the current config, padded tiles included (the last
+    chunk's tile has gka_function.tail_rows rows).
 
     tf32x3 dots count once (their 3 tensor-core products are not counted); bf16 and tf32 steps count alike.
     """
     L = gkf._Launch(variant_config(dtype), D)
-    BD, C, Cf = L.BD, L.BC, L.BC_fwd
+    BD = L.BD
     _, f1, fr, _, f2 = L.iters(30, False)
     _, b1, br, _, b2 = L.iters(30, True)
-    n = B * H * triton.cdiv(T, C) * C * ndir        # padded tokens over both directions (backward chunks)
-    nf = B * H * triton.cdiv(T, Cf) * Cf * ndir     # the same for the forward's chunks
-    it = lambda c: 2 * BD * BD + 4 * c * BD          # noqa: E731  one application of A per token, c-token chunks
-    fwd = (f1 + fr * (f2 + 1)) * it(Cf) + 4 * BD * BD + 2 * Cf * Cf + 8 * Cf * BD + 4 * BD * BD
-    bwd = (b1 + br * (b2 + 1)) * it(C) + 14 * BD * BD + 4 * C * C + 20 * C * BD + 6 * BD * BD
-    return nf * fwd, n * bwd
+    it = lambda c: 2 * BD * BD + 4 * c * BD          # noqa: E731  one application of A per token, c-row tiles
+    fwd = lambda c: (f1 + fr * (f2 + 1)) * it(c) + 4 * BD * BD + 2 * c * c + 8 * c * BD + 4 * BD * BD  # noqa: E731
+    bwd = lambda c: (b1 + br * (b2 + 1)) * it(c) + 14 * BD * BD + 4 * c * c + 20 * c * BD + 6 * BD * BD  # noqa: E731
+
+    def launch(per_token, C):  # over both directions: NC - 1 tiles of C rows, the last one of tail_rows rows
+        R = gkf.tail_rows(T, C, L.tail_tile)
+        return B * H * ndir * ((triton.cdiv(T, C) - 1) * C * per_token(C) + R * per_token(R))
+    return launch(fwd, L.BC_fwd), launch(bwd, L.BC)
 
 
 def profile_split(ins, do):
