@@ -65,9 +65,9 @@ class BidirectionalGKAMixer(nn.Module):
             other (half its transient memory, for large images); the blocks set it with their recompute_mixer
             switch (layers/blocks.py).
         qk_input_dtype: hand the scan q and k in their projection's dtype (bf16 under autocast) instead of
-            F.normalize's (fp32 under CUDA autocast, where the Triton core then runs its fp32-input schedule).
-            Off by default here: the Fashion-MNIST check of gka_tiny with it on came out 0.34 points lower
-            (within 1.6 standard errors; docs/results.md); GKAVisionMixer has it on.
+            F.normalize's (fp32 under CUDA autocast): half their loads in the Triton core and half their saved
+            activations. Off by default here: two Fashion-MNIST checks of gka_tiny with it on came out 0.34 and
+            0.16 points lower (each within 1.6 standard errors; docs/results.md); GKAVisionMixer has it on.
 
     forward(x [B, N, C], hw=(H, W)) -> [B, N, C], N must equal H * W.
     """

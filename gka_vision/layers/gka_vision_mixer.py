@@ -64,8 +64,8 @@ class GKAVisionMixer(nn.Module):
         norm_eps: eps of the per-head RMSNorm of the scan output.
         proj_drop: dropout after out_proj.
         qk_input_dtype: hand the scan q and k in their projection's dtype (bf16 under autocast) instead of
-            F.normalize's (fp32 under CUDA autocast, where the Triton core then runs its fp32-input schedule);
-            the Fashion-MNIST check found no accuracy change (docs/results.md).
+            F.normalize's (fp32 under CUDA autocast): half their loads in the Triton core and half their saved
+            activations; the Fashion-MNIST check found no accuracy change (docs/results.md).
 
     forward(x [B, N, C], hw=None) -> [B, N, C] (hw is accepted for the mixers' common call signature).
     """

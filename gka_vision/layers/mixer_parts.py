@@ -82,8 +82,8 @@ def normalize_qk_scale_beta(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, b
     """q, k, v [B, N, nh, D], beta [B, N, nh, 1] -> q, k L2-normalised (eps 1e-6); k, v scaled by beta.
 
     qk_input_dtype: q and k keep the dtype they came in (their projection's: bf16 under autocast). Otherwise they
-    keep F.normalize's, which CUDA autocast runs in fp32; fp32 q and k make the Triton core run its fp32-input
-    schedule (more solver steps, docs/kernels.md "Precision by input dtype")."""
+    keep F.normalize's, which CUDA autocast runs in fp32 (the Triton core's solver schedule follows the least
+    precise of q, k and v either way: docs/kernels.md "Precision by input dtype")."""
     qn = F.normalize(q, dim=-1, eps=1e-6)
     kn = F.normalize(k, dim=-1, eps=1e-6)
     if qk_input_dtype:

@@ -95,7 +95,7 @@ def test_bf16_autocast():
                                                       ('gka_bi', dict(qk_input_dtype=True), torch.bfloat16)])
 def test_scan_gets_q_and_k_in_the_projection_dtype(mixer, kwargs, qk_dtype, monkeypatch):
     """CUDA autocast runs F.normalize in fp32; with qk_input_dtype (GKAVisionMixer's default) the scan still gets q
-    and k in the projections' bf16 (its precision, and so its solver schedule, follows q's dtype: docs/kernels.md).
+    and k in the projections' bf16 (docs/kernels.md, "Precision by input dtype"); v is bf16 either way.
     CPU autocast keeps F.normalize in bf16, so the test makes F.normalize return fp32 as CUDA autocast does."""
     from gka_vision.layers import create_mixer
     from gka_vision.layers import gka_mixer, gka_vision_mixer
