@@ -3,7 +3,7 @@
 For every kernel of kernels/gka_chunk.py at the configuration the host code would launch: registers per
 thread, spilled bytes, shared memory, and per loop of its SASS (found by backward branches) the instruction
 mix of one iteration: tensor-core MMAs, shared-memory loads/stores, barriers, spill traffic (local memory),
-everything else. This is how to judge a kernel change on a CPU-only machine before spending GPU time; it
+conversions, register copies, everything else. This is how to judge a kernel change on a CPU-only machine before spending GPU time; it
 is not a timing (occupancy = programs per SM from registers and shared memory, the only dynamic hint).
 
     python benchmarks/kernel_resources.py                       # D = 64, the default config, sm_90
@@ -77,10 +77,11 @@ def kernel_specs(D, input_dtype, spec="", tokens=197):
          dict(D=D, BD=L.BD, BC=L.BC_fwd, BN=L.BN, PREC=L.states, PREFETCH=L.prefetch)),
         ("_fwd_solve_kernel", gka_chunk._fwd_solve_kernel,
          dict(D=D, BD=L.BD, BC=L.BC_fwd, TAIL=gka_function.tail_rows(tokens, L.BC_fwd, L.tail_tile),
-              PREC_FIRST=p1, PREC=p2, PREC_HI=L.hi, LEAN=L.lean)),
+              PREC_FIRST=p1, PREC=p2, PREC_HI=L.hi, LEAN=L.lean, PAIRED=L.paired_fwd)),
         ("_bwd_solve_kernel", gka_chunk._bwd_solve_kernel,
          dict(D=D, BD=L.BD, BC=L.BC, TAIL=gka_function.tail_rows(tokens, L.BC, L.tail_tile), PREC_FIRST=bp1,
-              PREC=bp2, PREC_HI=L.hi, PREC_GRAD=L.grad, PREC_LO=L.lo, LEAN=L.lean, PART=0)),
+              PREC=bp2, PREC_HI=L.hi, PREC_GRAD=L.grad, PREC_LO=L.lo, LEAN=L.lean, PART=0,
+              PAIRED=L.paired_bwd)),
         ("_bwd_states_kernel", gka_chunk._bwd_states_kernel,
          dict(D=D, BD=L.BD, BC=L.BC, BN=L.BN, PREC=L.states, PREFETCH=L.prefetch)),
     ]
@@ -153,6 +154,8 @@ def _classify(op):
         return "convert"
     if base in ("SHFL",):
         return "shuffle"
+    if base == "MOV" or op.startswith("IMAD.MOV"):
+        return "move"  # register copies (IMAD.MOV is how ptxas often spells one; UMOV, uniform registers, is not)
     return "other"
 
 
@@ -210,7 +213,7 @@ def report(D, input_dtype, arch, kernels=None, spec="", tokens=197):
 
 
 def _fmt_mix(m):
-    keys = ("total", "mma", "smem", "barrier", "spill", "convert", "global")
+    keys = ("total", "mma", "smem", "barrier", "spill", "convert", "move", "global")
     return " ".join(f"{k}={m.get(k, 0)}" for k in keys)
 
 

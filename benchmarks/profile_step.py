@@ -7,7 +7,8 @@ then `--steps` steps run under torch.profiler. Reported per step: wall time (hos
 synchronize), GPU kernel time (sum of the device time of every kernel), the part of it in the scan kernels
 (the project's Triton kernels: GKA, selective scan, and mamba_ssm's CUDA scan if used) and the rest, the number of
 kernel launches, and the top kernels outside the scans. GPU time < wall time means the GPU idles (launch-bound).
---json writes the numbers.
+--host adds a profile of the host side: the host time of the step's phases (forward, backward, optimizer) and
+the host events with the most self time (Python-side op dispatch, kernel launch calls). --json writes the numbers.
 """
 import argparse
 import json
@@ -17,6 +18,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import record_function
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -64,16 +66,33 @@ def train_step_fn(model, batch, res, device, dtype):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
 
     def step():
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=dtype):
-            loss = F.cross_entropy(model(x).float(), y)
-        loss.backward()
-        opt.step()
+        # the ranges name the phases in a host profile (--host); outside a profile they cost nothing measurable
+        with record_function("phase:forward"):
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=dtype):
+                loss = F.cross_entropy(model(x).float(), y)
+        with record_function("phase:backward"):
+            loss.backward()
+        with record_function("phase:optimizer"):
+            opt.step()
         return loss.detach()
     return step
 
 
-def profile_model(name, batch, res, steps, warmup, compile_mode, device, dtype, kwargs):
+def host_breakdown(events, steps: int, top: int = 15):
+    """(host ms per step of each phase range, [(self host ms, calls, name) per step, largest first]) from the key
+    averages of a CPU profile: where the host spends a step (which ops dispatch slowly, how much is launch calls)."""
+    phases, selfs = {}, []
+    for e in events:
+        if e.key.startswith("phase:"):
+            phases[e.key[6:]] = e.cpu_time_total / 1e3 / steps
+        elif e.self_cpu_time_total:
+            selfs.append((e.self_cpu_time_total / 1e3 / steps, e.count / steps, e.key))
+    selfs.sort(reverse=True)
+    return phases, [(round(ms, 3), round(n, 1), name[:80]) for ms, n, name in selfs[:top]]
+
+
+def profile_model(name, batch, res, steps, warmup, compile_mode, device, dtype, kwargs, host=False):
     from torch.profiler import ProfilerActivity, profile
     torch.manual_seed(0)
     model = timm.create_model(name, **kwargs).to(device).train()
@@ -97,10 +116,17 @@ def profile_model(name, batch, res, steps, warmup, compile_mode, device, dtype, 
             step()
         torch.cuda.synchronize()
     total, scan, other, launches, others, scans = split_kernel_times(prof.key_averages(), steps)
-    return dict(model=name, batch=batch, res=res, compile=compile_mode or "eager", wall_ms=wall_ms,
-                img_s=batch * 1e3 / wall_ms, gpu_ms=total, scan_ms=scan, other_ms=other, launches=launches,
-                gpu_busy=total / wall_ms, warmup_s=warmup_s, scan_kernels=[(round(t, 3), n[:60]) for t, n in scans],
-                top_other=[(round(t, 3), n[:80]) for t, n in others[:8]])
+    row = dict(model=name, batch=batch, res=res, compile=compile_mode or "eager", wall_ms=wall_ms,
+               img_s=batch * 1e3 / wall_ms, gpu_ms=total, scan_ms=scan, other_ms=other, launches=launches,
+               gpu_busy=total / wall_ms, warmup_s=warmup_s, scan_kernels=[(round(t, 3), n[:60]) for t, n in scans],
+               top_other=[(round(t, 3), n[:80]) for t, n in others[:8]])
+    if host:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                step()
+            torch.cuda.synchronize()
+        row["host_phase_ms"], row["host_top_self"] = host_breakdown(prof.key_averages(), steps)
+    return row
 
 
 def main(argv=None):
@@ -113,6 +139,7 @@ def main(argv=None):
     p.add_argument("--compile", nargs="*", default=None, metavar="MODE",
                    help="also profile torch.compile'd models (modes: default, reduce-overhead, max-autotune...)")
     p.add_argument("--no-eager", action="store_true")
+    p.add_argument("--host", action="store_true", help="also profile the host side (phases, top self-time events)")
     p.add_argument("--model-kwargs", type=json.loads, default={}, help='JSON {model: {kwarg: value}}')
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -130,7 +157,7 @@ def main(argv=None):
         for name in args.models:
             try:
                 r = profile_model(name, args.batch, args.res, args.steps, args.warmup, mode, device, dtype,
-                                  args.model_kwargs.get(name, {}))
+                                  args.model_kwargs.get(name, {}), host=args.host)
             except Exception as e:  # noqa: BLE001  (a model that fails is a row with its error)
                 r = dict(model=name, compile=mode or "eager", error=f"{type(e).__name__}: {str(e)[:300]}")
             rows.append(r)
@@ -145,6 +172,12 @@ def main(argv=None):
             continue
         print(f"| {r['model']} | {r['compile']} | {r['img_s']:.0f} | {r['wall_ms']:.1f} | {r['gpu_ms']:.1f} "
               f"| {r['scan_ms']:.1f} | {r['other_ms']:.1f} | {r['launches']:.0f} | {100 * r['gpu_busy']:.0f} % |")
+    for r in rows:
+        if "host_phase_ms" in r:
+            phases = ", ".join(f"{k} {v:.1f}" for k, v in r["host_phase_ms"].items())
+            print(f"\nhost, {r['model']} ({r['compile']}): phases ms {phases}; top self time (ms, calls per step):")
+            for ms, n, name in r["host_top_self"]:
+                print(f"  {ms:8.3f} {n:7.1f}  {name}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -107,8 +107,20 @@ def _apply_A(X, K, Hp, M, eG, lam, PREC: tl.constexpr):
 
 
 @triton.jit
-def _chebyshev(B_rhs, K, Hp, M, eG, lam, fro, num_iter, PREC: tl.constexpr):
-    """Solve A_t x_t = b_t row-wise with the Chebyshev iteration of docs/gka_spec.md sec. 2 (spectrum [lam, fro + lam])."""
+def _chebyshev_step(x, x_prev, B_rhs, K, Hp, M, eG, lam, eta, omega, PREC: tl.constexpr):
+    """x_{k+1} = x_k - omega eta (A x_k - b) + (omega - 1)(x_k - x_{k-1}), elementwise in x_k and x_{k-1}."""
+    ax = _apply_A(x, K, Hp, M, eG, lam, PREC)
+    return x - (omega * eta)[:, None] * (ax - B_rhs) + (omega - 1.0)[:, None] * (x - x_prev)
+
+
+@triton.jit
+def _chebyshev(B_rhs, K, Hp, M, eG, lam, fro, num_iter, PREC: tl.constexpr, PAIRED: tl.constexpr):
+    """Solve A_t x_t = b_t row-wise with the Chebyshev iteration of docs/gka_spec.md sec. 2 (spectrum [lam, fro + lam]).
+
+    PAIRED: two steps per loop iteration, the second with the roles of the two iterates swapped, so that each new
+    iterate overwrites the one it no longer needs in place instead of rotating x_prev <- x <- x_new (a register
+    copy of both tiles every step); the same arithmetic in the same order, more code (docs/kernels.md, "Paired
+    steps")."""
     L = fro + lam
     eta = 2.0 / (L + lam)
     rho = (L - lam) / (L + lam)
@@ -116,18 +128,28 @@ def _chebyshev(B_rhs, K, Hp, M, eG, lam, fro, num_iter, PREC: tl.constexpr):
     x_prev = tl.zeros_like(B_rhs)
     x = eta[:, None] * B_rhs
     omega = tl.full(lam.shape, 2.0, tl.float32)
-    for _ in range(num_iter):
-        omega = 1.0 / (1.0 - rho2_4 * omega)
-        ax = _apply_A(x, K, Hp, M, eG, lam, PREC)
-        x_new = x - (omega * eta)[:, None] * (ax - B_rhs) + (omega - 1.0)[:, None] * (x - x_prev)
-        x_prev = x
-        x = x_new
+    if PAIRED:
+        for _ in range(num_iter // 2):
+            omega = 1.0 / (1.0 - rho2_4 * omega)
+            x_prev = _chebyshev_step(x, x_prev, B_rhs, K, Hp, M, eG, lam, eta, omega, PREC)  # x_prev <- x_{k+1}
+            omega = 1.0 / (1.0 - rho2_4 * omega)
+            x = _chebyshev_step(x_prev, x, B_rhs, K, Hp, M, eG, lam, eta, omega, PREC)  # x <- x_{k+2}
+        if num_iter % 2 == 1:
+            omega = 1.0 / (1.0 - rho2_4 * omega)
+            x = _chebyshev_step(x, x_prev, B_rhs, K, Hp, M, eG, lam, eta, omega, PREC)
+    else:
+        for _ in range(num_iter):
+            omega = 1.0 / (1.0 - rho2_4 * omega)
+            ax = _apply_A(x, K, Hp, M, eG, lam, PREC)
+            x_new = x - (omega * eta)[:, None] * (ax - B_rhs) + (omega - 1.0)[:, None] * (x - x_prev)
+            x_prev = x
+            x = x_new
     return x
 
 
 @triton.jit
 def _solve(B_rhs, K, Hp, M, eG, lam, fro, n_first, n_rounds, n_refine,
-           PREC_FIRST: tl.constexpr, PREC: tl.constexpr, PREC_HI: tl.constexpr):
+           PREC_FIRST: tl.constexpr, PREC: tl.constexpr, PREC_HI: tl.constexpr, PAIRED: tl.constexpr):
     """x = A^-1 b: n_first Chebyshev steps with PREC_FIRST products, then n_rounds refinement rounds
     (docs/gka_spec.md sec. 2 solver, classical iterative refinement around it).
 
@@ -136,27 +158,27 @@ def _solve(B_rhs, K, Hp, M, eG, lam, fro, n_first, n_rounds, n_refine,
     tf32x3, fp32-accurate) products, then x += Chebyshev(r) (n_refine steps, PREC products); each round
     multiplies the error by about the inner solve's relative error.
     """
-    x = _chebyshev(B_rhs, K, Hp, M, eG, lam, fro, n_first, PREC_FIRST)
+    x = _chebyshev(B_rhs, K, Hp, M, eG, lam, fro, n_first, PREC_FIRST, PAIRED)
     for _ in range(n_rounds):
         r = B_rhs - _apply_A(x, K, Hp, M, eG, lam, PREC_HI)
-        x += _chebyshev(r, K, Hp, M, eG, lam, fro, n_refine, PREC)
+        x += _chebyshev(r, K, Hp, M, eG, lam, fro, n_refine, PREC, PAIRED)
     return x
 
 
 @triton.jit
 def _solve_lean(b_ptrs, b_scale, x_ptrs, m, K, Hp, M, eG, lam, fro, n_first, n_rounds, n_refine,
-                PREC_FIRST: tl.constexpr, PREC: tl.constexpr, PREC_HI: tl.constexpr):
+                PREC_FIRST: tl.constexpr, PREC: tl.constexpr, PREC_HI: tl.constexpr, PAIRED: tl.constexpr):
     """_solve with b = b_scale[:, None] * b_ptrs[...] read from memory and the running solution parked in memory
     at x_ptrs during each refinement round, so a round's Chebyshev steps keep three [BC, BD] tiles live
     (residual, correction, previous correction) instead of five: fewer registers per program. x_ptrs ends holding x.
     """
     x = _chebyshev(b_scale[:, None] * tl.load(b_ptrs, mask=m, other=0.0).to(tl.float32),
-                   K, Hp, M, eG, lam, fro, n_first, PREC_FIRST)
+                   K, Hp, M, eG, lam, fro, n_first, PREC_FIRST, PAIRED)
     for _ in range(n_rounds):
         tl.store(x_ptrs, x, mask=m)
         r = b_scale[:, None] * tl.load(b_ptrs, mask=m, other=0.0).to(tl.float32) - _apply_A(x, K, Hp, M, eG, lam,
                                                                                              PREC_HI)
-        d = _chebyshev(r, K, Hp, M, eG, lam, fro, n_refine, PREC)
+        d = _chebyshev(r, K, Hp, M, eG, lam, fro, n_refine, PREC, PAIRED)
         tl.debug_barrier()  # the stores of x are visible to every thread of the program
         x = tl.load(x_ptrs, mask=m, other=0.0) + d
     tl.store(x_ptrs, x, mask=m)
@@ -272,7 +294,8 @@ def _fwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr,
                       T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
                       ridge_ratio, ridge_floor, fro2_floor, scale, out_scale,
                       D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, TAIL: tl.constexpr,
-                      PREC_FIRST: tl.constexpr, PREC: tl.constexpr, PREC_HI: tl.constexpr, LEAN: tl.constexpr):
+                      PREC_FIRST: tl.constexpr, PREC: tl.constexpr, PREC_HI: tl.constexpr, LEAN: tl.constexpr,
+                      PAIRED: tl.constexpr):
     """Per chunk: ||H_t||_F, lambda_t, x_t = A_t^-1 q_t, q'_t, o_t = scale S_t q'_t (docs/gka_spec.md secs. 1-3).
 
     TAIL < BC: the program of the last chunk, which holds T - (NC - 1) BC <= TAIL tokens, runs on a TAIL-row tile
@@ -283,17 +306,17 @@ def _fwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr,
             _fwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, o_ptr, x_ptr, fro_ptr,
                             T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
                             ridge_ratio, ridge_floor, fro2_floor, scale, out_scale,
-                            D, BD, BC, TAIL, PREC_FIRST, PREC, PREC_HI, LEAN)
+                            D, BD, BC, TAIL, PREC_FIRST, PREC, PREC_HI, LEAN, PAIRED)
         else:
             _fwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, o_ptr, x_ptr, fro_ptr,
                             T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
                             ridge_ratio, ridge_floor, fro2_floor, scale, out_scale,
-                            D, BD, BC, BC, PREC_FIRST, PREC, PREC_HI, LEAN)
+                            D, BD, BC, BC, PREC_FIRST, PREC, PREC_HI, LEAN, PAIRED)
     else:
         _fwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, o_ptr, x_ptr, fro_ptr,
                         T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
                         ridge_ratio, ridge_floor, fro2_floor, scale, out_scale,
-                        D, BD, BC, BC, PREC_FIRST, PREC, PREC_HI, LEAN)
+                        D, BD, BC, BC, PREC_FIRST, PREC, PREC_HI, LEAN, PAIRED)
 
 
 @triton.jit
@@ -302,7 +325,8 @@ def _fwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr,
                     T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
                     ridge_ratio, ridge_floor, fro2_floor, scale, out_scale,
                     D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr,
-                    PREC_FIRST: tl.constexpr, PREC: tl.constexpr, PREC_HI: tl.constexpr, LEAN: tl.constexpr):
+                    PREC_FIRST: tl.constexpr, PREC: tl.constexpr, PREC_HI: tl.constexpr, LEAN: tl.constexpr,
+                    PAIRED: tl.constexpr):
     """The forward solve of one chunk (BC tokens apart) on a BT-row tile.
 
     Only the Chebyshev steps use PREC_FIRST / PREC dots; the rest uses PREC_HI: q' can be ~1/a = 50
@@ -330,10 +354,10 @@ def _fwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr,
     x_ptrs, _ = _rows_ptr_mask(x_ptr, dir_tok, valid, D, BD)
     if LEAN:
         X = _solve_lean(q_ptrs, tl.full([BT], 1.0, tl.float32), x_ptrs, m, K, Hp, M, eG, lam, fro,
-                        n_first, n_rounds, n_refine, PREC_FIRST, PREC, PREC_HI)
+                        n_first, n_rounds, n_refine, PREC_FIRST, PREC, PREC_HI, PAIRED)
     else:
         X = _solve(tl.load(q_ptrs, mask=m, other=0.0).to(tl.float32), K, Hp, M, eG, lam, fro,
-                   n_first, n_rounds, n_refine, PREC_FIRST, PREC, PREC_HI)
+                   n_first, n_rounds, n_refine, PREC_FIRST, PREC, PREC_HI, PAIRED)
         tl.store(x_ptrs, X, mask=m)
     Q = tl.load(q_ptrs, mask=m, other=0.0).to(tl.float32)
     alpha = tl.load(a_ptr + tok, mask=valid, other=0.0).to(tl.float32)
@@ -357,7 +381,7 @@ def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_pt
                       ridge_ratio, ridge_floor, scale, out_scale,
                       D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, TAIL: tl.constexpr,
                       PREC_FIRST: tl.constexpr, PREC: tl.constexpr, PREC_HI: tl.constexpr, PREC_GRAD: tl.constexpr,
-                      PREC_LO: tl.constexpr, LEAN: tl.constexpr, PART: tl.constexpr):
+                      PREC_LO: tl.constexpr, LEAN: tl.constexpr, PART: tl.constexpr, PAIRED: tl.constexpr):
     """Per chunk: everything of the backward that needs no later chunk (docs/gka_spec.md sec. 4); the last chunk on
     a TAIL-row tile when TAIL < BC (as in _fwd_solve_kernel)."""
     if TAIL < BC:
@@ -366,19 +390,19 @@ def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_pt
                             dq_ptr, dk_ptr, dv_ptr, da_ptr, dG_ptr, u_ptr, w_ptr, qb_ptr,
                             T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
                             ridge_ratio, ridge_floor, scale, out_scale,
-                            D, BD, BC, TAIL, PREC_FIRST, PREC, PREC_HI, PREC_GRAD, PREC_LO, LEAN, PART)
+                            D, BD, BC, TAIL, PREC_FIRST, PREC, PREC_HI, PREC_GRAD, PREC_LO, LEAN, PART, PAIRED)
         else:
             _bwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_ptr, fro_ptr, do_ptr,
                             dq_ptr, dk_ptr, dv_ptr, da_ptr, dG_ptr, u_ptr, w_ptr, qb_ptr,
                             T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
                             ridge_ratio, ridge_floor, scale, out_scale,
-                            D, BD, BC, BC, PREC_FIRST, PREC, PREC_HI, PREC_GRAD, PREC_LO, LEAN, PART)
+                            D, BD, BC, BC, PREC_FIRST, PREC, PREC_HI, PREC_GRAD, PREC_LO, LEAN, PART, PAIRED)
     else:
         _bwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_ptr, fro_ptr, do_ptr,
                         dq_ptr, dk_ptr, dv_ptr, da_ptr, dG_ptr, u_ptr, w_ptr, qb_ptr,
                         T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
                         ridge_ratio, ridge_floor, scale, out_scale,
-                        D, BD, BC, BC, PREC_FIRST, PREC, PREC_HI, PREC_GRAD, PREC_LO, LEAN, PART)
+                        D, BD, BC, BC, PREC_FIRST, PREC, PREC_HI, PREC_GRAD, PREC_LO, LEAN, PART, PAIRED)
 
 
 @triton.jit
@@ -388,7 +412,7 @@ def _bwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_ptr,
                     ridge_ratio, ridge_floor, scale, out_scale,
                     D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr,
                     PREC_FIRST: tl.constexpr, PREC: tl.constexpr, PREC_HI: tl.constexpr, PREC_GRAD: tl.constexpr,
-                    PREC_LO: tl.constexpr, LEAN: tl.constexpr, PART: tl.constexpr):
+                    PREC_LO: tl.constexpr, LEAN: tl.constexpr, PART: tl.constexpr, PAIRED: tl.constexpr):
     """The backward solve of one chunk (BC tokens apart) on a BT-row tile.
 
     dq' from the read-out, xbar = alpha dq', qbar = A^-1 xbar (second Chebyshev solve),
@@ -450,9 +474,10 @@ def _bwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_ptr,
             qb_ptrs, _ = _rows_ptr_mask(qb_ptr, dir_tok, valid, D, BD)
             tl.debug_barrier()  # the phase-1 stores of dq' are visible to all threads of the program
             Qb = _solve_lean(dq_ptrs, alpha, qb_ptrs, m, K, Hp, M, eG, lam, fro, n_first, n_rounds, n_refine,
-                             PREC_FIRST, PREC, PREC_HI)
+                             PREC_FIRST, PREC, PREC_HI, PAIRED)
         else:
-            Qb = _solve(rhs, K, Hp, M, eG, lam, fro, n_first, n_rounds, n_refine, PREC_FIRST, PREC, PREC_HI)
+            Qb = _solve(rhs, K, Hp, M, eG, lam, fro, n_first, n_rounds, n_refine, PREC_FIRST, PREC, PREC_HI,
+                        PAIRED)
         tl.debug_barrier()  # the phase-1 stores of this program are visible to all its threads after this
         # dq = (1 - alpha) dq' + qbar
         tl.store(dq_ptrs, (1.0 - alpha)[:, None] * tl.load(dq_ptrs, mask=m, other=0.0) + Qb, mask=m)

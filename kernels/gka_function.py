@@ -29,6 +29,7 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # Dot precisions (gka_chunk._dot): "bf16", "tf32", "tf32x3" (three tf32 products, fp32-accurate), "ieee", and
 # "bf16x3" (three bf16 products of a hi/lo split, ~1e-5 relative error at half the tensor-core cost of tf32x3).
 DOT_PRECISIONS = ("bf16", "bf16x3", "tf32", "tf32x3", "ieee")
+PAIRED_STEPS = ("fwd", "bwd", "both", "none")
 
 
 def parse_schedule(spec):
@@ -80,7 +81,9 @@ class GKAKernelConfig:
     split_backward: the backward solve kernel runs as two launches (read-out gradients + second solve, then the
     covariance gradients), each with fewer live registers (one extra fp32 buffer);
     tail_tile: the last chunk of a solve launch runs on a smaller tile when it holds at most half a chunk
-    (`tail_rows`; at T = 197 the forward's last 64-token chunk has 5 tokens).
+    (`tail_rows`; at T = 197 the forward's last 64-token chunk has 5 tokens);
+    paired_steps: which solve kernels run their Chebyshev steps two per loop iteration with the iterates updated
+    in place ("fwd", "bwd", "both", "none"; the same results bit for bit, docs/kernels.md "Paired steps").
     """
     schedule: str = "bf16:15+3xbf16:10/bf16:15+2xbf16:15"
     precision_hi: str = "bf16x3"
@@ -97,9 +100,12 @@ class GKAKernelConfig:
     lean_solve: bool = False
     split_backward: bool = False
     tail_tile: bool = True
+    paired_steps: str = "fwd"
 
     def __post_init__(self):
         parse_schedule(self.schedule)
+        if self.paired_steps not in PAIRED_STEPS:
+            raise ValueError(f"GKAKernelConfig.paired_steps={self.paired_steps!r}: one of {', '.join(PAIRED_STEPS)}")
         for name in ("precision_hi", "precision_states", "precision_grad", "precision_lo"):
             if getattr(self, name) not in DOT_PRECISIONS:
                 raise ValueError(f"GKAKernelConfig.{name}={getattr(self, name)!r}: one of {', '.join(DOT_PRECISIONS)}")
@@ -217,6 +223,8 @@ class _Launch:
         self.lean = config.lean_solve
         self.split = config.split_backward
         self.tail_tile = config.tail_tile
+        self.paired_fwd = config.paired_steps in ("fwd", "both")
+        self.paired_bwd = config.paired_steps in ("bwd", "both")
         self.solve_opts = dict(num_warps=self.warps)
         if config.max_regs is not None and not INTERPRET:
             self.solve_opts["maxnreg"] = config.max_regs
@@ -294,7 +302,8 @@ def gka_triton_forward(q, k, v, alpha, gates, dir_base=0, ridge_ratio=0.02, num_
                                          T, H, B * H, B * T * H, NC, dir_base, n1, rounds, n2,
                                          ridge_ratio, float(RIDGE_FLOOR), float(FRO2_FLOOR), scale, 1.0 / ndir,
                                          D=D, BD=L.BD, BC=L.BC_fwd, TAIL=tail_rows(T, L.BC_fwd, L.tail_tile),
-                                         PREC_FIRST=p1, PREC=p2, PREC_HI=L.hi, LEAN=L.lean, **L.solve_opts)
+                                         PREC_FIRST=p1, PREC=p2, PREC_HI=L.hi, LEAN=L.lean, PAIRED=L.paired_fwd,
+                                         **L.solve_opts)
     return _sum_directions(o, q.dtype), x, fro
 
 
@@ -352,7 +361,7 @@ def _backward(q, k, v, alpha, do, ridge_ratio, num_iter, scale, out_scale, L, ga
                                            ridge_ratio, float(RIDGE_FLOOR), scale, out_scale,
                                            D=D, BD=L.BD, BC=L.BC, TAIL=tail_rows(T, L.BC, L.tail_tile),
                                            PREC_FIRST=p1, PREC=p2, PREC_HI=L.hi, PREC_GRAD=L.grad, PREC_LO=L.lo,
-                                           LEAN=L.lean, PART=part, **L.solve_opts)
+                                           LEAN=L.lean, PART=part, PAIRED=L.paired_bwd, **L.solve_opts)
     _bwd_states_kernel[(NBH, ndir, L.BD // L.BN)](k, v, gates, u, w, dk, dv, dgp,
                                                   T, H, NBH, BTH, NC, dir_base,
                                                   D=D, BD=L.BD, BC=L.BC, BN=L.BN, PREC=L.states,

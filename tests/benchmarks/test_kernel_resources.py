@@ -49,3 +49,25 @@ def test_offline_compile_of_the_state_scan():
     assert 0 < r["regs"] <= 255 and r["programs_per_sm"] >= 1
     # the chunk loop of the scan does tensor-core products and global stores of the states
     assert any(lp["mma"] > 0 and lp["global"] > 0 for lp in r["loops"]), r["loops"]
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1" or not _have_cuda_tools(),
+                    reason="needs Triton's CUDA tools (ptxas, cuobjdump, nvdisasm) and no interpreter")
+@pytest.mark.parametrize("spec,paired", [("", {"_fwd_solve_kernel"}),
+                                         ("paired_steps=both", {"_fwd_solve_kernel", "_bwd_solve_kernel"}),
+                                         ("paired_steps=none", set())])
+def test_paired_chebyshev_steps_update_the_iterates_in_place(spec, paired):
+    """With paired steps (GKAKernelConfig.paired_steps, kernels/gka_chunk.py `_chebyshev`) a solve kernel's step
+    loops hold no register rotation x_prev <- x <- x_new; one step per iteration copies both tiles, 9 to 65 moves an
+    iteration at head dim 64 (2 per tile element a thread holds)."""
+    kr = load_benchmark("kernel_resources")
+    rows = kr.report(64, "bf16", 90, kernels=["_fwd_solve_kernel", "_bwd_solve_kernel"], spec=spec)
+    assert [r["kernel"] for r in rows] == ["_fwd_solve_kernel", "_bwd_solve_kernel"]
+    for r in rows:
+        steps = [lp for lp in r["loops"] if lp.get("mma", 0) > 0]
+        assert len(steps) == 4, r["loops"]   # first round and refinement rounds, on the full and the tail tile
+        moves = [lp.get("move", 0) for lp in steps]
+        if r["kernel"] in paired:
+            assert max(moves) <= 4, (r["kernel"], moves)
+        else:
+            assert min(moves) >= 9, (r["kernel"], moves)

@@ -18,3 +18,23 @@ def test_split_kernel_times_counts_scan_kernels_per_step():
     # the scan kernels per step, largest first: which implementation ran and the split between its kernels
     assert scans == [(4.0, "_bwd_solve_kernel"), (2.0, "_fwd_solve_kernel"), (0.5, "void selective_scan_fwd_kernel<...>")]
     assert ps.is_scan_kernel("_sum_directions_kernel") and not ps.is_scan_kernel("triton_poi_fused_add_0")
+
+
+def test_host_breakdown_reads_phases_and_self_time_from_a_cpu_profile():
+    import torch
+    from torch.profiler import ProfilerActivity, profile, record_function
+    ps = load_benchmark("profile_step")
+    a = torch.randn(256, 256)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(2):
+            with record_function("phase:forward"):
+                b = a @ a
+            with record_function("phase:backward"):
+                for _ in range(3):
+                    b = b.relu()
+    phases, top = ps.host_breakdown(prof.key_averages(), steps=2)
+    assert set(phases) == {"forward", "backward"} and all(ms > 0 for ms in phases.values())
+    calls = {name: n for _, n, name in top}
+    assert calls["aten::relu"] == 3.0 and "aten::mm" in calls            # per step, by name
+    assert not any(name.startswith("phase:") for name in calls)           # phases are not ops
+    assert [ms for ms, _, _ in top] == sorted((ms for ms, _, _ in top), reverse=True)

@@ -66,6 +66,9 @@ _SCRIPT = textwrap.dedent(r"""
         "bi_T40_D32_lean": ("bi", "direct", 2, 40, 1, 32, torch.float32, 0),
         "bi_T40_D32_split": ("bi", "direct", 2, 40, 1, 32, torch.float32, 0),
         "bi_T40_D32_split_lean": ("bi", "direct", 2, 40, 1, 32, torch.float32, 0),
+        # Chebyshev steps paired (in place) in both solve kernels, and in neither (the default: the forward's)
+        "bi_T40_D32_paired_both": ("bi", "direct", 2, 40, 1, 32, torch.float32, 0),
+        "bi_T40_D32_paired_none": ("bi", "direct", 2, 40, 1, 32, torch.float32, 0),
         "fwd_T37_D16_lean": ("fwd", "direct", 1, 37, 2, 16, torch.float32, 0),
         "bi_T23_D20_dispatch": ("bi", "dispatch", 1, 23, 2, 20, torch.float32, 0),
         "rev_T16_D24_dispatch": ("rev", "dispatch", 1, 16, 1, 24, torch.float32, 0),
@@ -91,7 +94,8 @@ _SCRIPT = textwrap.dedent(r"""
         # fwd_chunkN: the forward's launches on N-token chunks, the backward's on 16
         cfg = GKAKernelConfig(chunk=16, state_cols=16, prefetch=not name.endswith("no_prefetch"),
                               lean_solve=name.endswith("lean"), split_backward="split" in name,
-                              fwd_chunk=int(name.rsplit("fwd_chunk", 1)[1]) if "fwd_chunk" in name else None)
+                              fwd_chunk=int(name.rsplit("fwd_chunk", 1)[1]) if "fwd_chunk" in name else None,
+                              paired_steps=name.rsplit("paired_", 1)[1] if "paired_" in name else "fwd")
         if "default" in name:
             cfg = GKAKernelConfig(tail_tile=not name.endswith("no_tail"))
         ins = [t.requires_grad_() for t in make(B, T, H, D, dtype, zk)]
@@ -121,6 +125,7 @@ _SCRIPT = textwrap.dedent(r"""
 
 _CASES = ["fwd_T37_D16", "rev_T37_D16", "bi_T40_D32", "bi_T40_D32_sequential", "bi_T40_D32_no_prefetch",
           "bi_T40_D32_lean", "fwd_T37_D16_lean", "bi_T40_D32_split", "bi_T40_D32_split_lean",
+          "bi_T40_D32_paired_both", "bi_T40_D32_paired_none",
           "bi_T23_D20_dispatch", "rev_T16_D24_dispatch",
           "bi_T33_D16_zero_keys", "fwd_T1_D16", "bi_T29_D16_fp16", "bi_T40_D32_fwd_chunk32", "fwd_T37_D16_fwd_chunk64",
           "bi_T70_D40_default", "bi_T70_D40_default_no_tail"]
@@ -165,6 +170,19 @@ def test_triton_kernel_variants_equal_joint(interpreter_results):
             a, b = torch.tensor(a), torch.tensor(b)
             assert torch.isfinite(b).all() and a.abs().max() > 0
             torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_triton_paired_steps_are_bit_identical(interpreter_results):
+    """Chebyshev steps two per loop iteration with the iterates updated in place (GKAKernelConfig.paired_steps)
+    run the same arithmetic in the same order as one step per iteration: the same bits, in the forward solve
+    (the default pairs it) and in the backward one, with the default schedule's odd first round (15 steps)."""
+    joint = interpreter_results["bi_T40_D32"]["raw"]
+    for other in ("bi_T40_D32_paired_both", "bi_T40_D32_paired_none"):
+        for a, b in zip(joint, interpreter_results[other]["raw"]):
+            a, b = torch.tensor(a), torch.tensor(b)
+            assert torch.isfinite(a).all() and a.abs().max() > 0
+            assert torch.equal(a, b), other
 
 
 @pytest.mark.slow
@@ -241,6 +259,9 @@ def test_kernel_config_object():
         GKAKernelConfig(fwd_chunk=8)
     with pytest.raises(ValueError, match="solve schedule"):
         GKAKernelConfig(schedule="bf16:15")
+    assert GKAKernelConfig.from_spec("paired_steps=both").paired_steps == "both"
+    with pytest.raises(ValueError, match="paired_steps"):
+        GKAKernelConfig(paired_steps="all")
 
 
 def test_bf16x3_products_emulation():
@@ -353,6 +374,35 @@ def test_tail_tile_rows(monkeypatch):
         _, x, fro = gkf.gka_triton_forward(q, q, q, a, gates, config=cfg)
         gkf.gka_triton_backward(q, q, q, a, gates, x, fro, q, config=cfg)
         assert (tails["_fwd_solve_kernel"], tails["_bwd_solve_kernel"]) == want
+
+
+def test_paired_steps_per_solve_kernel(monkeypatch):
+    """GKAKernelConfig.paired_steps decides per solve kernel whether its Chebyshev steps run two per iteration
+    (PAIRED): by default the forward's (measured faster on the H200) and not the backward's (measured slower,
+    docs/kernels.md "Paired steps")."""
+    import gka_kernels.gka_function as gkf
+    seen = {}
+
+    class Recorder:
+        def __init__(self, name):
+            self.name = name
+
+        def __getitem__(self, grid):
+            return lambda *args, **kw: seen.setdefault(self.name, kw.get("PAIRED"))
+
+    for name in ("_fwd_states_kernel", "_fwd_solve_kernel", "_bwd_solve_kernel", "_bwd_states_kernel",
+                 "_sum_directions_kernel", "_gate_grad_kernel"):
+        monkeypatch.setattr(gkf, name, Recorder(name))
+    monkeypatch.setattr(gkf, "INTERPRET", True)
+    q = torch.randn(1, 20, 1, 16)
+    a, gates = torch.rand(1, 20, 1), -torch.rand(2, 1, 20, 1)
+    for spec, want in (("", (True, False)), ("paired_steps=both", (True, True)),
+                       ("paired_steps=bwd", (False, True)), ("paired_steps=none", (False, False))):
+        seen.clear()
+        cfg = gkf.GKAKernelConfig.from_spec(spec)
+        _, x, fro = gkf.gka_triton_forward(q, q, q, a, gates, config=cfg)
+        gkf.gka_triton_backward(q, q, q, a, gates, x, fro, q, config=cfg)
+        assert (seen["_fwd_solve_kernel"], seen["_bwd_solve_kernel"]) == want, spec
 
 
 def test_default_config_follows_least_precise_input():
