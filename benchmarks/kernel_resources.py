@@ -3,8 +3,9 @@
 For every kernel of kernels/gka_chunk.py at the configuration the host code would launch: registers per
 thread, spilled bytes, shared memory, and per loop of its SASS (found by backward branches) the instruction
 mix of one iteration: tensor-core MMAs, shared-memory loads/stores, barriers, spill traffic (local memory),
-conversions, register copies, everything else. This is how to judge a kernel change on a CPU-only machine before spending GPU time; it
-is not a timing (occupancy = programs per SM from registers and shared memory, the only dynamic hint).
+conversions, register copies, everything else. This is how to judge a kernel change on a CPU-only machine
+before spending GPU time; it is not a timing (occupancy = programs per SM from registers and shared memory, the
+only dynamic hint).
 
     python benchmarks/kernel_resources.py                       # D = 64, the default config, sm_90
     python benchmarks/kernel_resources.py --head-dim 128 --arch 90 --json out.json
