@@ -345,6 +345,25 @@ def test_forward_and_backward_chunk_sizes(monkeypatch):
     assert grids["_gate_grad_kernel"] == (B * H, 2)  # one launch for the gate gradient of both directions
 
 
+def _record_launches(monkeypatch, gkf, key):
+    """Replace the kernels the host code launches by recorders: the returned dict maps each kernel's name to the
+    `key` keyword of its first launch (no kernel runs; the host code runs as for the interpreter)."""
+    seen = {}
+
+    class Recorder:
+        def __init__(self, name):
+            self.name = name
+
+        def __getitem__(self, grid):
+            return lambda *args, **kw: seen.setdefault(self.name, kw.get(key))
+
+    for name in ("_fwd_states_kernel", "_fwd_solve_kernel", "_bwd_solve_kernel", "_bwd_states_kernel",
+                 "_sum_directions_kernel", "_gate_grad_kernel"):
+        monkeypatch.setattr(gkf, name, Recorder(name))
+    monkeypatch.setattr(gkf, "INTERPRET", True)
+    return seen
+
+
 def test_tail_tile_rows(monkeypatch):
     """The last chunk of a solve launch runs on the smallest power-of-two tile (>= 16) that holds its tokens when that
     is at most half a chunk: at T = 197 on 64-token chunks a 16-row tile for its 5 tokens; tail_tile=False keeps the
@@ -354,19 +373,7 @@ def test_tail_tile_rows(monkeypatch):
     assert [gkf.tail_rows(T, 32) for T in (197, 210, 224, 1)] == [16, 32, 32, 16]
     assert gkf.tail_rows(197, 16) == 16 and gkf.tail_rows(197, 64, tail_tile=False) == 64
 
-    tails = {}
-
-    class Recorder:
-        def __init__(self, name):
-            self.name = name
-
-        def __getitem__(self, grid):
-            return lambda *args, **kw: tails.setdefault(self.name, kw.get("TAIL"))
-
-    for name in ("_fwd_states_kernel", "_fwd_solve_kernel", "_bwd_solve_kernel", "_bwd_states_kernel",
-                 "_sum_directions_kernel", "_gate_grad_kernel"):
-        monkeypatch.setattr(gkf, name, Recorder(name))
-    monkeypatch.setattr(gkf, "INTERPRET", True)
+    tails = _record_launches(monkeypatch, gkf, "TAIL")
     q = torch.randn(1, 197, 1, 64)
     a, gates = torch.rand(1, 197, 1), -torch.rand(2, 1, 197, 1)
     for cfg, want in ((gkf.GKAKernelConfig(), (16, 16)), (gkf.GKAKernelConfig(tail_tile=False), (64, 32))):
@@ -381,19 +388,7 @@ def test_paired_steps_per_solve_kernel(monkeypatch):
     (PAIRED): by default the forward's (measured faster on the H200) and not the backward's (measured slower,
     docs/kernels.md "Paired steps")."""
     import gka_kernels.gka_function as gkf
-    seen = {}
-
-    class Recorder:
-        def __init__(self, name):
-            self.name = name
-
-        def __getitem__(self, grid):
-            return lambda *args, **kw: seen.setdefault(self.name, kw.get("PAIRED"))
-
-    for name in ("_fwd_states_kernel", "_fwd_solve_kernel", "_bwd_solve_kernel", "_bwd_states_kernel",
-                 "_sum_directions_kernel", "_gate_grad_kernel"):
-        monkeypatch.setattr(gkf, name, Recorder(name))
-    monkeypatch.setattr(gkf, "INTERPRET", True)
+    seen = _record_launches(monkeypatch, gkf, "PAIRED")
     q = torch.randn(1, 20, 1, 16)
     a, gates = torch.rand(1, 20, 1), -torch.rand(2, 1, 20, 1)
     for spec, want in (("", (True, False)), ("paired_steps=both", (True, True)),
