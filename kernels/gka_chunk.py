@@ -138,6 +138,8 @@ def _chebyshev(B_rhs, K, Hp, M, eG, lam, fro, num_iter, PREC: tl.constexpr, PAIR
             omega = 1.0 / (1.0 - rho2_4 * omega)
             x = _chebyshev_step(x, x_prev, B_rhs, K, Hp, M, eG, lam, eta, omega, PREC)
     else:
+        # the step written out rather than a call of _chebyshev_step: the inlined call changes the debug info, and
+        # with it ptxas' register allocation of the backward solve kernel (sass_identity.sh in the docs' runs folder)
         for _ in range(num_iter):
             omega = 1.0 / (1.0 - rho2_4 * omega)
             ax = _apply_A(x, K, Hp, M, eG, lam, PREC)
