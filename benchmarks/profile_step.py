@@ -60,7 +60,7 @@ def split_kernel_times(events, steps: int):
     return total, scan, total - scan, launches / steps, sorted(others, reverse=True), sorted(scans, reverse=True)
 
 
-def train_step_fn(model, batch, res, device, dtype):
+def train_step_fn(model, batch, res, device, dtype, cudagraphs=False):
     x = torch.randn(batch, 3, res, res, device=device)
     y = torch.randint(0, model.num_classes, (batch,), device=device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
@@ -68,6 +68,8 @@ def train_step_fn(model, batch, res, device, dtype):
     def step():
         # the ranges name the phases in a host profile (--host); outside a profile they cost nothing measurable
         with record_function("phase:forward"):
+            if cudagraphs:  # a new training iteration: the graphs may reuse the last step's output memory
+                torch.compiler.cudagraph_mark_step_begin()
             opt.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=dtype):
                 loss = F.cross_entropy(model(x).float(), y)
@@ -98,7 +100,8 @@ def profile_model(name, batch, res, steps, warmup, compile_mode, device, dtype, 
     model = timm.create_model(name, **kwargs).to(device).train()
     if compile_mode:
         model = torch.compile(model, mode=None if compile_mode == "default" else compile_mode)
-    step = train_step_fn(model, batch, res, device, dtype)
+    step = train_step_fn(model, batch, res, device, dtype,
+                         cudagraphs=compile_mode in ("reduce-overhead", "max-autotune"))
     t0 = time.perf_counter()
     for _ in range(warmup):
         loss = step()

@@ -20,6 +20,7 @@ from ..data.folder import DataFolder, DataFolderError
 
 BUNDLED_ROOT = str(Path(__file__).resolve().parent.parent / "data" / "bundled")
 BUNDLED = "bundled"  # data.root value that names the Fashion-MNIST sample shipped with the package
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -31,6 +32,9 @@ class ModelConfig:
     drop_rate: float = 0.0
     grad_checkpointing: bool = False
     compile: bool = False  # torch.compile the model
+    # torch.compile's mode: default | reduce-overhead (CUDA graphs: no per-kernel launch cost on the host) |
+    # max-autotune (also CUDA graphs) | max-autotune-no-cudagraphs
+    compile_mode: str = "default"
 
 
 @dataclass
@@ -168,6 +172,11 @@ def _checked(fn, where: str):
         raise ConfigError(f"invalid config in {where}: {e}") from None
 
 
+def uses_cudagraphs(model: ModelConfig) -> bool:
+    """The model trains under CUDA graphs: compiled in a mode that records them (reduce-overhead, max-autotune)."""
+    return model.compile and model.compile_mode in ("reduce-overhead", "max-autotune")
+
+
 def validate(cfg: TrainConfig) -> None:
     """Checks that need values, not just types."""
     def need(cond, msg):
@@ -221,6 +230,10 @@ def validate(cfg: TrainConfig) -> None:
     at_least("threads", cfg.threads, 1, optional=True)
     need(cfg.amp in ("auto", "bf16", "fp16", "none"), f"amp must be auto|bf16|fp16|none, got {cfg.amp!r}")
     need(cfg.device in ("auto", "cpu", "cuda"), f"device must be auto|cpu|cuda, got {cfg.device!r}")
+    need(cfg.model.compile_mode in COMPILE_MODES,
+         f"model.compile_mode must be {'|'.join(COMPILE_MODES)}, got {cfg.model.compile_mode!r}")
+    need(cfg.model.compile or cfg.model.compile_mode == "default",
+         f"model.compile_mode={cfg.model.compile_mode} needs model.compile=true")
     need((a.mixup == 0 and a.cutmix == 0) or d.batch_size % 2 == 0,
          "mixup/cutmix need an even data.batch_size")
     need(len(a.scale) == 2 and len(a.ratio) == 2, "aug.scale and aug.ratio need two values")

@@ -56,9 +56,15 @@ def train_one_epoch(
     progress: bool = False,
     print_lines: bool = False,
     logger=None,
+    cudagraphs: bool = False,
 ) -> float:
     """One pass over ``loader``; returns this rank's mean training loss. Appends per-update
-    ``{epoch, step, loss, lr}`` rows to ``state.step_log``."""
+    ``{epoch, step, loss, lr}`` rows to ``state.step_log``.
+
+    cudagraphs: ``model`` was compiled in a mode that records CUDA graphs (reduce-overhead, max-autotune). The first
+    micro-step of each update starts a new graph iteration, whose replays may reuse the memory of the last one's
+    outputs: by then the loop has read the loss and set the gradients to None. Later micro-steps of an update do
+    not, since the gradients they accumulate into are outputs of the first one's backward."""
     model.train()
     n_batches = len(loader)
     bar = None
@@ -76,6 +82,8 @@ def train_one_epoch(
         # skip the DDP all-reduce on micro-steps that only accumulate
         sync = contextlib.nullcontext() if last_micro or not hasattr(model, "no_sync") else model.no_sync()
         with sync:
+            if cudagraphs and i % accum_steps == 0:
+                torch.compiler.cudagraph_mark_step_begin()
             with autocast(device, amp_dtype):
                 loss = loss_fn(model(x), y)
             if not math.isfinite(loss.item()):

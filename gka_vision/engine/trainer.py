@@ -29,7 +29,7 @@ from ..data.skips import distinct_skips
 from .checkpoint import (
     export_weights, load_checkpoint, model_state_from, rng_state, save_checkpoint, set_rng_state,
 )
-from .config import ConfigError, TrainConfig, check_splits, resolve_data_root, to_dict, to_yaml
+from .config import ConfigError, TrainConfig, check_splits, resolve_data_root, to_dict, to_yaml, uses_cudagraphs
 from .distributed import DistState, all_reduce_sum, barrier, cleanup, init_distributed, rank_values
 from .logger import RunLogger, plot_curves
 from .loop import TrainState, amp_dtype, evaluate, train_one_epoch
@@ -174,12 +174,14 @@ def build_data(cfg: TrainConfig, root: str, num_classes: int, val_split: str) ->
 
 
 def wrap_model(model: torch.nn.Module, cfg: TrainConfig, ds: DistState) -> torch.nn.Module:
-    """The model as the loop trains it: DDP under torchrun, then ``torch.compile`` if asked."""
+    """The model as the loop trains it: DDP under torchrun, then ``torch.compile`` in ``model.compile_mode`` if
+    asked."""
     if ds.distributed:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[ds.local_rank] if ds.device.type == "cuda" else None)
     if cfg.model.compile:
-        model = torch.compile(model)
+        mode = cfg.model.compile_mode
+        model = torch.compile(model, mode=None if mode == "default" else mode)
     return model
 
 
@@ -343,7 +345,7 @@ def train_one_logged_epoch(cfg: TrainConfig, t: Training, data: Data, state: Tra
         t.net, data.train_loader, t.optimizer, t.scheduler, t.loss_fn, state, device=ds.device,
         amp_dtype=t.amp_dtype, scaler=t.scaler, mixup_fn=t.mixup_fn, ema=t.ema, accum_steps=cfg.optim.accum_steps,
         clip_grad=cfg.optim.clip_grad, log_every=cfg.log_interval, progress=cfg.progress and ds.is_main,
-        print_lines=not cfg.progress and ds.is_main, logger=logger,
+        print_lines=not cfg.progress and ds.is_main, logger=logger, cudagraphs=uses_cudagraphs(cfg.model),
     )
     epoch_time = time.time() - t0
     tl = all_reduce_sum(torch.tensor([train_loss, 1.0], dtype=torch.float64, device=ds.device))

@@ -121,6 +121,52 @@ def test_non_finite_loss_stops_training_with_a_clear_error():
         assert torch.equal(v, before[k]), f"{k} changed by the failed step"
 
 
+@pytest.mark.parametrize("cudagraphs, accum_steps, marks", [(False, 1, 0), (True, 1, 5), (True, 2, 3)])
+def test_cudagraph_training_starts_a_graph_iteration_per_update(monkeypatch, cudagraphs, accum_steps, marks):
+    """Under CUDA graphs (model.compile_mode=reduce-overhead or max-autotune) each update's first micro-step marks
+    a new graph iteration, before its forward; the other micro-steps accumulate into that iteration's gradients
+    and must not (5 batches: 5 updates, or 3 with two micro-steps each)."""
+    from gka_vision.engine.loop import TrainState, train_one_epoch
+
+    events = []
+    model = torch.nn.Linear(4, 3)
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda x: events.append("forward") or forward(x))
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: events.append("mark"))
+
+    class Sched:
+        def step_update(self, num_updates):
+            pass
+
+    loader = [(torch.randn(2, 4), torch.tensor([0, 1])) for _ in range(5)]
+    train_one_epoch(model, loader, torch.optim.SGD(model.parameters(), lr=0.1), Sched(),
+                    torch.nn.functional.cross_entropy, TrainState(), device=torch.device("cpu"),
+                    accum_steps=accum_steps, cudagraphs=cudagraphs)
+    assert events.count("mark") == marks and events.count("forward") == 5
+    firsts = [i for i in range(5) if i % accum_steps == 0] if cudagraphs else []
+    forwards = [j for j, e in enumerate(events) if e == "forward"]
+    assert [events[forwards[i] - 1] for i in firsts] == ["mark"] * len(firsts)
+
+
+@pytest.mark.parametrize("compile_mode, expected", [("default", None), ("reduce-overhead", "reduce-overhead"),
+                                                    ("max-autotune-no-cudagraphs", "max-autotune-no-cudagraphs")])
+def test_model_compile_mode_reaches_torch_compile(monkeypatch, compile_mode, expected):
+    """model.compile=true compiles in model.compile_mode ("default" is torch.compile's own default, mode=None);
+    the loop is told to mark CUDA-graph iterations exactly in the modes that record graphs."""
+    from gka_vision.engine.config import load_config, uses_cudagraphs
+    from gka_vision.engine.distributed import DistState
+    from gka_vision.engine.trainer import wrap_model
+
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: calls.append(kw) or model)
+    cfg = load_config(str(BUNDLED_CONFIG), ["model.compile=true", f"model.compile_mode={compile_mode}"])
+    wrap_model(torch.nn.Linear(2, 2), cfg, DistState())
+    assert calls == [{"mode": expected}]
+    assert uses_cudagraphs(cfg.model) == (compile_mode == "reduce-overhead")
+    cfg.model.compile = False
+    assert not uses_cudagraphs(cfg.model)
+
+
 def test_resubmitted_time_limited_job_exports_nothing(tiny_data, tmp_path, capsys):
     """The same time-limited command submitted twice: the second run has nothing to train. It must not
     export the unfinished weights as final, nor print 'trained model: nan%', nor touch summary.json."""

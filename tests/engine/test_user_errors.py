@@ -110,6 +110,8 @@ def _in_process(main, args, capsys, *words):
     (["data.train_split=bogus"], ["data.train_split", "bogus"]),
     (["checkpoint.resume=/no/such/last.pth"], ["/no/such/last.pth", "does not exist"]),
     (["model.pretrained=/no/such/w.safetensors"], ["/no/such/w.safetensors", "does not exist"]),
+    (["model.compile=true", "model.compile_mode=fast"], ["model.compile_mode must be", "reduce-overhead", "'fast'"]),
+    (["model.compile_mode=reduce-overhead"], ["model.compile_mode=reduce-overhead needs model.compile=true"]),
 ])
 def test_train_main_more_user_errors(args, words, tmp_path, capsys):
     _in_process(train_script.main, [*TRAIN, f"output={tmp_path / 'out'}", *args], capsys, *words)
