@@ -9,7 +9,8 @@ For each model it measures, on one device, in one run:
   - a resolution sweep (--resolutions) at --sweep-batch: inference and training throughput and peak memory.
 
 NAME@VARIANT rows are NAME built with a variant's kwargs (VARIANT_KWARGS), combinable with '+'. NAME@compile is
-torch.compile(model): every new input shape or mode recompiles (tens of seconds), so a compiled row runs only the
+torch.compile(model), NAME@cudagraphs torch.compile(model, mode='reduce-overhead') (the step replayed as CUDA graphs,
+one graph iteration per step): every new input shape or mode recompiles (tens of seconds), so a compiled row runs only the
 training point at the first batch size and --res (the targets') and, last of all, the inference point there;
 never the other batch sizes or the sweep. Every point records its first step's time (first_step_s: the
 compilation for a compiled row, the Triton kernels' for the others).
@@ -83,6 +84,8 @@ DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16, 'fp32': torch.float32}
 THROUGHPUT_TARGETS = [('gkavision_tiny', 'mambavision_tiny', 1.0, 'bs'),
                       ('gkavision_tiny@compile', 'mambavision_tiny@compile', 1.0, 'bs'),
                       ('gka_tiny_patch16_224@compile', 'deit_tiny_patch16_224@compile', 0.5, 'bs'),
+                      ('gkavision_tiny@cudagraphs', 'mambavision_tiny@cudagraphs', 1.0, 'bs'),
+                      ('gka_tiny_patch16_224@cudagraphs', 'deit_tiny_patch16_224@cudagraphs', 0.5, 'bs'),
                       ('gka_small_patch16_224', 'mamba_vim_small_patch16_224', 1.0, 'bs'),
                       ('gka_tiny_patch16_224', 'deit_tiny_patch16_224', 1.0, 'top')]
 # (model, reference): training peak memory at --memory-res and --sweep-batch at most the reference's; the rows
@@ -93,7 +96,9 @@ MEMORY_TARGETS = [('gka_tiny_patch16_224', 'deit_tiny_patch16_224'),
 VARIANT_KWARGS = {'recompute': dict(recompute_mixer=True),
                   'gka_bi': dict(mixer='gka_bi'),  # MambaVision family: BidirectionalGKAMixer
                   'hd32': dict(gka_head_dim=32),  # gkavision: scan head dim 32 instead of C / num_heads
-                  'compile': {}}  # torch.compile(model) (default mode); combine with '+': NAME@hd32+compile
+                  'compile': {},  # torch.compile(model) (default mode); combine with '+': NAME@hd32+compile
+                  'cudagraphs': {}}  # torch.compile(model, mode='reduce-overhead'): the step replayed as CUDA graphs
+COMPILE_VARIANTS = ('compile', 'cudagraphs')
 SKIPPED = 'skipped (time budget)'
 TIMEOUT = 'timeout'  # the first step (a compilation) ran past --first-step-limit-s
 PENDING = 'pending'  # planned, not reached yet (what a killed run leaves in the json)
@@ -123,14 +128,19 @@ def variants(name: str) -> List[str]:
 
 
 def compiled(name: str) -> bool:
-    """A NAME@...compile row (torch.compile(model)); never raises, unlike variants()."""
-    return 'compile' in name.partition('@')[2].split('+')
+    """A NAME@...compile or NAME@...cudagraphs row (torch.compile(model)); never raises, unlike variants()."""
+    return any(v in COMPILE_VARIANTS for v in name.partition('@')[2].split('+'))
+
+
+def cudagraphs(name: str) -> bool:
+    """A NAME@...cudagraphs row: compiled with mode='reduce-overhead', each step a new CUDA-graph iteration."""
+    return 'cudagraphs' in name.partition('@')[2].split('+')
 
 
 def eager_name(name: str) -> str:
     """The row of the same model without torch.compile: 'gkavision_tiny@hd32+compile' -> 'gkavision_tiny@hd32'."""
     base, _, rest = name.partition('@')
-    kept = [v for v in rest.split('+') if v and v != 'compile']
+    kept = [v for v in rest.split('+') if v and v not in COMPILE_VARIANTS]
     return base + ('@' + '+'.join(kept) if kept else '')
 
 
@@ -165,6 +175,8 @@ def build_model(name: str, res: int, backend: Optional[str], device: torch.devic
     except TypeError:  # hierarchical / conv models take any size without img_size
         model = timm.create_model(base, **kwargs)
     model = model.to(device)
+    if cudagraphs(name):
+        return torch.compile(model, mode='reduce-overhead')
     return torch.compile(model) if compiled(name) else model
 
 
@@ -296,7 +308,8 @@ def _caused_by(err: BaseException, kind: type) -> bool:
 
 def measure(model: torch.nn.Module, batch: int, res: int, mode: str, dtype: torch.dtype, device: torch.device,
             warmup: int, iters: int, point_time_s: Optional[float] = None,
-            deadline: Optional[float] = None, first_step_limit_s: Optional[float] = None) -> Dict[str, Any]:
+            deadline: Optional[float] = None, first_step_limit_s: Optional[float] = None,
+            graphs: bool = False) -> Dict[str, Any]:
     """Images/s and peak memory of inference ('infer') or one training step ('train').
 
     `warmup` untimed steps (at least one: it compiles the Triton kernels, and the model under torch.compile;
@@ -305,7 +318,8 @@ def measure(model: torch.nn.Module, batch: int, res: int, mode: str, dtype: torc
     `iters` timed steps, stopping early once they add up to `point_time_s` (at least two) or `deadline`
     (time.monotonic(), at least one) has passed; the median step gives images/s. A non-finite output or loss
     is an error. Never raises: OOM gives status 'OOM', a stopped first step 'timeout', any other failure status
-    'error' with its message."""
+    'error' with its message. `graphs`: the model replays CUDA graphs (mode='reduce-overhead'); each step starts a
+    new graph iteration, whose replay may reuse the memory of the last step's outputs (read before the next step)."""
     in_chans = getattr(model, 'in_chans', 3)
     num_classes = max(getattr(model, 'num_classes', 1000), 1)
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
@@ -316,6 +330,8 @@ def measure(model: torch.nn.Module, batch: int, res: int, mode: str, dtype: torc
             model.eval()
 
             def step():
+                if graphs:
+                    torch.compiler.cudagraph_mark_step_begin()
                 with torch.inference_mode(), autocast:
                     return model(x)
         else:
@@ -324,6 +340,8 @@ def measure(model: torch.nn.Module, batch: int, res: int, mode: str, dtype: torc
             opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == 'cuda')
 
             def step():
+                if graphs:
+                    torch.compiler.cudagraph_mark_step_begin()
                 opt.zero_grad(set_to_none=True)
                 with autocast:
                     loss = F.cross_entropy(model(x).float(), y)
@@ -492,10 +510,10 @@ class Runner:
     def _over_budget(self) -> bool:
         return self.deadline is not None and time.monotonic() > self.deadline
 
-    def _measure(self, model, batch, res, mode):
+    def _measure(self, model, batch, res, mode, name=''):
         a = self.args
         return measure(model, batch, res, mode, self.dtype, self.device, a.warmup, a.iters, a.point_time_s,
-                       self.deadline, a.first_step_limit_s)
+                       self.deadline, a.first_step_limit_s, graphs=cudagraphs(name))
 
     def _fallback(self, name: str, result: Dict[str, Any]) -> bool:
         """After a non-OOM failure with a Triton scan: switch the model to the PyTorch scan. True if switched.
@@ -568,7 +586,7 @@ class Runner:
                 except Exception as err:  # noqa: BLE001
                     result = dict(img_s=None, ms=None, peak_gb=None, status='error', error=str(err))
                     break
-                result = self._measure(model, batch, res, mode)
+                result = self._measure(model, batch, res, mode, name)
                 if result['status'] == 'error' and not cuda_healthy(self.device):
                     self.broken = f'{name} {kind} {a} {mode}: {result["error"]}'
                     break
@@ -723,7 +741,8 @@ def target_lines(result: Dict[str, Any]) -> List[str]:
     lines += ['', "The Mamba baselines run with mamba_ssm's CUDA selective scan when it is available (the "
               'selective-scan backends above); otherwise with their best available scan: on CUDA the first eager '
               'training point is timed with each selective-scan backend and the fastest is kept (column "scan"; '
-              'the timings under "Scan trials"). NAME@compile rows are torch.compile(model) (default mode); they run '
+              'the timings under "Scan trials"). NAME@compile rows are torch.compile(model) (default mode), '
+              "NAME@cudagraphs rows torch.compile(model, mode='reduce-overhead') (CUDA graphs); they run "
               f'only the training point at batch {b0}, {args.res}px and, last of all, the inference point there: '
               'each new input shape recompiles (tens of seconds), so no sweep and no other batch size '
               '(compile times under "torch.compile"). OOM means the point ran out of memory; "timeout": its first step '

@@ -60,6 +60,9 @@ def split_kernel_times(events, steps: int):
     return total, scan, total - scan, launches / steps, sorted(others, reverse=True), sorted(scans, reverse=True)
 
 
+CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that record CUDA graphs
+
+
 def train_step_fn(model, batch, res, device, dtype, cudagraphs=False):
     x = torch.randn(batch, 3, res, res, device=device)
     y = torch.randint(0, model.num_classes, (batch,), device=device)
@@ -100,8 +103,7 @@ def profile_model(name, batch, res, steps, warmup, compile_mode, device, dtype, 
     model = timm.create_model(name, **kwargs).to(device).train()
     if compile_mode:
         model = torch.compile(model, mode=None if compile_mode == "default" else compile_mode)
-    step = train_step_fn(model, batch, res, device, dtype,
-                         cudagraphs=compile_mode in ("reduce-overhead", "max-autotune"))
+    step = train_step_fn(model, batch, res, device, dtype, cudagraphs=compile_mode in CUDAGRAPH_MODES)
     t0 = time.perf_counter()
     for _ in range(warmup):
         loss = step()

@@ -196,6 +196,7 @@ def test_target_ratios_in_markdown(tmp_path):
             for n, v in (('gkavision_tiny', 100.0), ('mambavision_tiny', 100.0),
                          ('gkavision_tiny@compile', 150.0), ('mambavision_tiny@compile', 160.0),
                          ('gka_tiny_patch16_224@compile', 50.0), ('deit_tiny_patch16_224@compile', 100.0),
+                         ('gkavision_tiny@cudagraphs', 200.0), ('mambavision_tiny@cudagraphs', 250.0),
                          ('gka_small_patch16_224', 50.0))]
     sweep = [dict(name=n, model=n, res=2048, train=ok(v), infer=ok(1.0))
              for n, v in (('gka_tiny_patch16_224', 30.0), ('deit_tiny_patch16_224', 20.0))]
@@ -212,6 +213,10 @@ def test_target_ratios_in_markdown(tmp_path):
         '| 0.938 | >= 1.0 | **NOT met** |',
         '| training img/s, batch 128, 224px | gka_tiny_patch16_224@compile: 50 (x) '
         '| deit_tiny_patch16_224@compile: 100 (x) | 0.500 | >= 0.5 | **met** |',
+        '| training img/s, batch 128, 224px | gkavision_tiny@cudagraphs: 200 (x) '
+        '| mambavision_tiny@cudagraphs: 250 (x) | 0.800 | >= 1.0 | **NOT met** |',
+        '| training img/s, batch 128, 224px | gka_tiny_patch16_224@cudagraphs: - (-) '
+        '| deit_tiny_patch16_224@cudagraphs: - (-) | - | >= 0.5 | - |',
         '| training img/s, batch 128, 224px | gka_small_patch16_224: 50 (x) | mamba_vim_small_patch16_224: - (-) '
         '| - | >= 1.0 | - |',  # not measured: no ratio, no verdict
         '| training img/s, 2048px, batch 16 | gka_tiny_patch16_224: 30 (-) | deit_tiny_patch16_224: 20 (-) '
@@ -385,3 +390,27 @@ def test_compile_variant_and_combined_variants(monkeypatch):
     assert not isinstance(cmp.build_model('deit_tiny_patch16_224', 32, None, torch.device('cpu')), tuple)
     with pytest.raises(ValueError, match="unknown model variant 'fast'"):
         cmp.variants('gka_tiny_patch16_224@compile+fast')
+
+
+def test_cudagraphs_variant_compiles_in_reduce_overhead_mode_and_marks_each_step(monkeypatch):
+    """NAME@cudagraphs is torch.compile(model, mode='reduce-overhead'), a compiled row (its eager row is NAME) whose
+    training and inference steps each start a new CUDA-graph iteration; other rows never mark one."""
+    cmp = _compare()
+    calls, marks = [], []
+    monkeypatch.setattr(cmp.timm, 'create_model', lambda name, **kw: _Net('ok'))
+    monkeypatch.setattr(cmp.torch, 'compile', lambda m, **kw: calls.append(kw) or m)
+    cmp.build_model('gkavision_tiny@hd32+cudagraphs', 32, None, torch.device('cpu'))
+    cmp.build_model('gkavision_tiny@compile', 32, None, torch.device('cpu'))
+    assert calls == [dict(mode='reduce-overhead'), {}]
+    assert cmp.compiled('gkavision_tiny@cudagraphs') and cmp.cudagraphs('gkavision_tiny@hd32+cudagraphs')
+    assert not cmp.cudagraphs('gkavision_tiny@compile')
+    assert cmp.eager_name('gkavision_tiny@hd32+cudagraphs') == 'gkavision_tiny@hd32'
+    monkeypatch.setattr(cmp.torch.compiler, 'cudagraph_mark_step_begin', lambda: marks.append(1))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))
+    model.num_classes = 4
+    for mode in ('train', 'infer'):
+        for graphs in (False, True):
+            marks.clear()
+            r = cmp.measure(model, 2, 8, mode, torch.float32, torch.device('cpu'), warmup=2, iters=3, graphs=graphs)
+            assert r['status'] == 'ok' and r['iters'] == 3, r
+            assert len(marks) == (2 + 3 if graphs else 0)

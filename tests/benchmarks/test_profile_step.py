@@ -38,3 +38,21 @@ def test_host_breakdown_reads_phases_and_self_time_from_a_cpu_profile():
     assert calls["aten::relu"] == 3.0 and "aten::mm" in calls            # per step, by name
     assert not any(name.startswith("phase:") for name in calls)           # phases are not ops
     assert [ms for ms, _, _ in top] == sorted((ms for ms, _, _ in top), reverse=True)
+
+
+def test_train_step_marks_a_cuda_graph_iteration_in_graph_modes(monkeypatch):
+    """In the modes that record CUDA graphs each profiled step starts a new graph iteration before its forward
+    (as train.py's loop does), so that the replays may reuse the last step's memory; otherwise it never does."""
+    import torch
+    ps = load_benchmark("profile_step")
+    assert ps.CUDAGRAPH_MODES == ("reduce-overhead", "max-autotune")
+    marks = []
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 5))
+    model.num_classes = 5
+    for cudagraphs, expected in ((False, 0), (True, 3)):
+        marks.clear()
+        step = ps.train_step_fn(model, 2, 4, torch.device("cpu"), torch.bfloat16, cudagraphs=cudagraphs)
+        for _ in range(3):
+            assert torch.isfinite(step())
+        assert len(marks) == expected
