@@ -78,11 +78,11 @@ def kernel_specs(D, input_dtype, spec="", tokens=197):
          dict(D=D, BD=L.BD, BC=L.BC_fwd, BN=L.BN, PREC=L.states, PREFETCH=L.prefetch)),
         ("_fwd_solve_kernel", gka_chunk._fwd_solve_kernel,
          dict(D=D, BD=L.BD, BC=L.BC_fwd, TAIL=gka_function.tail_rows(tokens, L.BC_fwd, L.tail_tile),
-              PREC_FIRST=p1, PREC=p2, PREC_HI=L.hi, LEAN=L.lean, PAIRED=L.paired_fwd)),
+              PREC_FIRST=p1, PREC=p2, PREC_HI=L.hi, LEAN=L.lean, PAIRED=L.paired_fwd, FOLDED=L.folded_fwd)),
         ("_bwd_solve_kernel", gka_chunk._bwd_solve_kernel,
          dict(D=D, BD=L.BD, BC=L.BC, TAIL=gka_function.tail_rows(tokens, L.BC, L.tail_tile), PREC_FIRST=bp1,
               PREC=bp2, PREC_HI=L.hi, PREC_GRAD=L.grad, PREC_LO=L.lo, LEAN=L.lean, PART=0,
-              PAIRED=L.paired_bwd)),
+              PAIRED=L.paired_bwd, FOLDED=L.folded_bwd)),
         ("_bwd_states_kernel", gka_chunk._bwd_states_kernel,
          dict(D=D, BD=L.BD, BC=L.BC, BN=L.BN, PREC=L.states, PREFETCH=L.prefetch)),
     ]

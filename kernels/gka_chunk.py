@@ -100,6 +100,17 @@ def _dot(a, b, PREC: tl.constexpr):
 
 
 @triton.jit
+def _dot_acc(a, b, acc, PREC: tl.constexpr):
+    """acc + a @ b with _dot's precisions; the tensor core adds into acc (bf16x3: a separate sum)."""
+    if PREC == "bf16":
+        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), acc)
+    elif PREC == "bf16x3":
+        return acc + _dot(a, b, PREC)
+    else:
+        return tl.dot(a, b, acc, input_precision=PREC)
+
+
+@triton.jit
 def _apply_A(X, K, Hp, M, eG, lam, PREC: tl.constexpr):
     """A_t x_t for every row t (docs/gka_spec.md sec. 3): e^{G_t} H_p x_t + sum_{j<=t} M_tj k_j (k_j . x_t) + lambda_t x_t."""
     XK = _dot(X, tl.trans(K), PREC) * M
@@ -114,13 +125,29 @@ def _chebyshev_step(x, x_prev, B_rhs, K, Hp, M, eG, lam, eta, omega, PREC: tl.co
 
 
 @triton.jit
-def _chebyshev(B_rhs, K, Hp, M, eG, lam, fro, num_iter, PREC: tl.constexpr, PAIRED: tl.constexpr):
+def _chebyshev_step_folded(x, x_prev, B_rhs, K, Hp, M, eG, lam, eta, omega, PREC: tl.constexpr):
+    """_chebyshev_step with its per-row scalars folded into the operands (docs/kernels.md, "Folded steps"):
+    x_{k+1} = omega (1 - eta lam) x_k + (1 - omega) x_{k-1} + omega eta b - omega eta (A - lam I) x_k, where
+    (A - lam I) x_k is applied to x_k scaled by -omega eta and its two products accumulate into one tile: six
+    elementwise operations per element instead of the plain step's eight, the same value in exact arithmetic."""
+    c1 = omega * eta
+    xs = x * (-c1)[:, None]
+    # the terms outside the products first, so that the last product accumulates into them and ends the step
+    t = (omega * (1.0 - eta * lam))[:, None] * x + (1.0 - omega)[:, None] * x_prev + c1[:, None] * B_rhs
+    acc = eG[:, None] * _dot(xs, Hp, PREC) + t
+    xk = _dot(xs, tl.trans(K), PREC) * M
+    return _dot_acc(xk, K, acc, PREC)
+
+
+@triton.jit
+def _chebyshev(B_rhs, K, Hp, M, eG, lam, fro, num_iter, PREC: tl.constexpr, PAIRED: tl.constexpr,
+               FOLDED: tl.constexpr):
     """Solve A_t x_t = b_t row-wise with the Chebyshev iteration of docs/gka_spec.md sec. 2 (spectrum [lam, fro + lam]).
 
     PAIRED: two steps per loop iteration, the second with the roles of the two iterates swapped, so that each new
     iterate overwrites the one it no longer needs in place instead of rotating x_prev <- x <- x_new (a register
     copy of both tiles every step); the same arithmetic in the same order, more code (docs/kernels.md, "Paired
-    steps")."""
+    steps"). FOLDED: each step is _chebyshev_step_folded (fewer elementwise operations, other roundings)."""
     L = fro + lam
     eta = 2.0 / (L + lam)
     rho = (L - lam) / (L + lam)
@@ -128,7 +155,16 @@ def _chebyshev(B_rhs, K, Hp, M, eG, lam, fro, num_iter, PREC: tl.constexpr, PAIR
     x_prev = tl.zeros_like(B_rhs)
     x = eta[:, None] * B_rhs
     omega = tl.full(lam.shape, 2.0, tl.float32)
-    if PAIRED:
+    if FOLDED:
+        for _ in range(num_iter // 2):
+            omega = 1.0 / (1.0 - rho2_4 * omega)
+            x_prev = _chebyshev_step_folded(x, x_prev, B_rhs, K, Hp, M, eG, lam, eta, omega, PREC)
+            omega = 1.0 / (1.0 - rho2_4 * omega)
+            x = _chebyshev_step_folded(x_prev, x, B_rhs, K, Hp, M, eG, lam, eta, omega, PREC)
+        if num_iter % 2 == 1:
+            omega = 1.0 / (1.0 - rho2_4 * omega)
+            x = _chebyshev_step_folded(x, x_prev, B_rhs, K, Hp, M, eG, lam, eta, omega, PREC)
+    elif PAIRED:
         for _ in range(num_iter // 2):
             omega = 1.0 / (1.0 - rho2_4 * omega)
             x_prev = _chebyshev_step(x, x_prev, B_rhs, K, Hp, M, eG, lam, eta, omega, PREC)  # x_prev <- x_{k+1}
@@ -151,7 +187,8 @@ def _chebyshev(B_rhs, K, Hp, M, eG, lam, fro, num_iter, PREC: tl.constexpr, PAIR
 
 @triton.jit
 def _solve(B_rhs, K, Hp, M, eG, lam, fro, n_first, n_rounds, n_refine,
-           PREC_FIRST: tl.constexpr, PREC: tl.constexpr, PREC_HI: tl.constexpr, PAIRED: tl.constexpr):
+           PREC_FIRST: tl.constexpr, PREC: tl.constexpr, PREC_HI: tl.constexpr, PAIRED: tl.constexpr,
+           FOLDED: tl.constexpr):
     """x = A^-1 b: n_first Chebyshev steps with PREC_FIRST products, then n_rounds refinement rounds
     (docs/gka_spec.md sec. 2 solver, classical iterative refinement around it).
 
@@ -160,27 +197,28 @@ def _solve(B_rhs, K, Hp, M, eG, lam, fro, n_first, n_rounds, n_refine,
     tf32x3, fp32-accurate) products, then x += Chebyshev(r) (n_refine steps, PREC products); each round
     multiplies the error by about the inner solve's relative error.
     """
-    x = _chebyshev(B_rhs, K, Hp, M, eG, lam, fro, n_first, PREC_FIRST, PAIRED)
+    x = _chebyshev(B_rhs, K, Hp, M, eG, lam, fro, n_first, PREC_FIRST, PAIRED, FOLDED)
     for _ in range(n_rounds):
         r = B_rhs - _apply_A(x, K, Hp, M, eG, lam, PREC_HI)
-        x += _chebyshev(r, K, Hp, M, eG, lam, fro, n_refine, PREC, PAIRED)
+        x += _chebyshev(r, K, Hp, M, eG, lam, fro, n_refine, PREC, PAIRED, FOLDED)
     return x
 
 
 @triton.jit
 def _solve_lean(b_ptrs, b_scale, x_ptrs, m, K, Hp, M, eG, lam, fro, n_first, n_rounds, n_refine,
-                PREC_FIRST: tl.constexpr, PREC: tl.constexpr, PREC_HI: tl.constexpr, PAIRED: tl.constexpr):
+                PREC_FIRST: tl.constexpr, PREC: tl.constexpr, PREC_HI: tl.constexpr, PAIRED: tl.constexpr,
+                FOLDED: tl.constexpr):
     """_solve with b = b_scale[:, None] * b_ptrs[...] read from memory and the running solution parked in memory
     at x_ptrs during each refinement round, so a round's Chebyshev steps keep three [BC, BD] tiles live
     (residual, correction, previous correction) instead of five: fewer registers per program. x_ptrs ends holding x.
     """
     x = _chebyshev(b_scale[:, None] * tl.load(b_ptrs, mask=m, other=0.0).to(tl.float32),
-                   K, Hp, M, eG, lam, fro, n_first, PREC_FIRST, PAIRED)
+                   K, Hp, M, eG, lam, fro, n_first, PREC_FIRST, PAIRED, FOLDED)
     for _ in range(n_rounds):
         tl.store(x_ptrs, x, mask=m)
         r = b_scale[:, None] * tl.load(b_ptrs, mask=m, other=0.0).to(tl.float32) - _apply_A(x, K, Hp, M, eG, lam,
                                                                                              PREC_HI)
-        d = _chebyshev(r, K, Hp, M, eG, lam, fro, n_refine, PREC, PAIRED)
+        d = _chebyshev(r, K, Hp, M, eG, lam, fro, n_refine, PREC, PAIRED, FOLDED)
         tl.debug_barrier()  # the stores of x are visible to every thread of the program
         x = tl.load(x_ptrs, mask=m, other=0.0) + d
     tl.store(x_ptrs, x, mask=m)
@@ -297,7 +335,7 @@ def _fwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr,
                       ridge_ratio, ridge_floor, fro2_floor, scale, out_scale,
                       D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, TAIL: tl.constexpr,
                       PREC_FIRST: tl.constexpr, PREC: tl.constexpr, PREC_HI: tl.constexpr, LEAN: tl.constexpr,
-                      PAIRED: tl.constexpr):
+                      PAIRED: tl.constexpr, FOLDED: tl.constexpr):
     """Per chunk: ||H_t||_F, lambda_t, x_t = A_t^-1 q_t, q'_t, o_t = scale S_t q'_t (docs/gka_spec.md secs. 1-3).
 
     TAIL < BC: the program of the last chunk, which holds T - (NC - 1) BC <= TAIL tokens, runs on a TAIL-row tile
@@ -308,17 +346,17 @@ def _fwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr,
             _fwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, o_ptr, x_ptr, fro_ptr,
                             T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
                             ridge_ratio, ridge_floor, fro2_floor, scale, out_scale,
-                            D, BD, BC, TAIL, PREC_FIRST, PREC, PREC_HI, LEAN, PAIRED)
+                            D, BD, BC, TAIL, PREC_FIRST, PREC, PREC_HI, LEAN, PAIRED, FOLDED)
         else:
             _fwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, o_ptr, x_ptr, fro_ptr,
                             T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
                             ridge_ratio, ridge_floor, fro2_floor, scale, out_scale,
-                            D, BD, BC, BC, PREC_FIRST, PREC, PREC_HI, LEAN, PAIRED)
+                            D, BD, BC, BC, PREC_FIRST, PREC, PREC_HI, LEAN, PAIRED, FOLDED)
     else:
         _fwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, o_ptr, x_ptr, fro_ptr,
                         T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
                         ridge_ratio, ridge_floor, fro2_floor, scale, out_scale,
-                        D, BD, BC, BC, PREC_FIRST, PREC, PREC_HI, LEAN, PAIRED)
+                        D, BD, BC, BC, PREC_FIRST, PREC, PREC_HI, LEAN, PAIRED, FOLDED)
 
 
 @triton.jit
@@ -328,7 +366,7 @@ def _fwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr,
                     ridge_ratio, ridge_floor, fro2_floor, scale, out_scale,
                     D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr,
                     PREC_FIRST: tl.constexpr, PREC: tl.constexpr, PREC_HI: tl.constexpr, LEAN: tl.constexpr,
-                    PAIRED: tl.constexpr):
+                    PAIRED: tl.constexpr, FOLDED: tl.constexpr):
     """The forward solve of one chunk (BC tokens apart) on a BT-row tile.
 
     Only the Chebyshev steps use PREC_FIRST / PREC dots; the rest uses PREC_HI: q' can be ~1/a = 50
@@ -356,10 +394,10 @@ def _fwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr,
     x_ptrs, _ = _rows_ptr_mask(x_ptr, dir_tok, valid, D, BD)
     if LEAN:
         X = _solve_lean(q_ptrs, tl.full([BT], 1.0, tl.float32), x_ptrs, m, K, Hp, M, eG, lam, fro,
-                        n_first, n_rounds, n_refine, PREC_FIRST, PREC, PREC_HI, PAIRED)
+                        n_first, n_rounds, n_refine, PREC_FIRST, PREC, PREC_HI, PAIRED, FOLDED)
     else:
         X = _solve(tl.load(q_ptrs, mask=m, other=0.0).to(tl.float32), K, Hp, M, eG, lam, fro,
-                   n_first, n_rounds, n_refine, PREC_FIRST, PREC, PREC_HI, PAIRED)
+                   n_first, n_rounds, n_refine, PREC_FIRST, PREC, PREC_HI, PAIRED, FOLDED)
         tl.store(x_ptrs, X, mask=m)
     Q = tl.load(q_ptrs, mask=m, other=0.0).to(tl.float32)
     alpha = tl.load(a_ptr + tok, mask=valid, other=0.0).to(tl.float32)
@@ -383,7 +421,8 @@ def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_pt
                       ridge_ratio, ridge_floor, scale, out_scale,
                       D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, TAIL: tl.constexpr,
                       PREC_FIRST: tl.constexpr, PREC: tl.constexpr, PREC_HI: tl.constexpr, PREC_GRAD: tl.constexpr,
-                      PREC_LO: tl.constexpr, LEAN: tl.constexpr, PART: tl.constexpr, PAIRED: tl.constexpr):
+                      PREC_LO: tl.constexpr, LEAN: tl.constexpr, PART: tl.constexpr, PAIRED: tl.constexpr,
+                      FOLDED: tl.constexpr):
     """Per chunk: everything of the backward that needs no later chunk (docs/gka_spec.md sec. 4); the last chunk on
     a TAIL-row tile when TAIL < BC (as in _fwd_solve_kernel)."""
     if TAIL < BC:
@@ -392,19 +431,19 @@ def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_pt
                             dq_ptr, dk_ptr, dv_ptr, da_ptr, dG_ptr, u_ptr, w_ptr, qb_ptr,
                             T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
                             ridge_ratio, ridge_floor, scale, out_scale,
-                            D, BD, BC, TAIL, PREC_FIRST, PREC, PREC_HI, PREC_GRAD, PREC_LO, LEAN, PART, PAIRED)
+                            D, BD, BC, TAIL, PREC_FIRST, PREC, PREC_HI, PREC_GRAD, PREC_LO, LEAN, PART, PAIRED, FOLDED)
         else:
             _bwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_ptr, fro_ptr, do_ptr,
                             dq_ptr, dk_ptr, dv_ptr, da_ptr, dG_ptr, u_ptr, w_ptr, qb_ptr,
                             T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
                             ridge_ratio, ridge_floor, scale, out_scale,
-                            D, BD, BC, BC, PREC_FIRST, PREC, PREC_HI, PREC_GRAD, PREC_LO, LEAN, PART, PAIRED)
+                            D, BD, BC, BC, PREC_FIRST, PREC, PREC_HI, PREC_GRAD, PREC_LO, LEAN, PART, PAIRED, FOLDED)
     else:
         _bwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_ptr, fro_ptr, do_ptr,
                         dq_ptr, dk_ptr, dv_ptr, da_ptr, dG_ptr, u_ptr, w_ptr, qb_ptr,
                         T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
                         ridge_ratio, ridge_floor, scale, out_scale,
-                        D, BD, BC, BC, PREC_FIRST, PREC, PREC_HI, PREC_GRAD, PREC_LO, LEAN, PART, PAIRED)
+                        D, BD, BC, BC, PREC_FIRST, PREC, PREC_HI, PREC_GRAD, PREC_LO, LEAN, PART, PAIRED, FOLDED)
 
 
 @triton.jit
@@ -414,7 +453,8 @@ def _bwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_ptr,
                     ridge_ratio, ridge_floor, scale, out_scale,
                     D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr,
                     PREC_FIRST: tl.constexpr, PREC: tl.constexpr, PREC_HI: tl.constexpr, PREC_GRAD: tl.constexpr,
-                    PREC_LO: tl.constexpr, LEAN: tl.constexpr, PART: tl.constexpr, PAIRED: tl.constexpr):
+                    PREC_LO: tl.constexpr, LEAN: tl.constexpr, PART: tl.constexpr, PAIRED: tl.constexpr,
+                      FOLDED: tl.constexpr):
     """The backward solve of one chunk (BC tokens apart) on a BT-row tile.
 
     dq' from the read-out, xbar = alpha dq', qbar = A^-1 xbar (second Chebyshev solve),
@@ -476,10 +516,10 @@ def _bwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_ptr,
             qb_ptrs, _ = _rows_ptr_mask(qb_ptr, dir_tok, valid, D, BD)
             tl.debug_barrier()  # the phase-1 stores of dq' are visible to all threads of the program
             Qb = _solve_lean(dq_ptrs, alpha, qb_ptrs, m, K, Hp, M, eG, lam, fro, n_first, n_rounds, n_refine,
-                             PREC_FIRST, PREC, PREC_HI, PAIRED)
+                             PREC_FIRST, PREC, PREC_HI, PAIRED, FOLDED)
         else:
             Qb = _solve(rhs, K, Hp, M, eG, lam, fro, n_first, n_rounds, n_refine, PREC_FIRST, PREC, PREC_HI,
-                        PAIRED)
+                        PAIRED, FOLDED)
         tl.debug_barrier()  # the phase-1 stores of this program are visible to all its threads after this
         # dq = (1 - alpha) dq' + qbar
         tl.store(dq_ptrs, (1.0 - alpha)[:, None] * tl.load(dq_ptrs, mask=m, other=0.0) + Qb, mask=m)

@@ -83,7 +83,10 @@ class GKAKernelConfig:
     tail_tile: the last chunk of a solve launch runs on a smaller tile when it holds at most half a chunk
     (`tail_rows`; at T = 197 the forward's last 64-token chunk has 5 tokens);
     paired_steps: which solve kernels run their Chebyshev steps two per loop iteration with the iterates updated
-    in place ("fwd", "bwd", "both", "none"; the same results bit for bit, docs/kernels.md "Paired steps").
+    in place ("fwd", "bwd", "both", "none"; the same results bit for bit, docs/kernels.md "Paired steps");
+    folded_steps: which solve kernels run folded Chebyshev steps, paired, with six elementwise operations per
+    element instead of eight ("fwd", "bwd", "both", "none"; the same values in exact arithmetic, other roundings;
+    docs/kernels.md "Folded steps").
     """
     schedule: str = "bf16:15+3xbf16:10/bf16:15+2xbf16:15"
     precision_hi: str = "bf16x3"
@@ -101,11 +104,13 @@ class GKAKernelConfig:
     split_backward: bool = False
     tail_tile: bool = True
     paired_steps: str = "fwd"
+    folded_steps: str = "none"
 
     def __post_init__(self):
         parse_schedule(self.schedule)
-        if self.paired_steps not in PAIRED_STEPS:
-            raise ValueError(f"GKAKernelConfig.paired_steps={self.paired_steps!r}: one of {', '.join(PAIRED_STEPS)}")
+        for name in ("paired_steps", "folded_steps"):
+            if getattr(self, name) not in PAIRED_STEPS:
+                raise ValueError(f"GKAKernelConfig.{name}={getattr(self, name)!r}: one of {', '.join(PAIRED_STEPS)}")
         for name in ("precision_hi", "precision_states", "precision_grad", "precision_lo"):
             if getattr(self, name) not in DOT_PRECISIONS:
                 raise ValueError(f"GKAKernelConfig.{name}={getattr(self, name)!r}: one of {', '.join(DOT_PRECISIONS)}")
@@ -225,6 +230,8 @@ class _Launch:
         self.tail_tile = config.tail_tile
         self.paired_fwd = config.paired_steps in ("fwd", "both")
         self.paired_bwd = config.paired_steps in ("bwd", "both")
+        self.folded_fwd = config.folded_steps in ("fwd", "both")
+        self.folded_bwd = config.folded_steps in ("bwd", "both")
         self.solve_opts = dict(num_warps=self.warps)
         if config.max_regs is not None and not INTERPRET:
             self.solve_opts["maxnreg"] = config.max_regs
@@ -303,6 +310,7 @@ def gka_triton_forward(q, k, v, alpha, gates, dir_base=0, ridge_ratio=0.02, num_
                                          ridge_ratio, float(RIDGE_FLOOR), float(FRO2_FLOOR), scale, 1.0 / ndir,
                                          D=D, BD=L.BD, BC=L.BC_fwd, TAIL=tail_rows(T, L.BC_fwd, L.tail_tile),
                                          PREC_FIRST=p1, PREC=p2, PREC_HI=L.hi, LEAN=L.lean, PAIRED=L.paired_fwd,
+                                         FOLDED=L.folded_fwd,
                                          **L.solve_opts)
     return _sum_directions(o, q.dtype), x, fro
 
@@ -361,7 +369,8 @@ def _backward(q, k, v, alpha, do, ridge_ratio, num_iter, scale, out_scale, L, ga
                                            ridge_ratio, float(RIDGE_FLOOR), scale, out_scale,
                                            D=D, BD=L.BD, BC=L.BC, TAIL=tail_rows(T, L.BC, L.tail_tile),
                                            PREC_FIRST=p1, PREC=p2, PREC_HI=L.hi, PREC_GRAD=L.grad, PREC_LO=L.lo,
-                                           LEAN=L.lean, PART=part, PAIRED=L.paired_bwd, **L.solve_opts)
+                                           LEAN=L.lean, PART=part, PAIRED=L.paired_bwd,
+                                           FOLDED=L.folded_bwd, **L.solve_opts)
     _bwd_states_kernel[(NBH, ndir, L.BD // L.BN)](k, v, gates, u, w, dk, dv, dgp,
                                                   T, H, NBH, BTH, NC, dir_base,
                                                   D=D, BD=L.BD, BC=L.BC, BN=L.BN, PREC=L.states,

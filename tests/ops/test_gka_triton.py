@@ -69,6 +69,10 @@ _SCRIPT = textwrap.dedent(r"""
         # Chebyshev steps paired (in place) in both solve kernels, and in neither (the default: the forward's)
         "bi_T40_D32_paired_both": ("bi", "direct", 2, 40, 1, 32, torch.float32, 0),
         "bi_T40_D32_paired_none": ("bi", "direct", 2, 40, 1, 32, torch.float32, 0),
+        # folded Chebyshev steps in both solve kernels (GKAKernelConfig.folded_steps), also at the default config
+        "bi_T40_D32_folded_both": ("bi", "direct", 2, 40, 1, 32, torch.float32, 0),
+        "fwd_T37_D16_folded_both": ("fwd", "direct", 1, 37, 2, 16, torch.float32, 0),
+        "bi_T70_D40_default_folded": ("bi", "direct", 1, 70, 1, 40, torch.float32, 0),
         "fwd_T37_D16_lean": ("fwd", "direct", 1, 37, 2, 16, torch.float32, 0),
         "bi_T23_D20_dispatch": ("bi", "dispatch", 1, 23, 2, 20, torch.float32, 0),
         "rev_T16_D24_dispatch": ("rev", "dispatch", 1, 16, 1, 24, torch.float32, 0),
@@ -95,9 +99,11 @@ _SCRIPT = textwrap.dedent(r"""
         cfg = GKAKernelConfig(chunk=16, state_cols=16, prefetch=not name.endswith("no_prefetch"),
                               lean_solve=name.endswith("lean"), split_backward="split" in name,
                               fwd_chunk=int(name.rsplit("fwd_chunk", 1)[1]) if "fwd_chunk" in name else None,
-                              paired_steps=name.rsplit("paired_", 1)[1] if "paired_" in name else "fwd")
+                              paired_steps=name.rsplit("paired_", 1)[1] if "paired_" in name else "fwd",
+                              folded_steps="both" if "folded" in name else "none")
         if "default" in name:
-            cfg = GKAKernelConfig(tail_tile=not name.endswith("no_tail"))
+            cfg = GKAKernelConfig(tail_tile=not name.endswith("no_tail"),
+                                  folded_steps="both" if "folded" in name else "none")
         ins = [t.requires_grad_() for t in make(B, T, H, D, dtype, zk)]
         o = tri_fn(mode, api, cfg, *ins)
         ref = ref_fn(mode, *ins)
@@ -126,6 +132,7 @@ _SCRIPT = textwrap.dedent(r"""
 _CASES = ["fwd_T37_D16", "rev_T37_D16", "bi_T40_D32", "bi_T40_D32_sequential", "bi_T40_D32_no_prefetch",
           "bi_T40_D32_lean", "fwd_T37_D16_lean", "bi_T40_D32_split", "bi_T40_D32_split_lean",
           "bi_T40_D32_paired_both", "bi_T40_D32_paired_none",
+          "bi_T40_D32_folded_both", "fwd_T37_D16_folded_both", "bi_T70_D40_default_folded",
           "bi_T23_D20_dispatch", "rev_T16_D24_dispatch",
           "bi_T33_D16_zero_keys", "fwd_T1_D16", "bi_T29_D16_fp16", "bi_T40_D32_fwd_chunk32", "fwd_T37_D16_fwd_chunk64",
           "bi_T70_D40_default", "bi_T70_D40_default_no_tail"]
@@ -183,6 +190,21 @@ def test_triton_paired_steps_are_bit_identical(interpreter_results):
             a, b = torch.tensor(a), torch.tensor(b)
             assert torch.isfinite(a).all() and a.abs().max() > 0
             assert torch.equal(a, b), other
+
+
+@pytest.mark.slow
+def test_triton_folded_steps_match_plain_steps(interpreter_results):
+    """Folded Chebyshev steps (GKAKernelConfig.folded_steps) compute each step's value with other roundings: the
+    same output and gradients as the plain steps to fp32 rounding (the interpreter's dots are fp32), not bit for
+    bit (the values differ, so the folded path ran)."""
+    for plain, folded in (("bi_T40_D32", "bi_T40_D32_folded_both"), ("bi_T70_D40_default", "bi_T70_D40_default_folded")):
+        same = True
+        for a, b in zip(interpreter_results[plain]["raw"], interpreter_results[folded]["raw"]):
+            a, b = torch.tensor(a), torch.tensor(b)
+            assert torch.isfinite(b).all() and a.abs().max() > 0
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+            same = same and torch.equal(a, b)
+        assert not same, f"{folded}: bit for bit the plain steps' results"
 
 
 @pytest.mark.slow
@@ -262,6 +284,9 @@ def test_kernel_config_object():
     assert GKAKernelConfig.from_spec("paired_steps=both").paired_steps == "both"
     with pytest.raises(ValueError, match="paired_steps"):
         GKAKernelConfig(paired_steps="all")
+    assert GKAKernelConfig.from_spec("folded_steps=fwd").folded_steps == "fwd"
+    with pytest.raises(ValueError, match="folded_steps"):
+        GKAKernelConfig(folded_steps="yes")
 
 
 def test_bf16x3_products_emulation():
@@ -393,6 +418,22 @@ def test_paired_steps_per_solve_kernel(monkeypatch):
     a, gates = torch.rand(1, 20, 1), -torch.rand(2, 1, 20, 1)
     for spec, want in (("", (True, False)), ("paired_steps=both", (True, True)),
                        ("paired_steps=bwd", (False, True)), ("paired_steps=none", (False, False))):
+        seen.clear()
+        cfg = gkf.GKAKernelConfig.from_spec(spec)
+        _, x, fro = gkf.gka_triton_forward(q, q, q, a, gates, config=cfg)
+        gkf.gka_triton_backward(q, q, q, a, gates, x, fro, q, config=cfg)
+        assert (seen["_fwd_solve_kernel"], seen["_bwd_solve_kernel"]) == want, spec
+
+
+def test_folded_steps_per_solve_kernel(monkeypatch):
+    """GKAKernelConfig.folded_steps decides per solve kernel whether its Chebyshev steps are folded (FOLDED); the
+    default folds neither (not timed on a GPU yet, docs/kernels.md "Folded steps")."""
+    import gka_kernels.gka_function as gkf
+    seen = _record_launches(monkeypatch, gkf, "FOLDED")
+    q = torch.randn(1, 20, 1, 16)
+    a, gates = torch.rand(1, 20, 1), -torch.rand(2, 1, 20, 1)
+    for spec, want in (("", (False, False)), ("folded_steps=both", (True, True)),
+                       ("folded_steps=fwd", (True, False)), ("folded_steps=bwd", (False, True))):
         seen.clear()
         cfg = gkf.GKAKernelConfig.from_spec(spec)
         _, x, fro = gkf.gka_triton_forward(q, q, q, a, gates, config=cfg)
