@@ -408,37 +408,27 @@ def test_tail_tile_rows(monkeypatch):
         assert (tails["_fwd_solve_kernel"], tails["_bwd_solve_kernel"]) == want
 
 
-def test_paired_steps_per_solve_kernel(monkeypatch):
-    """GKAKernelConfig.paired_steps decides per solve kernel whether its Chebyshev steps run two per iteration
-    (PAIRED): by default the forward's (measured faster on the H200) and not the backward's (measured slower,
-    docs/kernels.md "Paired steps")."""
+@pytest.mark.parametrize("field, key, cases", [
+    # by default the forward's steps are paired (measured faster on the H200), not the backward's (measured slower)
+    ("paired_steps", "PAIRED", (("", (True, False)), ("both", (True, True)), ("bwd", (False, True)),
+                                ("none", (False, False)))),
+    # and neither is folded (not timed on a GPU yet)
+    ("folded_steps", "FOLDED", (("", (False, False)), ("both", (True, True)), ("fwd", (True, False)),
+                                ("bwd", (False, True)))),
+])
+def test_step_options_per_solve_kernel(monkeypatch, field, key, cases):
+    """GKAKernelConfig.paired_steps / folded_steps decide per solve kernel whether its Chebyshev steps run two per
+    iteration (PAIRED) / folded (FOLDED) (docs/kernels.md "Paired steps", "Folded steps")."""
     import gka_kernels.gka_function as gkf
-    seen = _record_launches(monkeypatch, gkf, "PAIRED")
+    seen = _record_launches(monkeypatch, gkf, key)
     q = torch.randn(1, 20, 1, 16)
     a, gates = torch.rand(1, 20, 1), -torch.rand(2, 1, 20, 1)
-    for spec, want in (("", (True, False)), ("paired_steps=both", (True, True)),
-                       ("paired_steps=bwd", (False, True)), ("paired_steps=none", (False, False))):
+    for value, want in cases:
         seen.clear()
-        cfg = gkf.GKAKernelConfig.from_spec(spec)
+        cfg = gkf.GKAKernelConfig.from_spec(f"{field}={value}" if value else "")
         _, x, fro = gkf.gka_triton_forward(q, q, q, a, gates, config=cfg)
         gkf.gka_triton_backward(q, q, q, a, gates, x, fro, q, config=cfg)
-        assert (seen["_fwd_solve_kernel"], seen["_bwd_solve_kernel"]) == want, spec
-
-
-def test_folded_steps_per_solve_kernel(monkeypatch):
-    """GKAKernelConfig.folded_steps decides per solve kernel whether its Chebyshev steps are folded (FOLDED); the
-    default folds neither (not timed on a GPU yet, docs/kernels.md "Folded steps")."""
-    import gka_kernels.gka_function as gkf
-    seen = _record_launches(monkeypatch, gkf, "FOLDED")
-    q = torch.randn(1, 20, 1, 16)
-    a, gates = torch.rand(1, 20, 1), -torch.rand(2, 1, 20, 1)
-    for spec, want in (("", (False, False)), ("folded_steps=both", (True, True)),
-                       ("folded_steps=fwd", (True, False)), ("folded_steps=bwd", (False, True))):
-        seen.clear()
-        cfg = gkf.GKAKernelConfig.from_spec(spec)
-        _, x, fro = gkf.gka_triton_forward(q, q, q, a, gates, config=cfg)
-        gkf.gka_triton_backward(q, q, q, a, gates, x, fro, q, config=cfg)
-        assert (seen["_fwd_solve_kernel"], seen["_bwd_solve_kernel"]) == want, spec
+        assert (seen["_fwd_solve_kernel"], seen["_bwd_solve_kernel"]) == want, (field, value)
 
 
 def test_default_config_follows_least_precise_input():
