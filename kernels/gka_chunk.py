@@ -147,7 +147,8 @@ def _chebyshev(B_rhs, K, Hp, M, eG, lam, fro, num_iter, PREC: tl.constexpr, PAIR
     PAIRED: two steps per loop iteration, the second with the roles of the two iterates swapped, so that each new
     iterate overwrites the one it no longer needs in place instead of rotating x_prev <- x <- x_new (a register
     copy of both tiles every step); the same arithmetic in the same order, more code (docs/kernels.md, "Paired
-    steps"). FOLDED: each step is _chebyshev_step_folded (fewer elementwise operations, other roundings)."""
+    steps"). FOLDED: each step is _chebyshev_step_folded (fewer elementwise operations, other roundings), paired or
+    not."""
     L = fro + lam
     eta = 2.0 / (L + lam)
     rho = (L - lam) / (L + lam)
@@ -155,7 +156,7 @@ def _chebyshev(B_rhs, K, Hp, M, eG, lam, fro, num_iter, PREC: tl.constexpr, PAIR
     x_prev = tl.zeros_like(B_rhs)
     x = eta[:, None] * B_rhs
     omega = tl.full(lam.shape, 2.0, tl.float32)
-    if FOLDED:
+    if FOLDED and PAIRED:
         for _ in range(num_iter // 2):
             omega = 1.0 / (1.0 - rho2_4 * omega)
             x_prev = _chebyshev_step_folded(x, x_prev, B_rhs, K, Hp, M, eG, lam, eta, omega, PREC)
@@ -164,6 +165,12 @@ def _chebyshev(B_rhs, K, Hp, M, eG, lam, fro, num_iter, PREC: tl.constexpr, PAIR
         if num_iter % 2 == 1:
             omega = 1.0 / (1.0 - rho2_4 * omega)
             x = _chebyshev_step_folded(x, x_prev, B_rhs, K, Hp, M, eG, lam, eta, omega, PREC)
+    elif FOLDED:
+        for _ in range(num_iter):
+            omega = 1.0 / (1.0 - rho2_4 * omega)
+            x_new = _chebyshev_step_folded(x, x_prev, B_rhs, K, Hp, M, eG, lam, eta, omega, PREC)
+            x_prev = x
+            x = x_new
     elif PAIRED:
         for _ in range(num_iter // 2):
             omega = 1.0 / (1.0 - rho2_4 * omega)

@@ -84,9 +84,9 @@ class GKAKernelConfig:
     (`tail_rows`; at T = 197 the forward's last 64-token chunk has 5 tokens);
     paired_steps: which solve kernels run their Chebyshev steps two per loop iteration with the iterates updated
     in place ("fwd", "bwd", "both", "none"; the same results bit for bit, docs/kernels.md "Paired steps");
-    folded_steps: which solve kernels run folded Chebyshev steps, paired, with six elementwise operations per
-    element instead of eight ("fwd", "bwd", "both", "none"; the same values in exact arithmetic, other roundings;
-    docs/kernels.md "Folded steps").
+    folded_steps: which solve kernels run folded Chebyshev steps, with six elementwise operations per element
+    instead of eight, paired where paired_steps says so ("fwd", "bwd", "both", "none"; the same values in exact
+    arithmetic, other roundings; docs/kernels.md "Folded steps").
     """
     schedule: str = "bf16:15+3xbf16:10/bf16:15+2xbf16:15"
     precision_hi: str = "bf16x3"
