@@ -11,7 +11,8 @@ term dropped; costed 1.5 tf32 products).
 It prints relative errors of the output and of every gradient against autograd through the float64
 reference (exact solve) for the precision schemes of run 1 and of the current kernels. Predictions for
 the GPU, which `tl.dot(input_precision=...)` makes there; the interpreter computes every dot in fp32.
-"bf16" rounds both operands to bf16 (round-to-nearest-even) and accumulates in fp32. "fp16" (Chebyshev steps
+"bf16" rounds both operands to bf16 (round-to-nearest-even) and accumulates in fp32; "bf16f" (Chebyshev steps only) is
+"bf16" in the kernels' folded step form (GKAKernelConfig.folded_steps, docs/kernels.md "Folded steps"). "fp16" (Chebyshev steps
 only) runs the steps on a scaled system whose operands fit fp16's range (A / max_t ||H_t||_F of the chunk,
 H_p / ||H_p||_F, each right-hand side scaled by lam_t / ||b_t||) with fp16-rounded operands: an experiment
 that the kernels do not use (docs/kernels.md, "fp16 Chebyshev steps").
@@ -23,7 +24,7 @@ Solve schedules (error vs cost):
 A schedule is FWD/BWD (BWD omitted: same as FWD); each half is `P1:n1[+RxP2:n2]`: a first Chebyshev
 round of n1 steps whose operator products use precision P1 (bf16 | tf32 | tf32x3 | ieee), then R
 refinement rounds, each r = b - A x with --hi products (default bf16x3, as the kernels) and x += n2
-Chebyshev steps on r in precision P2 (`P2:` omitted: P2 = P1; P is bf16, fp16, tf32, tf32x3 or ieee).
+Chebyshev steps on r in precision P2 (`P2:` omitted: P2 = P1; P is bf16, bf16f, fp16, tf32, tf32x3 or ieee).
 Example: "bf16:20+1xtf32:10/bf16:20+1xtf32:15". Options: --cases
 (T:gscale list, default 1:0.5 33:0.5 197:0.5 197:0.02), --inputs (fp32, bf16 or both: inputs used as
 they are or rounded to bf16 first), --margin (default 3: a schedule passes when every error is at least
@@ -172,7 +173,22 @@ def kernels(q, k, v, alpha, g, do, P, C=32, n1=20, n2=20, n2b=30, n1b=None, a_r=
     def cheb(b, it, p=P["loop"]):
         if p == "fp16":
             return cheb_fp16(b, it)
+        if p == "bf16f":
+            return cheb_folded(b, it)
         return chebyshev(lambda x: apply(x, p), b, lam, fro + lam, it)
+    def cheb_folded(b, it):
+        # the kernels' folded steps (gka_chunk._chebyshev_step_folded) with bf16 products: x scaled by -omega eta
+        # before the products, the terms outside them summed first, the last product accumulated into them
+        eta = (2 / (fro + 2 * lam))[..., None]; r24 = ((fro / (fro + 2 * lam)) ** 2 / 4)[..., None]
+        xp = torch.zeros_like(b); x = eta * b; om = torch.full_like(r24, 2.0)
+        for _ in range(it):
+            om = 1 / (1 - r24 * om)
+            c1 = om * eta
+            xs = -c1 * x
+            t = om * (1 - eta * lam[..., None]) * x + (1 - om) * xp + c1 * b
+            acc = eG[..., None] * mm(xs, Hp, "bf16") + t
+            x, xp = acc + mm(mm(xs, T_(K), "bf16") * M, K, "bf16"), x
+        return x
     def cheb_fp16(b, it):
         # the kernels' fp16 steps (docs/gka_spec.md sec. 3): A / sig2 with sig2 = max_t ||H_t||_F of the chunk
         # (K / sqrt(sig2) has entries <= 1), H_p / ||H_p||_F, and each row's right-hand side scaled by
@@ -260,8 +276,9 @@ SCHEMES = {
 }
 
 
-COST = {"fp16": 0.5, "bf16": 0.5, "tf32": 1.0, "tf32t": 1.0, "tf32x3": 3.0, "ieee": 3.0, "bf16x3": 1.5}
-_HALF = re.compile(r"^(bf16x3|bf16|fp16|tf32x3|tf32|ieee):(\d+)(?:\+(\d+)x(?:(bf16x3|bf16|fp16|tf32x3|tf32|ieee):)?(\d+))?$")
+COST = {"fp16": 0.5, "bf16": 0.5, "bf16f": 0.5, "tf32": 1.0, "tf32t": 1.0, "tf32x3": 3.0, "ieee": 3.0, "bf16x3": 1.5}
+_HALF = re.compile(r"^(bf16x3|bf16f|bf16|fp16|tf32x3|tf32|ieee):(\d+)"
+                   r"(?:\+(\d+)x(?:(bf16x3|bf16f|bf16|fp16|tf32x3|tf32|ieee):)?(\d+))?$")
 
 
 def parse_schedule(text):

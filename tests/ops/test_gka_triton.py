@@ -336,6 +336,29 @@ def test_fp16_steps_emulation_scaled_system():
     assert not torch.isfinite(emu.fp16(k[0, :, 0].T @ k[0, :, 0])).all()
 
 
+def test_folded_steps_emulation():
+    """The emulation's "bf16f" Chebyshev steps are the kernels' folded steps (docs/kernels.md "Folded steps") with bf16
+    products: on T = 33 they give the output and gradients of the plain bf16 steps to within their own error (a
+    different rounding, so not the same bits), both well inside the bf16 targets."""
+    from benchmark_scripts import load_benchmark  # tests/benchmark_scripts.py
+    from gka_vision.ops.gka_reference import gka_scan_reference
+    emu = load_benchmark("emulate_tf32_gka")
+    P = dict(loop="ieee", hi="bf16x3", states="bf16x3")
+    ins = emu.inputs(1, 33, 1, 64, torch.float32, 0.5)
+    do = torch.randn(1, 33, 1, 64, generator=torch.Generator().manual_seed(1))
+    d = [t.double().requires_grad_() for t in ins]
+    ref = gka_scan_reference(*d)
+    gref = torch.autograd.grad(ref, d, do.double())
+    rel = lambda x, y: ((x.double() - y).norm() / y.norm()).item()  # noqa: E731
+    out = {}
+    for form in ("bf16", "bf16f"):
+        o, grads = emu.kernels(*ins, do, P, C=16, sched=emu.parse_schedule(f"{form}:15+2x{form}:12/{form}:12+2x{form}:12"))
+        out[form] = (o, grads)
+        assert rel(o, ref) < 1e-3 and max(rel(g, r) for g, r in zip(grads, gref)) < 3e-3, form
+    assert not torch.equal(out["bf16"][0], out["bf16f"][0])
+    assert rel(out["bf16f"][0], out["bf16"][0].double()) < 1e-3
+
+
 def test_forward_and_backward_chunk_sizes(monkeypatch):
     """GKAKernelConfig.fwd_chunk sets the forward launches' chunk (its state scan and solve kernel, and the number
     of chunk programs); the backward's launches, including its recompute of the states, keep `chunk`."""
