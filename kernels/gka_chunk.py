@@ -461,7 +461,7 @@ def _bwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_ptr,
                     D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr,
                     PREC_FIRST: tl.constexpr, PREC: tl.constexpr, PREC_HI: tl.constexpr, PREC_GRAD: tl.constexpr,
                     PREC_LO: tl.constexpr, LEAN: tl.constexpr, PART: tl.constexpr, PAIRED: tl.constexpr,
-                      FOLDED: tl.constexpr):
+                    FOLDED: tl.constexpr):
     """The backward solve of one chunk (BC tokens apart) on a BT-row tile.
 
     dq' from the read-out, xbar = alpha dq', qbar = A^-1 xbar (second Chebyshev solve),

@@ -29,7 +29,7 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # Dot precisions (gka_chunk._dot): "bf16", "tf32", "tf32x3" (three tf32 products, fp32-accurate), "ieee", and
 # "bf16x3" (three bf16 products of a hi/lo split, ~1e-5 relative error at half the tensor-core cost of tf32x3).
 DOT_PRECISIONS = ("bf16", "bf16x3", "tf32", "tf32x3", "ieee")
-PAIRED_STEPS = ("fwd", "bwd", "both", "none")
+SOLVE_KERNELS = ("fwd", "bwd", "both", "none")  # values of the per-solve-kernel options (paired_steps, folded_steps)
 
 
 def parse_schedule(spec):
@@ -109,8 +109,8 @@ class GKAKernelConfig:
     def __post_init__(self):
         parse_schedule(self.schedule)
         for name in ("paired_steps", "folded_steps"):
-            if getattr(self, name) not in PAIRED_STEPS:
-                raise ValueError(f"GKAKernelConfig.{name}={getattr(self, name)!r}: one of {', '.join(PAIRED_STEPS)}")
+            if getattr(self, name) not in SOLVE_KERNELS:
+                raise ValueError(f"GKAKernelConfig.{name}={getattr(self, name)!r}: one of {', '.join(SOLVE_KERNELS)}")
         for name in ("precision_hi", "precision_states", "precision_grad", "precision_lo"):
             if getattr(self, name) not in DOT_PRECISIONS:
                 raise ValueError(f"GKAKernelConfig.{name}={getattr(self, name)!r}: one of {', '.join(DOT_PRECISIONS)}")
@@ -310,8 +310,7 @@ def gka_triton_forward(q, k, v, alpha, gates, dir_base=0, ridge_ratio=0.02, num_
                                          ridge_ratio, float(RIDGE_FLOOR), float(FRO2_FLOOR), scale, 1.0 / ndir,
                                          D=D, BD=L.BD, BC=L.BC_fwd, TAIL=tail_rows(T, L.BC_fwd, L.tail_tile),
                                          PREC_FIRST=p1, PREC=p2, PREC_HI=L.hi, LEAN=L.lean, PAIRED=L.paired_fwd,
-                                         FOLDED=L.folded_fwd,
-                                         **L.solve_opts)
+                                         FOLDED=L.folded_fwd, **L.solve_opts)
     return _sum_directions(o, q.dtype), x, fro
 
 

@@ -21,6 +21,7 @@ from ..data.folder import DataFolder, DataFolderError
 BUNDLED_ROOT = str(Path(__file__).resolve().parent.parent / "data" / "bundled")
 BUNDLED = "bundled"  # data.root value that names the Fashion-MNIST sample shipped with the package
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")  # the modes of COMPILE_MODES that record CUDA graphs
 
 
 @dataclass
@@ -173,8 +174,8 @@ def _checked(fn, where: str):
 
 
 def uses_cudagraphs(model: ModelConfig) -> bool:
-    """The model trains under CUDA graphs: compiled in a mode that records them (reduce-overhead, max-autotune)."""
-    return model.compile and model.compile_mode in ("reduce-overhead", "max-autotune")
+    """The model trains under CUDA graphs: compiled in one of CUDAGRAPH_MODES."""
+    return model.compile and model.compile_mode in CUDAGRAPH_MODES
 
 
 def validate(cfg: TrainConfig) -> None:
