@@ -12,8 +12,9 @@ NAME@VARIANT rows are NAME built with a variant's kwargs (VARIANT_KWARGS), combi
 torch.compile(model), NAME@cudagraphs torch.compile(model, mode='reduce-overhead') (the step replayed as CUDA graphs,
 one graph iteration per step): every new input shape or mode recompiles (tens of seconds), so a compiled row runs only the
 training point at the first batch size and --res (the targets') and, last of all, the inference point there;
-never the other batch sizes or the sweep. Every point records its first step's time (first_step_s: the
-compilation for a compiled row, the Triton kernels' for the others).
+never the other batch sizes, and the sweep only with --compiled-sweep (its training points, each resolution
+compiled afresh with static shapes, after torch.compiler.reset()). Every point records its first step's time
+(first_step_s: the compilation for a compiled row, the Triton kernels' for the others).
 
 Bounded and robust, for a single GPU run under a wall-clock limit:
   - points run in priority order: first the issue's targets (the eager rows of THROUGHPUT_TARGETS: training
@@ -87,9 +88,11 @@ THROUGHPUT_TARGETS = [('gkavision_tiny', 'mambavision_tiny', 1.0, 'bs'),
                       ('gkavision_tiny@cudagraphs', 'mambavision_tiny@cudagraphs', 1.0, 'bs'),
                       ('gka_tiny_patch16_224@cudagraphs', 'deit_tiny_patch16_224@cudagraphs', 0.5, 'bs'),
                       ('gka_small_patch16_224', 'mamba_vim_small_patch16_224', 1.0, 'bs'),
-                      ('gka_tiny_patch16_224', 'deit_tiny_patch16_224', 1.0, 'top')]
+                      ('gka_tiny_patch16_224', 'deit_tiny_patch16_224', 1.0, 'top'),
+                      ('gka_tiny_patch16_224@compile', 'deit_tiny_patch16_224@compile', 1.0, 'top')]  # --compiled-sweep
 # (model, reference): training peak memory at --memory-res and --sweep-batch at most the reference's; the rows
-# NAME@VARIANT of the model present are held to the same reference (compiled ones excepted: they run no sweep)
+# NAME@VARIANT of the model present are held to the same reference, compiled ones (with --compiled-sweep) to the
+# reference compiled the same way
 MEMORY_TARGETS = [('gka_tiny_patch16_224', 'deit_tiny_patch16_224'),
                   ('gka_small_patch16_224', 'deit_small_patch16_224')]
 # NAME@VARIANT: NAME built with these extra kwargs, a row of its own (e.g. gka_tiny_patch16_224@recompute)
@@ -390,24 +393,33 @@ def measure(model: torch.nn.Module, batch: int, res: int, mode: str, dtype: torc
 Task = Tuple[str, str, int, str]  # (kind, model, batch size or resolution, mode)
 
 
-def memory_pairs(names) -> List[Tuple[str, str]]:
-    """MEMORY_TARGETS, then (row, reference) for every NAME@VARIANT row in `names` of their models (compiled
-    rows excepted: they run no sweep)."""
-    return MEMORY_TARGETS + [(n, ref) for m, ref in MEMORY_TARGETS for n in names
-                             if timm_name(n) == m and n != m and not compiled(n)]
+def compiled_like(ref: str, name: str) -> str:
+    """`ref` compiled as the row `name` is: ('deit_tiny_patch16_224', 'gka_tiny_patch16_224@hd32+cudagraphs') ->
+    'deit_tiny_patch16_224@cudagraphs'; `ref` itself for an eager row."""
+    kept = [v for v in name.partition('@')[2].split('+') if v in COMPILE_VARIANTS]
+    return ref + ('@' + '+'.join(kept) if kept else '')
+
+
+def memory_pairs(names, compiled_sweep: bool = False) -> List[Tuple[str, str]]:
+    """MEMORY_TARGETS, then (row, reference) for every NAME@VARIANT row in `names` of their models; a compiled
+    row (only with --compiled-sweep: otherwise it runs no sweep) is held to the reference compiled the same way."""
+    return MEMORY_TARGETS + [(n, compiled_like(ref, n)) for m, ref in MEMORY_TARGETS for n in names
+                             if timm_name(n) == m and n != m and (compiled_sweep or not compiled(n))]
 
 
 def plan(args) -> List[Task]:
     """Every point of the run, most important first (see the module docstring). Kinds: 'bs' (a batch size at
     --res), 'sweep' (a resolution at --sweep-batch), 'gmacs'. A compiled row gets only its training point at
-    the first batch size and, last of all, its inference point there."""
+    the first batch size and, last of all, its inference point there; with --compiled-sweep also the training
+    points of the sweep, after the eager ones."""
     models, b0, top = args.models, args.batch_sizes[0], max(args.resolutions)
     tasks: List[Task] = []
 
     def add(kind, m, a, mode):
         if m not in models or (kind, m, a, mode) in tasks:
             return
-        if compiled(m) and (kind == 'sweep' or (kind == 'bs' and a != b0)):  # each new shape recompiles
+        if compiled(m) and ((kind == 'sweep' and (mode != 'train' or not args.compiled_sweep))
+                            or (kind == 'bs' and a != b0)):  # each new shape recompiles
             return
         tasks.append((kind, m, a, mode))
 
@@ -417,11 +429,16 @@ def plan(args) -> List[Task]:
                 if compiled(name) == compiled_rows:
                     add(*(('bs', name, b0, 'train') if point == 'bs' else ('sweep', name, top, 'train')))
 
+    pairs = memory_pairs(models, args.compiled_sweep)
     add_throughput_targets(False)  # seconds each
-    for pair in memory_pairs(models):
+    for pair in pairs:
+        for name in pair:
+            if not compiled(name):
+                add('sweep', name, args.memory_res, 'train')
+    add_throughput_targets(True)  # tens of seconds each (compilation): after the eager targets
+    for pair in pairs:
         for name in pair:
             add('sweep', name, args.memory_res, 'train')
-    add_throughput_targets(True)  # tens of seconds each (compilation): after the eager targets
     if not args.no_flops:
         for m in models:
             add('gmacs', eager_name(m) if eager_name(m) in models else m, args.flops_res, '-')  # compiled: same
@@ -491,6 +508,8 @@ class Runner:
                 raise self.cache[1]
             return self.cache[1]
         self._drop_model()
+        if compiled(name):  # a fresh, static-shape compilation for each (model, resolution), as a fixed-size run gets
+            torch.compiler.reset()
         torch.manual_seed(0)
         try:
             model = build_model(name, res, self.backend[name], self.device, self.args.model_kwargs.get(name))
@@ -731,7 +750,7 @@ def target_lines(result: Dict[str, Any]) -> List[str]:
         ratio = va / vr if va and vr else None
         lines.append(f'| {what} | {m}: {_cell(a_)} ({scan(m)}) | {ref}: {_cell(r_)} ({scan(ref)}) '
                      f'| {_fmt(ratio, ".3f")} | >= {need} | {verdict(ratio, ratio is not None and ratio >= need)} |')
-    for m, ref in memory_pairs(rows):
+    for m, ref in memory_pairs(rows, getattr(args, 'compiled_sweep', False)):
         a_, r_ = (sweep.get((n, args.memory_res), {}).get('train') for n in (m, ref))
         va, vr = _ok(a_, 'peak_gb'), _ok(r_, 'peak_gb')
         ratio = va / vr if va and vr else None
@@ -744,8 +763,10 @@ def target_lines(result: Dict[str, Any]) -> List[str]:
               'the timings under "Scan trials"). NAME@compile rows are torch.compile(model) (default mode), '
               "NAME@cudagraphs rows torch.compile(model, mode='reduce-overhead') (CUDA graphs); they run "
               f'only the training point at batch {b0}, {args.res}px and, last of all, the inference point there: '
-              'each new input shape recompiles (tens of seconds), so no sweep and no other batch size '
-              '(compile times under "torch.compile"). OOM means the point ran out of memory; "timeout": its first step '
+              'each new input shape recompiles (tens of seconds), so no other batch size and '
+              + ('the training points of the sweep, each resolution compiled afresh (--compiled-sweep) '
+                 if getattr(args, 'compiled_sweep', False) else 'no sweep ')
+              + '(compile times under "torch.compile"). OOM means the point ran out of memory; "timeout": its first step '
               '(compilation) ran past --first-step-limit-s; "skip": not run, time budget spent; "n/r": not reached '
               '(run killed); "error": see Errors.', '']
     return lines
@@ -893,6 +914,9 @@ def parse_args(argv=None):
     p.add_argument('--resolutions', nargs='+', type=int, default=[224, 384, 512, 768, 1024, 1536, 2048],
                    help='resolutions of the sweep at --sweep-batch; the largest is the one of a throughput target')
     p.add_argument('--sweep-batch', type=int, default=16)
+    p.add_argument('--compiled-sweep', action='store_true',
+                   help='compiled rows also run the training points of the sweep (each resolution compiles afresh, '
+                        'tens of seconds to minutes), after the eager points')
     p.add_argument('--memory-res', type=int, default=1024,
                    help='resolution of the memory targets (a point of the sweep at --sweep-batch)')
     p.add_argument('--res', type=int, default=224, help='resolution of the batch-size measurements')

@@ -104,7 +104,7 @@ class GKAKernelConfig:
     split_backward: bool = False
     tail_tile: bool = True
     paired_steps: str = "fwd"
-    folded_steps: str = "none"
+    folded_steps: str = "fwd"
 
     def __post_init__(self):
         parse_schedule(self.schedule)

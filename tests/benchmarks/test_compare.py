@@ -101,7 +101,7 @@ def test_compiled_rows_run_only_the_targets_point(tmp_path, monkeypatch):
     c, e = rows['ok@compile']['train']['2'], rows['ok']['train']['2']
     assert (f'| ok@compile | train | {cmp._cell(c)} | {cmp._cell(e)} | {c["img_s"] / e["img_s"]:.2f} '
             f'| {c["first_step_s"]:.1f} | {e["first_step_s"]:.1f} |') in md
-    assert '| other@compile | infer |' in md and 'no sweep and no other batch size' in md
+    assert '| other@compile | infer |' in md and 'no other batch size and no sweep' in md
 
 
 def test_errors_are_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
@@ -221,6 +221,8 @@ def test_target_ratios_in_markdown(tmp_path):
         '| - | >= 1.0 | - |',  # not measured: no ratio, no verdict
         '| training img/s, 2048px, batch 16 | gka_tiny_patch16_224: 30 (-) | deit_tiny_patch16_224: 20 (-) '
         '| 1.500 | >= 1.0 | **met** |',
+        '| training img/s, 2048px, batch 16 | gka_tiny_patch16_224@compile: - (x) '
+        '| deit_tiny_patch16_224@compile: - (x) | - | >= 1.0 | - |',  # not in the sweep without --compiled-sweep
         '| training peak GB, 1024px, batch 16 | gka_tiny_patch16_224: 3.00 | deit_tiny_patch16_224: 3.00 | 1.000 '
         '| <= 1 | **met** |',
         '| training peak GB, 1024px, batch 16 | gka_small_patch16_224: 5.00 | deit_small_patch16_224: 4.00 | 1.250 '
@@ -414,3 +416,51 @@ def test_cudagraphs_variant_compiles_in_reduce_overhead_mode_and_marks_each_step
             r = cmp.measure(model, 2, 8, mode, torch.float32, torch.device('cpu'), warmup=2, iters=3, graphs=graphs)
             assert r['status'] == 'ok' and r['iters'] == 3, r
             assert len(marks) == (2 + 3 if graphs else 0)
+
+
+def test_compiled_sweep_runs_compiled_rows_at_every_resolution(tmp_path, monkeypatch):
+    """--compiled-sweep: a compiled row also runs the training points of the sweep, after the eager targets, each
+    (row, resolution) built after torch.compiler.reset() (a static-shape compilation of its own); the compiled
+    2048 px target and the compiled memory pair are ratios of compiled rows."""
+    cmp = _compare()
+    names = ['gka_tiny_patch16_224', 'deit_tiny_patch16_224', 'gka_tiny_patch16_224@compile',
+             'deit_tiny_patch16_224@compile']
+    base = ['--models', *names, '--batch-sizes', '128', '--resolutions', '224', '1024', '2048', '--no-flops']
+    without = cmp.plan(cmp.parse_args(base))
+    assert not [t for t in without if t[0] == 'sweep' and '@' in t[1]]
+    tasks = cmp.plan(cmp.parse_args(base + ['--compiled-sweep']))
+    eager_targets = [('sweep', m, r, 'train') for r in (2048, 1024) for m in names[:2]]
+    assert tasks[:4] == eager_targets
+    assert tasks[4:8] == [('bs', m, 128, 'train') for m in names[2:]] + [
+        ('sweep', m, 2048, 'train') for m in names[2:]]
+    assert tasks[8:10] == [('sweep', m, 1024, 'train') for m in names[2:]]
+    compiled_sweep = [t for t in tasks if t[0] == 'sweep' and '@' in t[1]]
+    assert sorted(compiled_sweep) == sorted(('sweep', m, r, 'train') for m in names[2:] for r in (224, 1024, 2048))
+    assert cmp.memory_pairs(names, True)[2:] == [('gka_tiny_patch16_224@compile', 'deit_tiny_patch16_224@compile')]
+    assert cmp.compiled_like('deit_tiny_patch16_224', 'gka_tiny_patch16_224@hd32+cudagraphs') == \
+        'deit_tiny_patch16_224@cudagraphs'
+
+    events = []
+    monkeypatch.setattr(cmp.torch.compiler, 'reset', lambda: events.append('reset'))
+    monkeypatch.setattr(cmp, 'build_model', lambda name, res, *a, **k: events.append((name, res))
+                        or _fake_build(name, res, *a, **k))
+    args = _ARGS + ['--models', 'ok', 'ok@compile', '--out', str(tmp_path), '--compiled-sweep']
+    result = cmp.main(args)
+    sweep = {(s['name'], s['res']): s for s in result['sweep']}
+    assert sweep[('ok@compile', 32)]['train']['status'] == 'ok' and 'infer' not in sweep[('ok@compile', 32)]
+    assert sweep[('ok', 32)]['infer']['status'] == 'ok'
+    for i, e in enumerate(events):  # every compiled build right after a reset, eager builds without one
+        if isinstance(e, tuple):
+            assert (events[i - 1] == 'reset') == ('@compile' in e[0]), events
+    assert ('ok@compile', 16) in events and ('ok@compile', 32) in events
+    ok = lambda v, k='img_s': dict(status='ok', **{k: v})  # noqa: E731
+    res = dict(args=dict(vars(cmp.parse_args(base + ['--compiled-sweep']))), rows=[], sweep=[
+        dict(name=n, model=n, res=r, train=ok(v, k)) for n, r, v, k in (
+            ('gka_tiny_patch16_224@compile', 2048, 40.0, 'img_s'), ('deit_tiny_patch16_224@compile', 2048, 38.0, 'img_s'),
+            ('gka_tiny_patch16_224@compile', 1024, 6.0, 'peak_gb'), ('deit_tiny_patch16_224@compile', 1024, 5.0, 'peak_gb'))])
+    res['rows'] = [dict(name=n, model=n, train={}, infer={}) for n in names]
+    lines = [line for line in cmp.target_lines(res) if 'compile' in line and line.startswith('| training')]
+    assert '| training img/s, 2048px, batch 16 | gka_tiny_patch16_224@compile: 40 (-) | deit_tiny_patch16_224@compile: ' \
+           '38 (-) | 1.053 | >= 1.0 | **met** |' in lines
+    assert '| training peak GB, 1024px, batch 16 | gka_tiny_patch16_224@compile: 6.00 | deit_tiny_patch16_224@compile: ' \
+           '5.00 | 1.200 | <= 1 | **NOT met** |' in lines

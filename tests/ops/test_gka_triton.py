@@ -69,8 +69,10 @@ _SCRIPT = textwrap.dedent(r"""
         # Chebyshev steps paired (in place) in both solve kernels, and in neither (the default: the forward's)
         "bi_T40_D32_paired_both": ("bi", "direct", 2, 40, 1, 32, torch.float32, 0),
         "bi_T40_D32_paired_none": ("bi", "direct", 2, 40, 1, 32, torch.float32, 0),
-        # folded Chebyshev steps in both solve kernels (GKAKernelConfig.folded_steps), also at the default config
+        # folded Chebyshev steps (GKAKernelConfig.folded_steps) in both solve kernels (also at the default config) and
+        # in neither (the default: the forward's)
         "bi_T40_D32_folded_both": ("bi", "direct", 2, 40, 1, 32, torch.float32, 0),
+        "bi_T40_D32_folded_none": ("bi", "direct", 2, 40, 1, 32, torch.float32, 0),
         "fwd_T37_D16_folded_both": ("fwd", "direct", 1, 37, 2, 16, torch.float32, 0),
         "bi_T70_D40_default_folded": ("bi", "direct", 1, 70, 1, 40, torch.float32, 0),
         "fwd_T37_D16_lean": ("fwd", "direct", 1, 37, 2, 16, torch.float32, 0),
@@ -100,10 +102,10 @@ _SCRIPT = textwrap.dedent(r"""
                               lean_solve=name.endswith("lean"), split_backward="split" in name,
                               fwd_chunk=int(name.rsplit("fwd_chunk", 1)[1]) if "fwd_chunk" in name else None,
                               paired_steps=name.rsplit("paired_", 1)[1] if "paired_" in name else "fwd",
-                              folded_steps="both" if "folded" in name else "none")
+                              folded_steps=name.rsplit("folded_", 1)[1] if "folded_" in name else "fwd")
         if "default" in name:
-            cfg = GKAKernelConfig(tail_tile=not name.endswith("no_tail"),
-                                  folded_steps="both" if "folded" in name else "none")
+            cfg = GKAKernelConfig(tail_tile=not name.endswith("no_tail"))
+            cfg = cfg.replace(folded_steps="both") if "folded" in name else cfg
         ins = [t.requires_grad_() for t in make(B, T, H, D, dtype, zk)]
         o = tri_fn(mode, api, cfg, *ins)
         ref = ref_fn(mode, *ins)
@@ -132,7 +134,7 @@ _SCRIPT = textwrap.dedent(r"""
 _CASES = ["fwd_T37_D16", "rev_T37_D16", "bi_T40_D32", "bi_T40_D32_sequential", "bi_T40_D32_no_prefetch",
           "bi_T40_D32_lean", "fwd_T37_D16_lean", "bi_T40_D32_split", "bi_T40_D32_split_lean",
           "bi_T40_D32_paired_both", "bi_T40_D32_paired_none",
-          "bi_T40_D32_folded_both", "fwd_T37_D16_folded_both", "bi_T70_D40_default_folded",
+          "bi_T40_D32_folded_both", "bi_T40_D32_folded_none", "fwd_T37_D16_folded_both", "bi_T70_D40_default_folded",
           "bi_T23_D20_dispatch", "rev_T16_D24_dispatch",
           "bi_T33_D16_zero_keys", "fwd_T1_D16", "bi_T29_D16_fp16", "bi_T40_D32_fwd_chunk32", "fwd_T37_D16_fwd_chunk64",
           "bi_T70_D40_default", "bi_T70_D40_default_no_tail"]
@@ -161,7 +163,11 @@ def test_triton_interpreter_matches_reference(interpreter_results, case):
     fwd_tol, grad_tol = (1e-3, 2e-3) if fp16 else (1e-4, 5e-4)
     assert r["fwd"] < fwd_tol, f"{case}: forward rel. error {r['fwd']:.2e}"
     for name, err in r["grads"].items():
-        assert err < grad_tol, f"{case}: d{name} rel. error {err:.2e}"
+        # dg at T = 1 is exactly zero, and rel() reports it as the absolute error / 1e-3: the fp32 rounding residue
+        # of read and write terms of the other gradients' size (O(1)), measured up to 4e-7 with plain Chebyshev steps
+        # and 8e-7 with folded ones over 4 seeds: bounded at 2e-6 absolute
+        tol = 2e-3 if (case.endswith("_T1_D16") and name == "g") else grad_tol
+        assert err < tol, f"{case}: d{name} rel. error {err:.2e}"
 
 
 @pytest.mark.slow
@@ -196,8 +202,10 @@ def test_triton_paired_steps_are_bit_identical(interpreter_results):
 def test_triton_folded_steps_match_plain_steps(interpreter_results):
     """Folded Chebyshev steps (GKAKernelConfig.folded_steps) compute each step's value with other roundings: the
     same output and gradients as the plain steps to fp32 rounding (the interpreter's dots are fp32), not bit for
-    bit (the values differ, so the folded path ran)."""
-    for plain, folded in (("bi_T40_D32", "bi_T40_D32_folded_both"), ("bi_T70_D40_default", "bi_T70_D40_default_folded")):
+    bit (the values differ, so the folded path ran): none against the default's forward, none and the default
+    against both."""
+    for plain, folded in (("bi_T40_D32_folded_none", "bi_T40_D32"), ("bi_T40_D32_folded_none", "bi_T40_D32_folded_both"),
+                          ("bi_T40_D32", "bi_T40_D32_folded_both"), ("bi_T70_D40_default", "bi_T70_D40_default_folded")):
         same = True
         for a, b in zip(interpreter_results[plain]["raw"], interpreter_results[folded]["raw"]):
             a, b = torch.tensor(a), torch.tensor(b)
@@ -435,8 +443,8 @@ def test_tail_tile_rows(monkeypatch):
     # by default the forward's steps are paired (measured faster on the H200), not the backward's (measured slower)
     ("paired_steps", "PAIRED", (("", (True, False)), ("both", (True, True)), ("bwd", (False, True)),
                                 ("none", (False, False)))),
-    # and neither is folded (not timed on a GPU yet)
-    ("folded_steps", "FOLDED", (("", (False, False)), ("both", (True, True)), ("fwd", (True, False)),
+    # and the forward's are folded (measured faster on the H200), not the backward's (measured slower)
+    ("folded_steps", "FOLDED", (("", (True, False)), ("none", (False, False)), ("both", (True, True)), ("fwd", (True, False)),
                                 ("bwd", (False, True)))),
 ])
 def test_step_options_per_solve_kernel(monkeypatch, field, key, cases):
