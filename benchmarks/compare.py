@@ -764,9 +764,9 @@ def target_lines(result: Dict[str, Any]) -> List[str]:
               "NAME@cudagraphs rows torch.compile(model, mode='reduce-overhead') (CUDA graphs); they run "
               f'only the training point at batch {b0}, {args.res}px and, last of all, the inference point there: '
               'each new input shape recompiles (tens of seconds), so no other batch size and '
-              + ('the training points of the sweep, each resolution compiled afresh (--compiled-sweep) '
-                 if getattr(args, 'compiled_sweep', False) else 'no sweep ')
-              + '(compile times under "torch.compile"). OOM means the point ran out of memory; "timeout": its first step '
+              + ('of the sweep only its training points, each resolution compiled afresh (--compiled-sweep); '
+                 if getattr(args, 'compiled_sweep', False) else 'no sweep; ')
+              + 'compile times under "torch.compile". OOM means the point ran out of memory; "timeout": its first step '
               '(compilation) ran past --first-step-limit-s; "skip": not run, time budget spent; "n/r": not reached '
               '(run killed); "error": see Errors.', '']
     return lines

@@ -101,7 +101,7 @@ def test_compiled_rows_run_only_the_targets_point(tmp_path, monkeypatch):
     c, e = rows['ok@compile']['train']['2'], rows['ok']['train']['2']
     assert (f'| ok@compile | train | {cmp._cell(c)} | {cmp._cell(e)} | {c["img_s"] / e["img_s"]:.2f} '
             f'| {c["first_step_s"]:.1f} | {e["first_step_s"]:.1f} |') in md
-    assert '| other@compile | infer |' in md and 'no other batch size and no sweep' in md
+    assert '| other@compile | infer |' in md and 'no other batch size and no sweep;' in md
 
 
 def test_errors_are_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
@@ -453,6 +453,7 @@ def test_compiled_sweep_runs_compiled_rows_at_every_resolution(tmp_path, monkeyp
         if isinstance(e, tuple):
             assert (events[i - 1] == 'reset') == ('@compile' in e[0]), events
     assert ('ok@compile', 16) in events and ('ok@compile', 32) in events
+    assert 'of the sweep only its training points, each resolution compiled afresh' in (tmp_path / 'compare.md').read_text()
     ok = lambda v, k='img_s': dict(status='ok', **{k: v})  # noqa: E731
     res = dict(args=dict(vars(cmp.parse_args(base + ['--compiled-sweep']))), rows=[], sweep=[
         dict(name=n, model=n, res=r, train=ok(v, k)) for n, r, v, k in (
