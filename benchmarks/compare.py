@@ -322,7 +322,10 @@ def measure(model: torch.nn.Module, batch: int, res: int, mode: str, dtype: torc
     (time.monotonic(), at least one) has passed; the median step gives images/s. A non-finite output or loss
     is an error. Never raises: OOM gives status 'OOM', a stopped first step 'timeout', any other failure status
     'error' with its message. `graphs`: the model replays CUDA graphs (mode='reduce-overhead'); each step starts a
-    new graph iteration, whose replay may reuse the memory of the last step's outputs (read before the next step)."""
+    new graph iteration, whose replay may reuse the memory of the last step's outputs (read before the next step).
+    The first two calls of a graph-compiled model run it once eagerly and then record the graphs (several times a
+    replay's time), so with `graphs` the warm-up has at least two steps, which neither `point_time_s` nor `deadline`
+    cuts short: a timed step is always a replay."""
     in_chans = getattr(model, 'in_chans', 3)
     num_classes = max(getattr(model, 'num_classes', 1000), 1)
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
@@ -357,9 +360,10 @@ def measure(model: torch.nn.Module, batch: int, res: int, mode: str, dtype: torc
             _sync(device)
         t1 = time.perf_counter()
         first_step_s = t1 - t0
-        for _ in range(warmup - 1):  # slow steps (or the deadline) cut the warm-up short
-            if (point_time_s is not None and time.perf_counter() - t1 >= point_time_s) or \
-                    (deadline is not None and time.monotonic() > deadline):
+        must = 2 if graphs else 1  # warm-up steps that always run (with graphs: the eager run and the recording)
+        for i in range(1, max(warmup, must)):  # slow steps (or the deadline) cut the rest of the warm-up short
+            if i >= must and ((point_time_s is not None and time.perf_counter() - t1 >= point_time_s)
+                              or (deadline is not None and time.monotonic() > deadline)):
                 break
             out = step()
             _sync(device)

@@ -465,3 +465,24 @@ def test_compiled_sweep_runs_compiled_rows_at_every_resolution(tmp_path, monkeyp
            '38 (-) | 1.053 | >= 1.0 | **met** |' in lines
     assert '| training peak GB, 1024px, batch 16 | gka_tiny_patch16_224@compile: 6.00 | deit_tiny_patch16_224@compile: ' \
            '5.00 | 1.200 | <= 1 | **NOT met** |' in lines
+
+
+def test_cudagraphs_rows_always_warm_up_through_the_recording(monkeypatch):
+    """With CUDA graphs the first step runs the model eagerly and the second records the graphs (run C5 of
+    docs/benchmarks.md timed a recording step as the point when the time budget had cut the warm-up to one step):
+    the warm-up of a graphs row runs two steps even past the deadline or --point-time-s, and the timed step after it
+    is a replay; an eager row's warm-up stops after its first step there."""
+    cmp = _compare()
+    marks = []
+    monkeypatch.setattr(cmp.torch.compiler, 'cudagraph_mark_step_begin', lambda: marks.append(1))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))
+    model.num_classes = 4
+    calls = []
+    model.register_forward_pre_hook(lambda m, a: calls.append(1))
+    for graphs, warmup, want_calls in ((True, 2, 3), (True, 1, 3), (False, 2, 2), (True, 4, 3)):
+        calls.clear(), marks.clear()
+        r = cmp.measure(model, 2, 8, 'train', torch.float32, torch.device('cpu'), warmup=warmup, iters=5,
+                        point_time_s=0.0, deadline=time.monotonic() - 1.0, graphs=graphs)
+        assert r['status'] == 'ok' and r['iters'] == 1, r
+        assert len(calls) == want_calls, (graphs, warmup, len(calls))
+        assert len(marks) == (want_calls if graphs else 0)
