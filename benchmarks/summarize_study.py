@@ -288,7 +288,7 @@ def write_markdown(path: Path, runs: List[dict], pairs: List[dict], env: dict, c
                 ", ".join(_fmt(r["train_time_s"] if r["train_time_s"] is not None else r["wall_s"], 0) for r in rs),
                 _ms(agg["img_per_s"], 0),
                 ", ".join(sorted({str(r["amp"]) for r in rs})),
-                "yes" if agg["all_finite"] else "**NO**",
+                "n/a (no run)" if agg["all_finite"] is None else "yes" if agg["all_finite"] else "**NO**",
             ]) + " |")
         L.append("")
     L += ["## Every run", "", "| run | model | seed | GPU | rc | status | epochs | final / best top-1 | "

@@ -76,6 +76,20 @@ def test_nonfinite_loss_and_crash_are_flagged(tmp_path):
     assert "**NO**" in (tmp_path / "out" / "study.md").read_text()
 
 
+def test_a_model_without_runs_is_not_called_non_finite(tmp_path):
+    """A study of one model (STUDY_MODELS=gka_tiny) lists its pair's other model without runs: its finite column
+    says it did not run, not that a loss was non-finite."""
+    from study_runs import fake_run
+    for s, t in enumerate([90.0, 91.0, 92.0]):
+        fake_run(tmp_path / "runs", "gka_tiny", "gka_tiny_patch16_224", s, [80.0, t])
+    res = ss.summarize(tmp_path / "runs", tmp_path / "out")
+    p = res["pairs"][0]
+    assert p["b"]["all_finite"] is None and p["a"]["all_finite"] is True
+    md = (tmp_path / "out" / "study.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| mamba_vim_tiny (")]
+    assert rows and rows[0].endswith("| n/a (no run) |") and "**NO**" not in rows[0]
+
+
 def test_reads_the_tarball(tmp_path):
     pair(tmp_path / "study" / "runs")
     (tmp_path / "study" / "runs" / "env.json").write_text(json.dumps({"hardware": "test-box", "date_utc": "2026-11-28"}))
