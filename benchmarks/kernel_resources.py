@@ -72,19 +72,23 @@ def kernel_specs(D, input_dtype, spec="", tokens=197):
     L = launch_of(D, input_dtype, spec)
     p1, _, _, p2, _ = L.iters(30, False)
     bp1, _, _, bp2, _ = L.iters(30, True)
+    # exact_operands: the host flags bf16 inputs (q, k, v and the upstream gradient all have input_dtype here)
+    is_exact = L.exact_operands and input_dtype == "bf16"
+    exact = dict(K_EXACT=is_exact, V_EXACT=is_exact)
     in_ptrs = {"q_ptr", "k_ptr", "v_ptr", "a_ptr", "do_ptr"}
     specs = [
         ("_fwd_states_kernel", gka_chunk._fwd_states_kernel,
-         dict(D=D, BD=L.BD, BC=L.BC_fwd, BN=L.BN, PREC=L.states, PREFETCH=L.prefetch)),
+         dict(D=D, BD=L.BD, BC=L.BC_fwd, BN=L.BN, PREC=L.states, PREFETCH=L.prefetch, **exact)),
         ("_fwd_solve_kernel", gka_chunk._fwd_solve_kernel,
          dict(D=D, BD=L.BD, BC=L.BC_fwd, TAIL=gka_function.tail_rows(tokens, L.BC_fwd, L.tail_tile),
-              PREC_FIRST=p1, PREC=p2, PREC_HI=L.hi, LEAN=L.lean, PAIRED=L.paired_fwd, FOLDED=L.folded_fwd)),
+              PREC_FIRST=p1, PREC=p2, PREC_HI=L.hi, LEAN=L.lean, PAIRED=L.paired_fwd, FOLDED=L.folded_fwd,
+              **exact)),
         ("_bwd_solve_kernel", gka_chunk._bwd_solve_kernel,
          dict(D=D, BD=L.BD, BC=L.BC, TAIL=gka_function.tail_rows(tokens, L.BC, L.tail_tile), PREC_FIRST=bp1,
               PREC=bp2, PREC_HI=L.hi, PREC_GRAD=L.grad, PREC_LO=L.lo, LEAN=L.lean, PART=0,
-              PAIRED=L.paired_bwd, FOLDED=L.folded_bwd)),
+              PAIRED=L.paired_bwd, FOLDED=L.folded_bwd, DO_EXACT=exact["K_EXACT"], **exact)),
         ("_bwd_states_kernel", gka_chunk._bwd_states_kernel,
-         dict(D=D, BD=L.BD, BC=L.BC, BN=L.BN, PREC=L.states, PREFETCH=L.prefetch)),
+         dict(D=D, BD=L.BD, BC=L.BC, BN=L.BN, PREC=L.states, PREFETCH=L.prefetch, **exact)),
     ]
     if L.split:  # the backward solve kernel's two launches
         name, fn, cx = specs.pop(2)

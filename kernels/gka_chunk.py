@@ -79,10 +79,14 @@ def _state_block_ptr(ptr, slot, r0, c0, BD: tl.constexpr, BR: tl.constexpr, BN: 
 
 
 @triton.jit
-def _dot(a, b, PREC: tl.constexpr):
+def _dot(a, b, PREC: tl.constexpr, A_EXACT: tl.constexpr = False, B_EXACT: tl.constexpr = False):
     """fp32-accumulated a @ b; PREC "bf16" rounds both operands to bf16 (twice the tensor-core rate of
     tf32), "bf16x3" is a split hi/lo bf16 product (~1e-5 relative error, half the cost of tf32x3),
-    otherwise it is tl.dot's input_precision ("tf32", "tf32x3", "ieee")."""
+    otherwise it is tl.dot's input_precision ("tf32", "tf32x3", "ieee").
+
+    A_EXACT / B_EXACT: the operand holds bf16 values (loaded from a bf16 tensor), so its low part is zero and
+    bf16x3 drops the products with it: the same sum (the dropped products add exact zeros), one or two products
+    instead of three (docs/kernels.md, "Exact bf16 operands")."""
     if PREC == "bf16":
         return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
     elif PREC == "bf16x3":
@@ -90,11 +94,19 @@ def _dot(a, b, PREC: tl.constexpr):
         # a_hi b_lo + a_lo b_hi + a_hi b_hi (the small terms first), 3 bf16 products = 1.5 tf32 products
         a_hi = a.to(tl.bfloat16)
         b_hi = b.to(tl.bfloat16)
-        a_lo = (a - a_hi.to(tl.float32)).to(tl.bfloat16)
-        b_lo = (b - b_hi.to(tl.float32)).to(tl.bfloat16)
-        acc = tl.dot(a_hi, b_lo)
-        acc = tl.dot(a_lo, b_hi, acc)
-        return tl.dot(a_hi, b_hi, acc)
+        if A_EXACT and B_EXACT:
+            out = tl.dot(a_hi, b_hi)
+        elif B_EXACT:
+            out = tl.dot(a_hi, b_hi, tl.dot((a - a_hi.to(tl.float32)).to(tl.bfloat16), b_hi))
+        elif A_EXACT:
+            out = tl.dot(a_hi, b_hi, tl.dot(a_hi, (b - b_hi.to(tl.float32)).to(tl.bfloat16)))
+        else:
+            a_lo = (a - a_hi.to(tl.float32)).to(tl.bfloat16)
+            b_lo = (b - b_hi.to(tl.float32)).to(tl.bfloat16)
+            acc = tl.dot(a_hi, b_lo)
+            acc = tl.dot(a_lo, b_hi, acc)
+            out = tl.dot(a_hi, b_hi, acc)
+        return out
     else:
         return tl.dot(a, b, input_precision=PREC)
 
@@ -111,10 +123,10 @@ def _dot_acc(a, b, acc, PREC: tl.constexpr):
 
 
 @triton.jit
-def _apply_A(X, K, Hp, M, eG, lam, PREC: tl.constexpr):
+def _apply_A(X, K, Hp, M, eG, lam, PREC: tl.constexpr, K_EXACT: tl.constexpr = False):
     """A_t x_t for every row t (docs/gka_spec.md sec. 3): e^{G_t} H_p x_t + sum_{j<=t} M_tj k_j (k_j . x_t) + lambda_t x_t."""
-    XK = _dot(X, tl.trans(K), PREC) * M
-    return eG[:, None] * _dot(X, Hp, PREC) + _dot(XK, K, PREC) + lam[:, None] * X
+    XK = _dot(X, tl.trans(K), PREC, False, K_EXACT) * M
+    return eG[:, None] * _dot(X, Hp, PREC) + _dot(XK, K, PREC, False, K_EXACT) + lam[:, None] * X
 
 
 @triton.jit
@@ -195,18 +207,18 @@ def _chebyshev(B_rhs, K, Hp, M, eG, lam, fro, num_iter, PREC: tl.constexpr, PAIR
 @triton.jit
 def _solve(B_rhs, K, Hp, M, eG, lam, fro, n_first, n_rounds, n_refine,
            PREC_FIRST: tl.constexpr, PREC: tl.constexpr, PREC_HI: tl.constexpr, PAIRED: tl.constexpr,
-           FOLDED: tl.constexpr):
+           FOLDED: tl.constexpr, K_EXACT: tl.constexpr = False):
     """x = A^-1 b: n_first Chebyshev steps with PREC_FIRST products, then n_rounds refinement rounds
     (docs/gka_spec.md sec. 2 solver, classical iterative refinement around it).
 
     With tf32 (bf16) products A is applied with ~2e-4 (~4e-3) relative error, which the condition number
     (up to 51) turns into ~1e-2 (~0.2) error in x. A round: r = b - A x with PREC_HI (bf16x3, ~1e-5, or
     tf32x3, fp32-accurate) products, then x += Chebyshev(r) (n_refine steps, PREC products); each round
-    multiplies the error by about the inner solve's relative error.
+    multiplies the error by about the inner solve's relative error. K_EXACT: K holds bf16 values (_dot).
     """
     x = _chebyshev(B_rhs, K, Hp, M, eG, lam, fro, n_first, PREC_FIRST, PAIRED, FOLDED)
     for _ in range(n_rounds):
-        r = B_rhs - _apply_A(x, K, Hp, M, eG, lam, PREC_HI)
+        r = B_rhs - _apply_A(x, K, Hp, M, eG, lam, PREC_HI, K_EXACT)
         x += _chebyshev(r, K, Hp, M, eG, lam, fro, n_refine, PREC, PAIRED, FOLDED)
     return x
 
@@ -214,7 +226,7 @@ def _solve(B_rhs, K, Hp, M, eG, lam, fro, n_first, n_rounds, n_refine,
 @triton.jit
 def _solve_lean(b_ptrs, b_scale, x_ptrs, m, K, Hp, M, eG, lam, fro, n_first, n_rounds, n_refine,
                 PREC_FIRST: tl.constexpr, PREC: tl.constexpr, PREC_HI: tl.constexpr, PAIRED: tl.constexpr,
-                FOLDED: tl.constexpr):
+                FOLDED: tl.constexpr, K_EXACT: tl.constexpr = False):
     """_solve with b = b_scale[:, None] * b_ptrs[...] read from memory and the running solution parked in memory
     at x_ptrs during each refinement round, so a round's Chebyshev steps keep three [BC, BD] tiles live
     (residual, correction, previous correction) instead of five: fewer registers per program. x_ptrs ends holding x.
@@ -224,7 +236,7 @@ def _solve_lean(b_ptrs, b_scale, x_ptrs, m, K, Hp, M, eG, lam, fro, n_first, n_r
     for _ in range(n_rounds):
         tl.store(x_ptrs, x, mask=m)
         r = b_scale[:, None] * tl.load(b_ptrs, mask=m, other=0.0).to(tl.float32) - _apply_A(x, K, Hp, M, eG, lam,
-                                                                                             PREC_HI)
+                                                                                             PREC_HI, K_EXACT)
         d = _chebyshev(r, K, Hp, M, eG, lam, fro, n_refine, PREC, PAIRED, FOLDED)
         tl.debug_barrier()  # the stores of x are visible to every thread of the program
         x = tl.load(x_ptrs, mask=m, other=0.0) + d
@@ -293,7 +305,7 @@ def _solve_program(T, H, BTH, dir_base, BC: tl.constexpr, BT: tl.constexpr):
 def _fwd_states_kernel(k_ptr, v_ptr, gate_ptr, hk_ptr, hv_ptr,
                        T, H, NBH, BTH, NC, dir_base,
                        D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, BN: tl.constexpr,
-                       PREC: tl.constexpr, PREFETCH: tl.constexpr):
+                       PREC: tl.constexpr, PREFETCH: tl.constexpr, K_EXACT: tl.constexpr, V_EXACT: tl.constexpr):
     """Columns c0..c0+BN of H_p and S_p at the start of every chunk (docs/gka_spec.md sec. 3 chunk-level scan).
 
     Grid (B*H, NDIR, BD / BN): the column blocks are independent (H_p[:, J] = sum k k_J^T), which
@@ -331,8 +343,8 @@ def _fwd_states_kernel(k_ptr, v_ptr, gate_ptr, hk_ptr, hv_ptr,
         g_last = tl.sum(gg, 0)
         Kw = K * tl.exp(g_last - G)[:, None]
         decay = tl.exp(g_last)
-        Hk = decay * Hk + _dot(tl.trans(Kw), Kn, PREC)
-        Sv = decay * Sv + _dot(tl.trans(Kw), Vn, PREC)
+        Hk = decay * Hk + _dot(tl.trans(Kw), Kn, PREC, False, K_EXACT)
+        Sv = decay * Sv + _dot(tl.trans(Kw), Vn, PREC, False, V_EXACT)
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -342,7 +354,7 @@ def _fwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr,
                       ridge_ratio, ridge_floor, fro2_floor, scale, out_scale,
                       D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, TAIL: tl.constexpr,
                       PREC_FIRST: tl.constexpr, PREC: tl.constexpr, PREC_HI: tl.constexpr, LEAN: tl.constexpr,
-                      PAIRED: tl.constexpr, FOLDED: tl.constexpr):
+                      PAIRED: tl.constexpr, FOLDED: tl.constexpr, K_EXACT: tl.constexpr, V_EXACT: tl.constexpr):
     """Per chunk: ||H_t||_F, lambda_t, x_t = A_t^-1 q_t, q'_t, o_t = scale S_t q'_t (docs/gka_spec.md secs. 1-3).
 
     TAIL < BC: the program of the last chunk, which holds T - (NC - 1) BC <= TAIL tokens, runs on a TAIL-row tile
@@ -353,17 +365,17 @@ def _fwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr,
             _fwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, o_ptr, x_ptr, fro_ptr,
                             T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
                             ridge_ratio, ridge_floor, fro2_floor, scale, out_scale,
-                            D, BD, BC, TAIL, PREC_FIRST, PREC, PREC_HI, LEAN, PAIRED, FOLDED)
+                            D, BD, BC, TAIL, PREC_FIRST, PREC, PREC_HI, LEAN, PAIRED, FOLDED, K_EXACT, V_EXACT)
         else:
             _fwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, o_ptr, x_ptr, fro_ptr,
                             T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
                             ridge_ratio, ridge_floor, fro2_floor, scale, out_scale,
-                            D, BD, BC, BC, PREC_FIRST, PREC, PREC_HI, LEAN, PAIRED, FOLDED)
+                            D, BD, BC, BC, PREC_FIRST, PREC, PREC_HI, LEAN, PAIRED, FOLDED, K_EXACT, V_EXACT)
     else:
         _fwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, o_ptr, x_ptr, fro_ptr,
                         T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
                         ridge_ratio, ridge_floor, fro2_floor, scale, out_scale,
-                        D, BD, BC, BC, PREC_FIRST, PREC, PREC_HI, LEAN, PAIRED, FOLDED)
+                        D, BD, BC, BC, PREC_FIRST, PREC, PREC_HI, LEAN, PAIRED, FOLDED, K_EXACT, V_EXACT)
 
 
 @triton.jit
@@ -373,7 +385,7 @@ def _fwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr,
                     ridge_ratio, ridge_floor, fro2_floor, scale, out_scale,
                     D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr,
                     PREC_FIRST: tl.constexpr, PREC: tl.constexpr, PREC_HI: tl.constexpr, LEAN: tl.constexpr,
-                    PAIRED: tl.constexpr, FOLDED: tl.constexpr):
+                    PAIRED: tl.constexpr, FOLDED: tl.constexpr, K_EXACT: tl.constexpr, V_EXACT: tl.constexpr):
     """The forward solve of one chunk (BC tokens apart) on a BT-row tile.
 
     Only the Chebyshev steps use PREC_FIRST / PREC dots; the rest uses PREC_HI: q' can be ~1/a = 50
@@ -388,8 +400,8 @@ def _fwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr,
     Hp = tl.load(_state_ptr(hk_ptr, slot, BD))
 
     # ||H_t||_F^2 = e^{2G_t}||H_p||^2 + 2 e^{G_t} sum_j M_tj k_j^T H_p k_j + sum_ij M_ti M_tj (k_i.k_j)^2
-    kHk = tl.sum(_dot(K, Hp, PREC_HI) * K, 1)
-    KK = _dot(K, tl.trans(K), PREC_HI)
+    kHk = tl.sum(_dot(K, Hp, PREC_HI, K_EXACT) * K, 1)
+    KK = _dot(K, tl.trans(K), PREC_HI, K_EXACT, K_EXACT)
     fro2 = (eG * eG * tl.sum(tl.sum(Hp * Hp, 1), 0)
             + 2.0 * eG * tl.sum(M * kHk[None, :], 1)
             + tl.sum(_dot(M, KK * KK, PREC_HI) * M, 1))
@@ -401,10 +413,10 @@ def _fwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr,
     x_ptrs, _ = _rows_ptr_mask(x_ptr, dir_tok, valid, D, BD)
     if LEAN:
         X = _solve_lean(q_ptrs, tl.full([BT], 1.0, tl.float32), x_ptrs, m, K, Hp, M, eG, lam, fro,
-                        n_first, n_rounds, n_refine, PREC_FIRST, PREC, PREC_HI, PAIRED, FOLDED)
+                        n_first, n_rounds, n_refine, PREC_FIRST, PREC, PREC_HI, PAIRED, FOLDED, K_EXACT)
     else:
         X = _solve(tl.load(q_ptrs, mask=m, other=0.0).to(tl.float32), K, Hp, M, eG, lam, fro,
-                   n_first, n_rounds, n_refine, PREC_FIRST, PREC, PREC_HI, PAIRED, FOLDED)
+                   n_first, n_rounds, n_refine, PREC_FIRST, PREC, PREC_HI, PAIRED, FOLDED, K_EXACT)
         tl.store(x_ptrs, X, mask=m)
     Q = tl.load(q_ptrs, mask=m, other=0.0).to(tl.float32)
     alpha = tl.load(a_ptr + tok, mask=valid, other=0.0).to(tl.float32)
@@ -412,9 +424,9 @@ def _fwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr,
 
     V = _load_rows(v_ptr, tok, valid, D, BD)
     Sp = tl.load(_state_ptr(hv_ptr, slot, BD))
-    QK = _dot(Qp, tl.trans(K), PREC_HI) * M
+    QK = _dot(Qp, tl.trans(K), PREC_HI, False, K_EXACT) * M
     O = scale * (eG[:, None] * _dot(Qp, Sp, PREC_HI)
-                 + _dot(QK, V, PREC_HI))
+                 + _dot(QK, V, PREC_HI, False, V_EXACT))
 
     o_ptrs, _ = _rows_ptr_mask(o_ptr, dir_tok, valid, D, BD)
     tl.store(o_ptrs, out_scale * O, mask=m)
@@ -429,7 +441,7 @@ def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_pt
                       D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, TAIL: tl.constexpr,
                       PREC_FIRST: tl.constexpr, PREC: tl.constexpr, PREC_HI: tl.constexpr, PREC_GRAD: tl.constexpr,
                       PREC_LO: tl.constexpr, LEAN: tl.constexpr, PART: tl.constexpr, PAIRED: tl.constexpr,
-                      FOLDED: tl.constexpr):
+                      FOLDED: tl.constexpr, K_EXACT: tl.constexpr, V_EXACT: tl.constexpr, DO_EXACT: tl.constexpr):
     """Per chunk: everything of the backward that needs no later chunk (docs/gka_spec.md sec. 4); the last chunk on
     a TAIL-row tile when TAIL < BC (as in _fwd_solve_kernel)."""
     if TAIL < BC:
@@ -438,19 +450,22 @@ def _bwd_solve_kernel(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_pt
                             dq_ptr, dk_ptr, dv_ptr, da_ptr, dG_ptr, u_ptr, w_ptr, qb_ptr,
                             T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
                             ridge_ratio, ridge_floor, scale, out_scale,
-                            D, BD, BC, TAIL, PREC_FIRST, PREC, PREC_HI, PREC_GRAD, PREC_LO, LEAN, PART, PAIRED, FOLDED)
+                            D, BD, BC, TAIL, PREC_FIRST, PREC, PREC_HI, PREC_GRAD, PREC_LO, LEAN, PART, PAIRED, FOLDED,
+                            K_EXACT, V_EXACT, DO_EXACT)
         else:
             _bwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_ptr, fro_ptr, do_ptr,
                             dq_ptr, dk_ptr, dv_ptr, da_ptr, dG_ptr, u_ptr, w_ptr, qb_ptr,
                             T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
                             ridge_ratio, ridge_floor, scale, out_scale,
-                            D, BD, BC, BC, PREC_FIRST, PREC, PREC_HI, PREC_GRAD, PREC_LO, LEAN, PART, PAIRED, FOLDED)
+                            D, BD, BC, BC, PREC_FIRST, PREC, PREC_HI, PREC_GRAD, PREC_LO, LEAN, PART, PAIRED, FOLDED,
+                            K_EXACT, V_EXACT, DO_EXACT)
     else:
         _bwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_ptr, fro_ptr, do_ptr,
                         dq_ptr, dk_ptr, dv_ptr, da_ptr, dG_ptr, u_ptr, w_ptr, qb_ptr,
                         T, H, NBH, BTH, NC, dir_base, n_first, n_rounds, n_refine,
                         ridge_ratio, ridge_floor, scale, out_scale,
-                        D, BD, BC, BC, PREC_FIRST, PREC, PREC_HI, PREC_GRAD, PREC_LO, LEAN, PART, PAIRED, FOLDED)
+                        D, BD, BC, BC, PREC_FIRST, PREC, PREC_HI, PREC_GRAD, PREC_LO, LEAN, PART, PAIRED, FOLDED,
+                        K_EXACT, V_EXACT, DO_EXACT)
 
 
 @triton.jit
@@ -461,7 +476,7 @@ def _bwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_ptr,
                     D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr,
                     PREC_FIRST: tl.constexpr, PREC: tl.constexpr, PREC_HI: tl.constexpr, PREC_GRAD: tl.constexpr,
                     PREC_LO: tl.constexpr, LEAN: tl.constexpr, PART: tl.constexpr, PAIRED: tl.constexpr,
-                    FOLDED: tl.constexpr):
+                    FOLDED: tl.constexpr, K_EXACT: tl.constexpr, V_EXACT: tl.constexpr, DO_EXACT: tl.constexpr):
     """The backward solve of one chunk (BC tokens apart) on a BT-row tile.
 
     dq' from the read-out, xbar = alpha dq', qbar = A^-1 xbar (second Chebyshev solve),
@@ -496,12 +511,12 @@ def _bwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_ptr,
         dO = out_scale * _load_rows(do_ptr, tok, valid, D, BD)
         Sp = tl.load(_state_ptr(hv_ptr, slot, BD))
         Qp = Q + alpha[:, None] * (X - Q)
-        dOV = _dot(dO, tl.trans(V), PREC_GRAD) * M
-        dQp = scale * (_dot(dOV, K, PREC_GRAD)
-                       + eG[:, None] * _dot(dO, tl.trans(Sp), PREC_GRAD))
-        QK = _dot(Qp, tl.trans(K), PREC_GRAD) * M
+        dOV = _dot(dO, tl.trans(V), PREC_GRAD, DO_EXACT, V_EXACT) * M
+        dQp = scale * (_dot(dOV, K, PREC_GRAD, False, K_EXACT)
+                       + eG[:, None] * _dot(dO, tl.trans(Sp), PREC_GRAD, DO_EXACT))
+        QK = _dot(Qp, tl.trans(K), PREC_GRAD, False, K_EXACT) * M
         dv_ptrs, _ = _rows_ptr_mask(dv_ptr, dir_tok, valid, D, BD)
-        tl.store(dv_ptrs, scale * _dot(tl.trans(QK), dO, PREC_LO), mask=m)
+        tl.store(dv_ptrs, scale * _dot(tl.trans(QK), dO, PREC_LO, False, DO_EXACT), mask=m)
         dKg = scale * _dot(tl.trans(dOV), Qp, PREC_GRAD)
         tl.store(dk_ptrs, dKg, mask=m)
         # dq holds dq' until the solve has read its right-hand side alpha dq' (LEAN reads it from there)
@@ -509,7 +524,7 @@ def _bwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_ptr,
         tl.store(da_ptr + dir_tok, tl.sum(dQp * (X - Q), 1), mask=valid)
         # gate: read term q'.dq' minus write term k.dk (GLA part)
         dG = tl.sum(Qp * dQp, 1) - tl.sum(K * dKg, 1)
-        Wg = scale * _dot(tl.trans(Qp * eG[:, None]), dO, PREC_GRAD)
+        Wg = scale * _dot(tl.trans(Qp * eG[:, None]), dO, PREC_GRAD, False, DO_EXACT)
         tl.debug_barrier()  # all threads have read S_p: W may overwrite it (the host passes w_ptr = hv_ptr)
         tl.store(_state_ptr(w_ptr, slot, BD), Wg)
         if not LEAN:
@@ -523,10 +538,10 @@ def _bwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_ptr,
             qb_ptrs, _ = _rows_ptr_mask(qb_ptr, dir_tok, valid, D, BD)
             tl.debug_barrier()  # the phase-1 stores of dq' are visible to all threads of the program
             Qb = _solve_lean(dq_ptrs, alpha, qb_ptrs, m, K, Hp, M, eG, lam, fro, n_first, n_rounds, n_refine,
-                             PREC_FIRST, PREC, PREC_HI, PAIRED, FOLDED)
+                             PREC_FIRST, PREC, PREC_HI, PAIRED, FOLDED, K_EXACT)
         else:
             Qb = _solve(rhs, K, Hp, M, eG, lam, fro, n_first, n_rounds, n_refine, PREC_FIRST, PREC, PREC_HI,
-                        PAIRED, FOLDED)
+                        PAIRED, FOLDED, K_EXACT)
         tl.debug_barrier()  # the phase-1 stores of this program are visible to all its threads after this
         # dq = (1 - alpha) dq' + qbar
         tl.store(dq_ptrs, (1.0 - alpha)[:, None] * tl.load(dq_ptrs, mask=m, other=0.0) + Qb, mask=m)
@@ -548,19 +563,19 @@ def _bwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_ptr,
         X = _load_rows(x_ptr, dir_tok, valid, D, BD)
         ridge_active = valid & (ridge_ratio * fro > ridge_floor)
         cr = tl.where(ridge_active, -ridge_ratio * tl.sum(X * Qb, 1) / fro, 0.0)
-        XK = _dot(X, tl.trans(K), PREC_GRAD) * M
-        QbK = _dot(Qb, tl.trans(K), PREC_GRAD) * M
-        HX = eG[:, None] * _dot(X, Hp, PREC_GRAD) + _dot(XK, K, PREC_GRAD)
+        XK = _dot(X, tl.trans(K), PREC_GRAD, False, K_EXACT) * M
+        QbK = _dot(Qb, tl.trans(K), PREC_GRAD, False, K_EXACT) * M
+        HX = eG[:, None] * _dot(X, Hp, PREC_GRAD) + _dot(XK, K, PREC_GRAD, False, K_EXACT)
         # e_j = sum_t M_tj c_t e^{G_t};  Wc_ij = sum_t M_ti c_t M_tj
         ce = cr * eG
         e = tl.sum(M * ce[:, None], 0)
         Wc = _dot(tl.trans(M), M * cr[:, None], PREC_GRAD)
-        KK = _dot(K, tl.trans(K), PREC_LO)
+        KK = _dot(K, tl.trans(K), PREC_LO, K_EXACT, K_EXACT)
         # (sum_{t>=j in chunk} M_tj Hbar_t) k_j
         RK = (-0.5 * (_dot(tl.trans(XK), Qb, PREC_GRAD)
                       + _dot(tl.trans(QbK), X, PREC_GRAD))
-              + e[:, None] * _dot(K, Hp, PREC_LO)
-              + _dot(Wc * KK, K, PREC_GRAD))
+              + e[:, None] * _dot(K, Hp, PREC_LO, K_EXACT)
+              + _dot(Wc * KK, K, PREC_GRAD, False, K_EXACT))
         tl.store(dk_ptrs, tl.load(dk_ptrs, mask=m, other=0.0) + 2.0 * RK, mask=m)
         # gate: read term <Hbar_t, H_t> = -qbar.(H x) + c ||H||^2, minus write term k^T R k
         dG += -tl.sum(Qb * HX, 1) + cr * fro * fro - tl.sum(K * RK, 1)
@@ -569,7 +584,7 @@ def _bwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_ptr,
         sigma = tl.sum(ce * eG, 0)
         # sum_t e^{G_t} (x_t qbar_t^T + qbar_t x_t^T) = P + P^T: one product instead of two
         P = _dot(tl.trans(X * eG[:, None]), Qb, PREC_GRAD)
-        U = -0.5 * (P + tl.trans(P)) + sigma * Hp + _dot(tl.trans(K * e[:, None]), K, PREC_LO)
+        U = -0.5 * (P + tl.trans(P)) + sigma * Hp + _dot(tl.trans(K * e[:, None]), K, PREC_LO, False, K_EXACT)
         tl.debug_barrier()  # all threads have read H_p: U may overwrite it (the host passes u_ptr = hk_ptr)
         tl.store(_state_ptr(u_ptr, slot, BD), U)
 
@@ -578,7 +593,7 @@ def _bwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_ptr,
 def _bwd_states_kernel(k_ptr, v_ptr, gate_ptr, u_ptr, w_ptr, dk_ptr, dv_ptr, dgp_ptr,
                        T, H, NBH, BTH, NC, dir_base,
                        D: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, BN: tl.constexpr,
-                       PREC: tl.constexpr, PREFETCH: tl.constexpr):
+                       PREC: tl.constexpr, PREFETCH: tl.constexpr, K_EXACT: tl.constexpr, V_EXACT: tl.constexpr):
     """Reverse chunk scan of R (sum of later e^{..} Hbar_t, docs/gka_spec.md sec. 4) and of the GLA state gradient dS.
 
     Grid (B*H, NDIR, BD / BN): program n owns columns J = n*BN.. of dk and dv, so it carries R[:, J],
@@ -612,9 +627,9 @@ def _bwd_states_kernel(k_ptr, v_ptr, gate_ptr, u_ptr, w_ptr, dk_ptr, dv_ptr, dgp
         G = tl.cumsum(gg, 0)
         g_last = tl.sum(gg, 0)
         w = tl.where(valid, tl.exp(g_last - G), 0.0)
-        RK = w[:, None] * _dot(K, R, PREC)
-        dKg = w[:, None] * _dot(V, tl.trans(dS_rows), PREC)
-        dV = w[:, None] * _dot(K, dS_cols, PREC)
+        RK = w[:, None] * _dot(K, R, PREC, K_EXACT)
+        dKg = w[:, None] * _dot(V, tl.trans(dS_rows), PREC, V_EXACT)
+        dV = w[:, None] * _dot(K, dS_cols, PREC, K_EXACT)
         dk_ptrs, m = _cols_ptr_mask(dk_ptr, dir_tok, valid, c0, D, BN)
         tl.store(dk_ptrs, tl.load(dk_ptrs, mask=m, other=0.0) + dKg + 2.0 * RK, mask=m)
         dv_ptrs, _ = _cols_ptr_mask(dv_ptr, dir_tok, valid, c0, D, BN)

@@ -86,7 +86,10 @@ class GKAKernelConfig:
     in place ("fwd", "bwd", "both", "none"; the same results bit for bit, docs/kernels.md "Paired steps");
     folded_steps: which solve kernels run folded Chebyshev steps, with six elementwise operations per element
     instead of eight, paired where paired_steps says so ("fwd", "bwd", "both", "none"; the same values in exact
-    arithmetic, other roundings; docs/kernels.md "Folded steps").
+    arithmetic, other roundings; docs/kernels.md "Folded steps");
+    exact_operands: bf16x3 products drop the products with the zero low part of an operand loaded from a bf16
+    tensor (k, v, and the upstream gradient): one or two bf16 products instead of three, the same sums
+    (docs/kernels.md "Exact bf16 operands"; not timed on a GPU yet).
     """
     schedule: str = "bf16:15+3xbf16:10/bf16:15+2xbf16:15"
     precision_hi: str = "bf16x3"
@@ -105,6 +108,7 @@ class GKAKernelConfig:
     tail_tile: bool = True
     paired_steps: str = "fwd"
     folded_steps: str = "fwd"
+    exact_operands: bool = False
 
     def __post_init__(self):
         parse_schedule(self.schedule)
@@ -232,6 +236,7 @@ class _Launch:
         self.paired_bwd = config.paired_steps in ("bwd", "both")
         self.folded_fwd = config.folded_steps in ("fwd", "both")
         self.folded_bwd = config.folded_steps in ("bwd", "both")
+        self.exact_operands = config.exact_operands
         self.solve_opts = dict(num_warps=self.warps)
         if config.max_regs is not None and not INTERPRET:
             self.solve_opts["maxnreg"] = config.max_regs
@@ -240,6 +245,11 @@ class _Launch:
         """(P_first, first-round steps, rounds, P_refine, steps per round) of the forward or backward solve."""
         p1, n1, r, p2, n2 = self.bwd_sched if backward else self.fwd_sched
         return p1, max(n1 + num_iter - 30, 1), r, p2, n2
+
+    def exact_operand(self, t, scale=1.0):
+        """Whether `t` times `scale` holds bf16 values as the kernels see it (exact_operands: its bf16x3 products
+        drop the zero low part): a bf16 tensor, scaled by 1 or 1/2."""
+        return self.exact_operands and t.dtype == torch.bfloat16 and scale in (1.0, 0.5)
 
 
 def _check(q, k, v, alpha, gates):
@@ -280,7 +290,8 @@ def _chunk_states(k, v, gates, dir_base, L, BC):
     hv = torch.empty_like(hk)
     _fwd_states_kernel[(B * H, ndir, L.BD // L.BN)](k, v, gates, hk, hv, T, H, B * H, B * T * H, NC, dir_base,
                                                     D=D, BD=L.BD, BC=BC, BN=L.BN, PREC=L.states,
-                                                    PREFETCH=L.prefetch, num_warps=L.state_warps)
+                                                    PREFETCH=L.prefetch, K_EXACT=L.exact_operand(k),
+                                                    V_EXACT=L.exact_operand(v), num_warps=L.state_warps)
     return hk, hv
 
 
@@ -310,7 +321,8 @@ def gka_triton_forward(q, k, v, alpha, gates, dir_base=0, ridge_ratio=0.02, num_
                                          ridge_ratio, float(RIDGE_FLOOR), float(FRO2_FLOOR), scale, 1.0 / ndir,
                                          D=D, BD=L.BD, BC=L.BC_fwd, TAIL=tail_rows(T, L.BC_fwd, L.tail_tile),
                                          PREC_FIRST=p1, PREC=p2, PREC_HI=L.hi, LEAN=L.lean, PAIRED=L.paired_fwd,
-                                         FOLDED=L.folded_fwd, **L.solve_opts)
+                                         FOLDED=L.folded_fwd, K_EXACT=L.exact_operand(k),
+                                         V_EXACT=L.exact_operand(v), **L.solve_opts)
     return _sum_directions(o, q.dtype), x, fro
 
 
@@ -369,11 +381,14 @@ def _backward(q, k, v, alpha, do, ridge_ratio, num_iter, scale, out_scale, L, ga
                                            D=D, BD=L.BD, BC=L.BC, TAIL=tail_rows(T, L.BC, L.tail_tile),
                                            PREC_FIRST=p1, PREC=p2, PREC_HI=L.hi, PREC_GRAD=L.grad, PREC_LO=L.lo,
                                            LEAN=L.lean, PART=part, PAIRED=L.paired_bwd,
-                                           FOLDED=L.folded_bwd, **L.solve_opts)
+                                           FOLDED=L.folded_bwd, K_EXACT=L.exact_operand(k),
+                                           V_EXACT=L.exact_operand(v), DO_EXACT=L.exact_operand(do, out_scale),
+                                           **L.solve_opts)
     _bwd_states_kernel[(NBH, ndir, L.BD // L.BN)](k, v, gates, u, w, dk, dv, dgp,
                                                   T, H, NBH, BTH, NC, dir_base,
                                                   D=D, BD=L.BD, BC=L.BC, BN=L.BN, PREC=L.states,
-                                                  PREFETCH=L.prefetch, num_warps=L.state_warps)
+                                                  PREFETCH=L.prefetch, K_EXACT=L.exact_operand(k),
+                                                  V_EXACT=L.exact_operand(v), num_warps=L.state_warps)
     del hk, hv, u, w, qb  # free the chunk states before the direction sums allocate
     # dL/dG^glob (read terms of the solve kernel minus the write terms of the state scan), summed over the later
     # scan positions: the gate gradient, in place of dG

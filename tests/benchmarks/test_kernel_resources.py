@@ -93,3 +93,19 @@ def test_folded_chebyshev_steps_issue_fewer_instructions():
         if p["kernel"] == "_fwd_solve_kernel":
             longest = sorted(range(4), key=lambda i: -steps_p[i]["total"])[:2]
             assert all(steps_f[i]["total"] < 0.93 * steps_p[i]["total"] for i in longest), (steps_p, steps_f)
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1" or not _have_cuda_tools(),
+                    reason="needs Triton's CUDA tools (ptxas, cuobjdump, nvdisasm) and no interpreter")
+def test_exact_operands_issue_fewer_products():
+    """exact_operands with bf16 inputs (GKAKernelConfig, `_dot`'s A_EXACT / B_EXACT): every kernel issues fewer
+    tensor-core instructions and fewer instructions in all, and no loop grows by more than two instructions (head dim
+    64, offline SASS, 2026-12-02: the backward solve kernel 878 -> 678 MMA instructions, 17864 -> 16176 in all)."""
+    kr = load_benchmark("kernel_resources")
+    plain, exact = (kr.report(64, "bf16", 90, spec=s) for s in ("", "exact_operands=1"))
+    assert [r["kernel"] for r in plain] == [r["kernel"] for r in exact] and len(plain) == 4
+    for p, e in zip(plain, exact):
+        assert e["sass"]["mma"] < p["sass"]["mma"] and e["sass"]["total"] < p["sass"]["total"], (p, e)
+        assert len(e["loops"]) == len(p["loops"])
+        for lp, le in zip(p["loops"], e["loops"]):
+            assert le["total"] <= lp["total"] + 2 and le.get("mma", 0) <= lp.get("mma", 0), (p["kernel"], lp, le)

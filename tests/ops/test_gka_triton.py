@@ -462,6 +462,42 @@ def test_step_options_per_solve_kernel(monkeypatch, field, key, cases):
         assert (seen["_fwd_solve_kernel"], seen["_bwd_solve_kernel"]) == want, (field, value)
 
 
+def test_exact_operand_flags(monkeypatch):
+    """GKAKernelConfig.exact_operands flags, per launch, the operands loaded from bf16 tensors (K_EXACT, V_EXACT, and
+    DO_EXACT for the upstream gradient, whose 1/NDIR scaling keeps it exact); off by default, and never for fp32 or
+    fp16 tensors (docs/kernels.md "Exact bf16 operands")."""
+    import gka_kernels.gka_function as gkf
+    seen = {}
+
+    class Recorder:
+        def __init__(self, name):
+            self.name = name
+
+        def __getitem__(self, grid):
+            return lambda *a, **kw: seen.setdefault(self.name, tuple(kw.get(k) for k in ("K_EXACT", "V_EXACT",
+                                                                                         "DO_EXACT")))
+    for name in ("_fwd_states_kernel", "_fwd_solve_kernel", "_bwd_solve_kernel", "_bwd_states_kernel",
+                 "_sum_directions_kernel", "_gate_grad_kernel"):
+        monkeypatch.setattr(gkf, name, Recorder(name))
+    monkeypatch.setattr(gkf, "INTERPRET", True)
+    a, gates = torch.rand(1, 20, 1), -torch.rand(2, 1, 20, 1)
+    bf, f32, f16 = (torch.randn(1, 20, 1, 16).to(d) for d in (torch.bfloat16, torch.float32, torch.float16))
+    on = gkf.GKAKernelConfig.from_spec("exact_operands=1")
+    assert on.exact_operands and not gkf.GKAKernelConfig().exact_operands
+    for (q, k, v, do), cfg, want in (
+            ((bf, bf, bf, bf), on, (True, True, True)),
+            ((f32, f32, bf, f32), on, (False, True, False)),  # fp32 q/k beside bf16 v: the output (q's dtype) is fp32
+            ((f16, f16, f16, f16), on, (False, False, False)),
+            ((bf, bf, bf, bf), None, (False, False, False))):
+        seen.clear()
+        _, x, fro = gkf.gka_triton_forward(q, k, v, a, gates, config=cfg)
+        gkf.gka_triton_backward(q, k, v, a, gates, x, fro, do, config=cfg)
+        assert seen["_fwd_states_kernel"][:2] == seen["_fwd_solve_kernel"][:2] == want[:2]
+        assert seen["_bwd_solve_kernel"] == want and seen["_bwd_states_kernel"][:2] == want[:2], (cfg, want, seen)
+    launch = gkf._Launch(on, 16)
+    assert launch.exact_operand(bf, 0.5) and not launch.exact_operand(bf, 1.0 / 3.0)
+
+
 def test_default_config_follows_least_precise_input():
     """Under CUDA autocast F.normalize returns fp32 q and k beside a bf16 v: the bf16 schedule applies (the output
     feeds bf16 layers); all-fp32 inputs keep the fp32 one."""
