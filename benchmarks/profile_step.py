@@ -63,6 +63,12 @@ def split_kernel_times(events, steps: int):
 CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that record CUDA graphs
 
 
+def warmup_steps(warmup: int, compile_mode) -> int:
+    """Untimed steps before the timed ones: at least one, and at least two in the CUDA-graph modes, whose first two
+    calls run the model eagerly and then record the graphs (a recording step is several replays long)."""
+    return max(warmup, 2 if compile_mode in CUDAGRAPH_MODES else 1)
+
+
 def train_step_fn(model, batch, res, device, dtype, cudagraphs=False):
     x = torch.randn(batch, 3, res, res, device=device)
     y = torch.randint(0, model.num_classes, (batch,), device=device)
@@ -105,7 +111,7 @@ def profile_model(name, batch, res, steps, warmup, compile_mode, device, dtype, 
         model = torch.compile(model, mode=None if compile_mode == "default" else compile_mode)
     step = train_step_fn(model, batch, res, device, dtype, cudagraphs=compile_mode in CUDAGRAPH_MODES)
     t0 = time.perf_counter()
-    for _ in range(warmup):
+    for _ in range(warmup_steps(warmup, compile_mode)):
         loss = step()
     torch.cuda.synchronize()
     warmup_s = time.perf_counter() - t0

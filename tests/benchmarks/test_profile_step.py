@@ -56,3 +56,12 @@ def test_train_step_marks_a_cuda_graph_iteration_in_graph_modes(monkeypatch):
         for _ in range(3):
             assert torch.isfinite(step())
         assert len(marks) == expected
+
+
+def test_cuda_graph_modes_warm_up_through_the_recording():
+    """In the CUDA-graph modes the warm-up runs at least the eager call and the recording (two steps), so that no
+    timed or profiled step is a recording; other modes keep --warmup (at least one step, which compiles)."""
+    ps = load_benchmark("profile_step")
+    assert [ps.warmup_steps(w, "reduce-overhead") for w in (0, 1, 2, 3)] == [2, 2, 2, 3]
+    assert ps.warmup_steps(1, "max-autotune") == 2
+    assert [ps.warmup_steps(w, m) for w, m in ((1, "default"), (0, None), (3, "max-autotune-no-cudagraphs"))] == [1, 1, 3]
