@@ -442,7 +442,8 @@ def plan(args) -> List[Task]:
     add_throughput_targets(True)  # tens of seconds each (compilation): after the eager targets
     for pair in pairs:
         for name in pair:
-            add('sweep', name, args.memory_res, 'train')
+            if compiled(name):
+                add('sweep', name, args.memory_res, 'train')
     if not args.no_flops:
         for m in models:
             add('gmacs', eager_name(m) if eager_name(m) in models else m, args.flops_res, '-')  # compiled: same

@@ -86,7 +86,7 @@ def kernel_specs(D, input_dtype, spec="", tokens=197):
         ("_bwd_solve_kernel", gka_chunk._bwd_solve_kernel,
          dict(D=D, BD=L.BD, BC=L.BC, TAIL=gka_function.tail_rows(tokens, L.BC, L.tail_tile), PREC_FIRST=bp1,
               PREC=bp2, PREC_HI=L.hi, PREC_GRAD=L.grad, PREC_LO=L.lo, LEAN=L.lean, PART=0,
-              PAIRED=L.paired_bwd, FOLDED=L.folded_bwd, DO_EXACT=exact["K_EXACT"], **exact)),
+              PAIRED=L.paired_bwd, FOLDED=L.folded_bwd, DO_EXACT=is_exact, **exact)),
         ("_bwd_states_kernel", gka_chunk._bwd_states_kernel,
          dict(D=D, BD=L.BD, BC=L.BC, BN=L.BN, PREC=L.states, PREFETCH=L.prefetch, **exact)),
     ]

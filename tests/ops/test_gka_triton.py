@@ -403,7 +403,8 @@ def test_forward_and_backward_chunk_sizes(monkeypatch):
 
 def _record_launches(monkeypatch, gkf, key):
     """Replace the kernels the host code launches by recorders: the returned dict maps each kernel's name to the
-    `key` keyword of its first launch (no kernel runs; the host code runs as for the interpreter)."""
+    `key` keyword of its first launch, or to the tuple of the keywords of a tuple `key` (no kernel runs; the host
+    code runs as for the interpreter)."""
     seen = {}
 
     class Recorder:
@@ -411,7 +412,8 @@ def _record_launches(monkeypatch, gkf, key):
             self.name = name
 
         def __getitem__(self, grid):
-            return lambda *args, **kw: seen.setdefault(self.name, kw.get(key))
+            return lambda *args, **kw: seen.setdefault(
+                self.name, tuple(kw.get(k) for k in key) if isinstance(key, tuple) else kw.get(key))
 
     for name in ("_fwd_states_kernel", "_fwd_solve_kernel", "_bwd_solve_kernel", "_bwd_states_kernel",
                  "_sum_directions_kernel", "_gate_grad_kernel"):
@@ -467,19 +469,7 @@ def test_exact_operand_flags(monkeypatch):
     DO_EXACT for the upstream gradient, whose 1/NDIR scaling keeps it exact); off by default, and never for fp32 or
     fp16 tensors (docs/kernels.md "Exact bf16 operands")."""
     import gka_kernels.gka_function as gkf
-    seen = {}
-
-    class Recorder:
-        def __init__(self, name):
-            self.name = name
-
-        def __getitem__(self, grid):
-            return lambda *a, **kw: seen.setdefault(self.name, tuple(kw.get(k) for k in ("K_EXACT", "V_EXACT",
-                                                                                         "DO_EXACT")))
-    for name in ("_fwd_states_kernel", "_fwd_solve_kernel", "_bwd_solve_kernel", "_bwd_states_kernel",
-                 "_sum_directions_kernel", "_gate_grad_kernel"):
-        monkeypatch.setattr(gkf, name, Recorder(name))
-    monkeypatch.setattr(gkf, "INTERPRET", True)
+    seen = _record_launches(monkeypatch, gkf, ("K_EXACT", "V_EXACT", "DO_EXACT"))
     a, gates = torch.rand(1, 20, 1), -torch.rand(2, 1, 20, 1)
     bf, f32, f16 = (torch.randn(1, 20, 1, 16).to(d) for d in (torch.bfloat16, torch.float32, torch.float16))
     on = gkf.GKAKernelConfig.from_spec("exact_operands=1")

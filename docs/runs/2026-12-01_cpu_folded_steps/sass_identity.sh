@@ -1,14 +1,4 @@
 # The default config's solve kernels compile to the same SASS with the folded_steps option as at commit 1854f32
 # (before it), for bf16 inputs, fp32 inputs, and fp32 inputs on the bf16 schedule; run from the repository root on
 # any machine with Triton's CUDA tools (no GPU). Uses the SASS dump of the paired-steps run.
-set -e
-R=docs/runs/2026-12-01_h200_paired_steps
-git worktree add -q /tmp/gka_before 1854f32
-S="schedule=bf16:15+2xbf16:12/bf16:12+2xbf16:12"
-python $R/sass_dump.py . /tmp/now && python $R/sass_dump.py . /tmp/now_h "$S"
-(cd /tmp/gka_before && python $OLDPWD/$R/sass_dump.py . /tmp/before && python $OLDPWD/$R/sass_dump.py . /tmp/before_h "$S")
-for k in _fwd_solve_kernel _bwd_solve_kernel; do for d in bf16 fp32; do for p in "" _h; do
-  cmp -s /tmp/now${p}_${k}_$d.sass /tmp/before${p}_${k}_$d.sass && echo "$k $d${p:+ (bf16 schedule)}: same SASS" \
-    || echo "$k $d${p:+ (bf16 schedule)}: differs"
-done; done; done
-git worktree remove --force /tmp/gka_before
+bash docs/runs/2026-12-01_h200_paired_steps/sass_identity.sh 1854f32
