@@ -88,8 +88,8 @@ class GKAKernelConfig:
     instead of eight, paired where paired_steps says so ("fwd", "bwd", "both", "none"; the same values in exact
     arithmetic, other roundings; docs/kernels.md "Folded steps");
     exact_operands: bf16x3 products drop the products with the zero low part of an operand loaded from a bf16
-    tensor (k, v, and the upstream gradient): one or two bf16 products instead of three, the same sums
-    (docs/kernels.md "Exact bf16 operands"; not timed on a GPU yet).
+    tensor (k, v, and the upstream gradient): one or two bf16 products instead of three, the same sums, the same
+    bits (docs/kernels.md "Exact bf16 operands").
     """
     schedule: str = "bf16:15+3xbf16:10/bf16:15+2xbf16:15"
     precision_hi: str = "bf16x3"
@@ -108,7 +108,7 @@ class GKAKernelConfig:
     tail_tile: bool = True
     paired_steps: str = "fwd"
     folded_steps: str = "fwd"
-    exact_operands: bool = False
+    exact_operands: bool = True
 
     def __post_init__(self):
         parse_schedule(self.schedule)
@@ -124,6 +124,9 @@ class GKAKernelConfig:
                 continue
             if not (isinstance(val, int) and val >= 16 and val & (val - 1) == 0):
                 raise ValueError(f"GKAKernelConfig.{name}={val!r}: a power of two >= 16")
+        for f in dataclasses.fields(self):
+            if isinstance(f.default, bool) and not isinstance(getattr(self, f.name), bool):
+                raise ValueError(f"GKAKernelConfig.{f.name}={getattr(self, f.name)!r}: True or False")
         for name in ("num_warps", "state_warps"):
             if getattr(self, name) not in (None, 1, 2, 4, 8, 16):
                 raise ValueError(f"GKAKernelConfig.{name}={getattr(self, name)!r}: 1, 2, 4, 8 or 16 (or None)")
@@ -152,11 +155,17 @@ class GKAKernelConfig:
                                  f"(keys: {', '.join(fields)})")
             if key in ("chunk", "fwd_chunk", "state_cols", "num_warps", "state_warps", "max_regs"):
                 changes[key] = None if val.lower() == "none" else int(val)
-            elif key in ("prefetch", "lean_solve", "split_backward", "tail_tile"):
-                changes[key] = val.lower() in ("1", "true", "yes")
+            elif isinstance(fields[key].default, bool):
+                if val.lower() not in _BOOL_WORDS:
+                    raise ValueError(f"GKAKernelConfig spec {spec!r}: {key}={val!r} is not one of "
+                                     f"{', '.join(_BOOL_WORDS)}")
+                changes[key] = _BOOL_WORDS[val.lower()]
             else:
                 changes[key] = val
         return dataclasses.replace(base, **changes)
+
+
+_BOOL_WORDS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
 def _fmt(v):

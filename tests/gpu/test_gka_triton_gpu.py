@@ -112,9 +112,9 @@ def test_tail_tile_matches_full_tile():
 
 @pytest.mark.parametrize("T,D,qk_fp32", [(197, 64, False), (100, 40, False), (197, 64, True)])
 def test_exact_operands_give_the_same_bits(T, D, qk_fp32):
-    """exact_operands=True (bf16x3 products drop the zero low parts of operands loaded from bf16 tensors) gives the
-    output and every gradient bit for bit as without it: all-bf16 inputs (all three flags on, the upstream gradient
-    scaled by 1/2 in the bidirectional op) and fp32 q/k beside bf16 v (only v's flag on)."""
+    """exact_operands=True (the default: bf16x3 products drop the zero low parts of operands loaded from bf16 tensors)
+    gives the output and every gradient bit for bit as without it: all-bf16 inputs (all three flags on, the upstream
+    gradient scaled by 1/2 in the bidirectional op) and fp32 q/k beside bf16 v (only v's flag on)."""
     from gka_kernels import default_config
     from gka_vision.ops import gka_scan_bidirectional
     ins = _inputs(2, T, 3, D, torch.bfloat16)
@@ -123,7 +123,8 @@ def test_exact_operands_give_the_same_bits(T, D, qk_fp32):
     do = torch.randn(ins[0].shape, device="cuda", generator=torch.Generator(device="cuda").manual_seed(1))
     res = []
     base = default_config(torch.bfloat16)
-    for cfg in (base, base.replace(exact_operands=True)):
+    assert base.exact_operands
+    for cfg in (base.replace(exact_operands=False), base):
         o = gka_scan_bidirectional(*ins, backend="triton", config=cfg)
         res.append([o] + list(torch.autograd.grad(o, ins, do.to(o.dtype))))
     for name, a, b in zip(["o", "dq", "dk", "dv", "dalpha", "dg", "dg_rev"], *res):

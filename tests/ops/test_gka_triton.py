@@ -295,6 +295,14 @@ def test_kernel_config_object():
     assert GKAKernelConfig.from_spec("folded_steps=fwd").folded_steps == "fwd"
     with pytest.raises(ValueError, match="folded_steps"):
         GKAKernelConfig(folded_steps="yes")
+    # every bool field parses to a bool, "0" included, and anything else is refused
+    for key in ("prefetch", "lean_solve", "split_backward", "tail_tile", "exact_operands"):
+        assert GKAKernelConfig.from_spec(f"{key}=1").replace() == GKAKernelConfig().replace(**{key: True})
+        assert getattr(GKAKernelConfig.from_spec(f"{key}=0"), key) is False
+        with pytest.raises(ValueError, match=key):
+            GKAKernelConfig.from_spec(f"{key}=maybe")
+    with pytest.raises(ValueError, match="exact_operands"):
+        GKAKernelConfig(exact_operands="1")
 
 
 def test_bf16x3_products_emulation():
@@ -467,18 +475,20 @@ def test_step_options_per_solve_kernel(monkeypatch, field, key, cases):
 def test_exact_operand_flags(monkeypatch):
     """GKAKernelConfig.exact_operands flags, per launch, the operands loaded from bf16 tensors (K_EXACT, V_EXACT, and
     DO_EXACT for the upstream gradient, whose 1/NDIR scaling keeps it exact); off by default, and never for fp32 or
-    fp16 tensors (docs/kernels.md "Exact bf16 operands")."""
+    fp16 tensors; on by default (docs/kernels.md "Exact bf16 operands")."""
     import gka_kernels.gka_function as gkf
     seen = _record_launches(monkeypatch, gkf, ("K_EXACT", "V_EXACT", "DO_EXACT"))
     a, gates = torch.rand(1, 20, 1), -torch.rand(2, 1, 20, 1)
     bf, f32, f16 = (torch.randn(1, 20, 1, 16).to(d) for d in (torch.bfloat16, torch.float32, torch.float16))
-    on = gkf.GKAKernelConfig.from_spec("exact_operands=1")
-    assert on.exact_operands and not gkf.GKAKernelConfig().exact_operands
+    on, off = gkf.GKAKernelConfig(), gkf.GKAKernelConfig.from_spec("exact_operands=0")
+    assert all(gkf.default_config(d).exact_operands for d in (torch.float32, torch.bfloat16, torch.float16))
+    assert on.exact_operands and not off.exact_operands
     for (q, k, v, do), cfg, want in (
             ((bf, bf, bf, bf), on, (True, True, True)),
             ((f32, f32, bf, f32), on, (False, True, False)),  # fp32 q/k beside bf16 v: the output (q's dtype) is fp32
             ((f16, f16, f16, f16), on, (False, False, False)),
-            ((bf, bf, bf, bf), None, (False, False, False))):
+            ((bf, bf, bf, bf), None, (True, True, True)),  # default_config(bf16)
+            ((bf, bf, bf, bf), off, (False, False, False))):
         seen.clear()
         _, x, fro = gkf.gka_triton_forward(q, k, v, a, gates, config=cfg)
         gkf.gka_triton_backward(q, k, v, a, gates, x, fro, do, config=cfg)
