@@ -134,11 +134,12 @@ class GKAKernelConfig:
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
 
-    def to_spec(self) -> str:
-        """'key=value,...' of the fields that differ from the class defaults ('' for the defaults)."""
+    def to_spec(self, full: bool = False) -> str:
+        """'key=value,...' of the fields that differ from the class defaults ('' for the defaults), or of every
+        field (full=True: the same config whatever base from_spec parses it on)."""
         base = GKAKernelConfig()
         return ",".join(f"{f.name}={_fmt(getattr(self, f.name))}" for f in dataclasses.fields(self)
-                        if getattr(self, f.name) != getattr(base, f.name))
+                        if full or getattr(self, f.name) != getattr(base, f.name))
 
     @classmethod
     def from_spec(cls, spec: str, base: Optional["GKAKernelConfig"] = None) -> "GKAKernelConfig":

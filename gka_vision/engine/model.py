@@ -11,8 +11,9 @@ import torch
 from .config import TrainConfig, UserError
 from .pretrained import inspect_weights, merge_model_args, pretrained_overlay
 
-# create_model kwargs that are training regularisation: left out of the exported model args
-RUNTIME_KWARGS = ("drop_path_rate", "drop_rate")
+# create_model kwargs of the run, not of the architecture (training regularisation, the Triton kernels' tuning):
+# left out of the exported model args
+RUNTIME_KWARGS = ("drop_path_rate", "drop_rate", "kernel_config")
 
 
 def model_kwargs(cfg: TrainConfig, num_classes: int) -> dict:

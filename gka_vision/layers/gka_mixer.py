@@ -28,7 +28,7 @@ from timm.layers import register_notrace_function
 
 from ..ops import gka_scan_bidirectional
 from .input_checks import check_tokens
-from .mixer_parts import (check_solver_options, init_A_log_uniform, init_dt_bias, log_forget_gate,
+from .mixer_parts import (check_kernel_config, check_solver_options, init_A_log_uniform, init_dt_bias, log_forget_gate,
                           normalize_qk_scale_beta, recompute)
 from .norm import GatedRMSNorm
 
@@ -41,9 +41,9 @@ torch.fx.wrap('check_tokens')  # an FX leaf (it raises on shapes)
 @torch.jit.ignore  # TorchScript: the scan stays a Python call (a scripted model runs; it cannot be saved)
 def _scan_bidirectional(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, alpha: torch.Tensor, g: torch.Tensor,
                         g_rev: torch.Tensor, ridge_ratio: float, num_iter: int, backend: str,
-                        sequential_backward: bool) -> torch.Tensor:
+                        sequential_backward: bool, kernel_config: str) -> torch.Tensor:
     return gka_scan_bidirectional(q, k, v, alpha, g, g_rev, ridge_ratio=ridge_ratio, num_iter=num_iter,
-                                  backend=backend, sequential_backward=sequential_backward)
+                                  backend=backend, sequential_backward=sequential_backward, config=kernel_config)
 
 
 torch.fx.wrap('_scan_bidirectional')
@@ -68,6 +68,8 @@ class BidirectionalGKAMixer(nn.Module):
             F.normalize's (fp32 under CUDA autocast): half their loads in the Triton core and half their saved
             activations. Off by default here: two Fashion-MNIST checks of gka_tiny with it on came out 0.34 and
             0.16 points lower (each within 1.6 standard errors; docs/results.md); GKAVisionMixer has it on.
+        kernel_config: the Triton kernels' tuning, a GKAKernelConfig spec string of overrides on top of the default
+            for the inputs' dtype ('' = the default; e.g. 'num_warps=8'; docs/kernels.md "The kernel config").
 
     forward(x [B, N, C], hw=(H, W)) -> [B, N, C], N must equal H * W.
     """
@@ -84,9 +86,11 @@ class BidirectionalGKAMixer(nn.Module):
             proj_drop: float = 0.,
             sequential_backward: bool = False,
             qk_input_dtype: bool = False,
+            kernel_config: str = '',
     ):
         super().__init__()
         check_solver_options(type(self).__name__, ridge_ratio, num_iter)
+        check_kernel_config(type(self).__name__, kernel_config)
         if num_heads < 1 or dim % num_heads != 0:
             raise ValueError(f'dim ({dim}) must be divisible by num_heads ({num_heads})')
         self.dim = dim
@@ -97,6 +101,7 @@ class BidirectionalGKAMixer(nn.Module):
         self.backend = backend
         self.sequential_backward = sequential_backward
         self.qk_input_dtype = qk_input_dtype
+        self.kernel_config = kernel_config
 
         self.conv = nn.Conv2d(dim, dim, conv_kernel_size, padding=conv_kernel_size // 2, groups=dim)
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
@@ -149,7 +154,7 @@ class BidirectionalGKAMixer(nn.Module):
         g_bwd = log_forget_gate(a_bwd, self.A_log_bwd, self.dt_bias_bwd)
 
         o = _scan_bidirectional(q, k, v, alpha, g_fwd, g_bwd, self.ridge_ratio, self.num_iter, self.backend,
-                                self.sequential_backward)
+                                self.sequential_backward, self.kernel_config)
         if torch.jit.is_scripting():
             o = self.norm(o, gate.view(B, N, nh, D))
         else:
@@ -159,4 +164,5 @@ class BidirectionalGKAMixer(nn.Module):
 
     def extra_repr(self) -> str:
         return (f'dim={self.dim}, num_heads={self.num_heads}, ridge_ratio={self.ridge_ratio}, '
-                f'num_iter={self.num_iter}, backend={self.backend!r}')
+                f'num_iter={self.num_iter}, backend={self.backend!r}'
+                + (f', kernel_config={self.kernel_config!r}' if self.kernel_config else ''))

@@ -29,8 +29,8 @@ from timm.layers import register_notrace_function
 
 from ..ops import gka_scan
 from .input_checks import check_tokens
-from .mixer_parts import (check_solver_options, conv1d_same_silu, init_A_log_uniform, init_dt_bias, log_forget_gate,
-                          normalize_qk_scale_beta)
+from .mixer_parts import (check_kernel_config, check_solver_options, conv1d_same_silu, init_A_log_uniform,
+                          init_dt_bias, log_forget_gate, normalize_qk_scale_beta)
 from .norm import GatedRMSNorm
 
 __all__ = ['GKAVisionMixer']
@@ -41,8 +41,9 @@ torch.fx.wrap('check_tokens')  # an FX leaf (it raises on shapes)
 @register_notrace_function  # an FX leaf: timm's FX feature extraction and torch.fx keep the scan as one call
 @torch.jit.ignore  # TorchScript: the scan stays a Python call (a scripted model runs; it cannot be saved)
 def _scan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, alpha: torch.Tensor, g: torch.Tensor,
-          ridge_ratio: float, num_iter: int, backend: str) -> torch.Tensor:
-    return gka_scan(q, k, v, alpha, g, ridge_ratio=ridge_ratio, num_iter=num_iter, backend=backend)
+          ridge_ratio: float, num_iter: int, backend: str, kernel_config: str) -> torch.Tensor:
+    return gka_scan(q, k, v, alpha, g, ridge_ratio=ridge_ratio, num_iter=num_iter, backend=backend,
+                    config=kernel_config)
 
 
 torch.fx.wrap('_scan')
@@ -66,15 +67,18 @@ class GKAVisionMixer(nn.Module):
         qk_input_dtype: hand the scan q and k in their projection's dtype (bf16 under autocast) instead of
             F.normalize's (fp32 under CUDA autocast): half their loads in the Triton core and half their saved
             activations; the Fashion-MNIST check found no accuracy change (docs/results.md).
+        kernel_config: the Triton kernels' tuning, a GKAKernelConfig spec string of overrides on top of the default
+            for the inputs' dtype ('' = the default; e.g. 'num_warps=8'; docs/kernels.md "The kernel config").
 
     forward(x [B, N, C], hw=None) -> [B, N, C] (hw is accepted for the mixers' common call signature).
     """
 
     def __init__(self, dim: int, num_heads: int, d_conv: int = 3, expand: int = 1, ridge_ratio: float = 0.02,
                  num_iter: int = 30, backend: str = 'auto', norm_eps: float = 1e-6, proj_drop: float = 0.,
-                 head_dim: Optional[int] = None, qk_input_dtype: bool = True):
+                 head_dim: Optional[int] = None, qk_input_dtype: bool = True, kernel_config: str = ''):
         super().__init__()
         check_solver_options(type(self).__name__, ridge_ratio, num_iter)
+        check_kernel_config(type(self).__name__, kernel_config)
         self.dim, self.d_conv = dim, d_conv
         self.d_inner = int(expand * dim)
         if self.d_inner % 2:
@@ -92,6 +96,7 @@ class GKAVisionMixer(nn.Module):
         self.head_dim = half // self.num_heads
         self.ridge_ratio, self.num_iter, self.backend = ridge_ratio, num_iter, backend
         self.qk_input_dtype = qk_input_dtype
+        self.kernel_config = kernel_config
 
         self.in_proj = nn.Linear(dim, self.d_inner, bias=False)
         # conv1d_x has a bias (MambaVision's has none): the zero tokens that pad the windows would otherwise give
@@ -128,10 +133,11 @@ class GKAVisionMixer(nn.Module):
         q, k, v = normalize_qk_scale_beta(q, k, xs.reshape(B, N, nh, D), torch.sigmoid(beta).unsqueeze(-1),
                                           self.qk_input_dtype)
         g = log_forget_gate(a, self.A_log, self.dt_bias)
-        y = _scan(q, k, v, torch.sigmoid(alpha), g, self.ridge_ratio, self.num_iter, self.backend)
+        y = _scan(q, k, v, torch.sigmoid(alpha), g, self.ridge_ratio, self.num_iter, self.backend, self.kernel_config)
         y = self.norm(y).reshape(B, N, -1)
         return self.proj_drop(self.out_proj(torch.cat([y, z.transpose(1, 2)], dim=-1)))
 
     def extra_repr(self) -> str:
         return (f'dim={self.dim}, d_inner={self.d_inner}, scan_heads={self.num_heads}, head_dim={self.head_dim}, '
-                f'ridge_ratio={self.ridge_ratio}, num_iter={self.num_iter}, backend={self.backend!r}')
+                f'ridge_ratio={self.ridge_ratio}, num_iter={self.num_iter}, backend={self.backend!r}'
+                + (f', kernel_config={self.kernel_config!r}' if self.kernel_config else ''))

@@ -29,6 +29,23 @@ def check_solver_options(owner: str, ridge_ratio: float, num_iter: int) -> None:
         raise ValueError(f'{owner}: num_iter must be >= 1, got {num_iter}')
 
 
+def check_kernel_config(owner: str, kernel_config: str) -> None:
+    """A mixer's `kernel_config`: a GKAKernelConfig spec string of overrides on top of the Triton kernels' default
+    for the inputs' dtype (docs/kernels.md), parsed here when the kernels are importable so that a typo fails at
+    model creation instead of at the first CUDA step."""
+    if not isinstance(kernel_config, str):
+        raise TypeError(f'{owner}: kernel_config must be a spec string such as "exact_operands=0,num_warps=8", '
+                        f'got {type(kernel_config).__name__}')
+    try:
+        from gka_kernels import GKAKernelConfig
+    except ImportError:  # no Triton here: the spec only matters to the Triton backend
+        return
+    try:
+        GKAKernelConfig.from_spec(kernel_config)
+    except ValueError as e:
+        raise ValueError(f'{owner}: kernel_config: {e}') from None
+
+
 def init_A_log_uniform(num_heads: int, a_min: float = 1.0, a_max: float = 16.0) -> torch.Tensor:
     """GKA's per-head decay rate, stored as log A with A ~ U(a_min, a_max) (docs/gka_spec.md section 1 says
     U(0, 16); U(1, 16) avoids log(0))."""

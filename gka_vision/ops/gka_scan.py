@@ -9,8 +9,9 @@ Returns o [B, T, H, D] in q's dtype (T = 0 gives an empty o). docs/gka_spec.md s
 section 2.
 
 Backends: "reference" (float64, token by token, exact solve), "torch" (chunked, any device),
-"triton" (CUDA kernels in `gka_kernels`; `config` a GKAKernelConfig or its spec string), "auto" (triton on
-CUDA when importable, else torch).
+"triton" (CUDA kernels in `gka_kernels`), "auto" (triton on CUDA when importable, else torch). `config` tunes the
+triton backend (the others ignore it): None for `default_config(solve_dtype(q, k, v))`, a GKAKernelConfig used as it
+is, or a spec string of overrides on top of that default ("exact_operands=0,num_warps=8": GKAKernelConfig.from_spec).
 
 Each scan is one torch.library custom op (`torch.ops.gka_vision.gka_scan`, `...gka_scan_bidirectional`, with
 a registered fake implementation and autograd), so torch.compile (fullgraph, any mode) and torch.export see one
@@ -21,6 +22,7 @@ what its backward op needs: for "triton" the solved x and ||H_t||_F of the kerne
 "reference" nothing (its backward re-runs it under autograd). ONNX has no such operator: while an ONNX exporter
 traces (torch.onnx.is_in_onnx_export()), the scans run as the torch backend's plain tensor ops instead.
 """
+import functools
 import os
 import warnings
 from typing import Optional, Tuple
@@ -123,15 +125,23 @@ def _debug_check(tensors, gates):
 
 
 def _config_spec(config) -> str:
-    """A GKAKernelConfig (or its spec string, or None) as the string argument of the ops."""
+    """A GKAKernelConfig (or a spec string of overrides, or None) as the string argument of the ops."""
     if config is None or isinstance(config, str):
         return config or ""
-    # '' means default_config(dtype); an explicit config that equals the class defaults names a field
-    return config.to_spec() or f"schedule={config.schedule}"
+    return config.to_spec(full=True)  # every field: the object as it is, whatever the inputs' default
 
 
-def _kernel_config(spec: str):
-    return None if not spec else _triton_module().GKAKernelConfig.from_spec(spec)
+def _kernel_config(spec: str, q, k, v):
+    """The kernels' config of a call: the spec's overrides on top of default_config(solve_dtype(q, k, v))."""
+    if not spec:
+        return None
+    tri = _triton_module()
+    return _parsed_config(tri, spec, tri.solve_dtype(q, k, v))
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed_config(tri, spec: str, dtype: torch.dtype):
+    return tri.GKAKernelConfig.from_spec(spec, tri.default_config(dtype))
 
 
 # ---- the ops ---------------------------------------------------------------------------------------------
@@ -162,7 +172,7 @@ def _forward(q, k, v, alpha, gates, gk, dir_base, ridge_ratio, num_iter, scale, 
             tri = _triton_module()
             o, x, fro = tri.gka_triton_forward(
                 q.contiguous(), k.contiguous(), v.contiguous(), alpha.contiguous(), gates.float().contiguous(),
-                int(dir_base), float(ridge_ratio), int(num_iter), float(scale), _kernel_config(config))
+                int(dir_base), float(ridge_ratio), int(num_iter), float(scale), _kernel_config(config, q, k, v))
             return o.contiguous(), x, fro
         outs, xs_ = [], []
         for s in range(ndir):
@@ -191,7 +201,7 @@ def _backward(do, q, k, v, alpha, gates, gk, x, fro, dir_base, ridge_ratio, num_
             dq, dk, dv, da, dg = _triton_module().gka_triton_backward(
                 q.contiguous(), k.contiguous(), v.contiguous(), alpha.contiguous(), gates.float().contiguous(),
                 x, fro, do.contiguous(), int(dir_base), float(ridge_ratio), int(num_iter), float(scale),
-                bool(sequential), _kernel_config(config))
+                bool(sequential), _kernel_config(config, q, k, v))
             return dq, dk, dv, da, dg.to(gates.dtype), empty_gk
         do_dir = do if ndir == 1 else 0.5 * do.to(torch.promote_types(do.dtype, torch.float32))
         total, dgates, dgk = None, [], None

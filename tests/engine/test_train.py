@@ -26,7 +26,7 @@ def read_rows(path):
 
 def test_resume_reproduces_uninterrupted_run(tiny_data, tmp_path):
     common = ["ema.enabled=true", "ema.decay=0.9", "aug.mixup=0.2", "aug.cutmix=0.5", "aug.smoothing=0.1",
-              "aug.re_prob=0.25", "optim.accum_steps=2"]
+              "aug.re_prob=0.25", "optim.accum_steps=2", "model.kwargs.kernel_config=num_warps=8"]
     full = run(tiny_cfg(tiny_data, tmp_path / "full", "verify_export=true", *common))
     # interrupted after epoch 0 (the time limit of a cluster job, say), then resumed from last.pth
     part = run(tiny_cfg(tiny_data, tmp_path / "resumed", "stop_after_epoch=0", *common))
@@ -49,6 +49,9 @@ def test_resume_reproduces_uninterrupted_run(tiny_data, tmp_path):
               "weights/config.json", "weights/pretrained_cfg.json", "weights_ema/model.safetensors"):
         assert (out / f).exists(), f
     assert any(p.name.startswith("events.out.tfevents") for p in (out / "tensorboard").iterdir())
+    # the kernels' tuning is the run's, not the architecture's: the exported model args leave it out
+    exported = json.loads((out / "weights" / "config.json").read_text())
+    assert exported["model_args"] and "kernel_config" not in exported["model_args"]
     summary = json.loads((out / "summary.json").read_text())
     # the exported weights, reloaded through timm's pretrained path, give the same accuracy
     assert summary["reloaded"]["top1"] == pytest.approx(summary["final"]["top1"], abs=1e-9)

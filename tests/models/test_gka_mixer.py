@@ -116,6 +116,39 @@ def test_scan_gets_q_and_k_in_the_projection_dtype(mixer, kwargs, qk_dtype, monk
     assert seen == dict(q=qk_dtype, k=qk_dtype, v=torch.bfloat16)
 
 
+@pytest.mark.parametrize('mixer', ['gka', 'gka_bi'])
+def test_kernel_config_reaches_every_scan(mixer, monkeypatch):
+    """The mixers' kernel_config (a GKAKernelConfig spec string) is handed to the scan as its config, from a flat
+    timm.create_model kwarg too; a bad spec or a non-string fails when the mixer is built, naming the option."""
+    import timm
+    from gka_vision.layers import create_mixer
+    from gka_vision.layers import gka_mixer, gka_vision_mixer
+    seen = []
+
+    def spy(q, k, v, *args, config=None, **kwargs):
+        seen.append(config)
+        return v.new_zeros(v.shape)
+
+    monkeypatch.setattr(gka_mixer, 'gka_scan_bidirectional', spy)
+    monkeypatch.setattr(gka_vision_mixer, 'gka_scan', spy)
+    m = create_mixer(mixer, DIM, 4, kernel_config='exact_operands=0,num_warps=8')
+    m(torch.randn(2, 12, DIM), (3, 4))
+    assert seen == ['exact_operands=0,num_warps=8'] and 'kernel_config=' in repr(m)
+    seen.clear()
+    create_mixer(mixer, DIM, 4)(torch.randn(2, 12, DIM), (3, 4))
+    assert seen == [''] and 'kernel_config' not in repr(create_mixer(mixer, DIM, 4))
+    name = 'gkavision_tiny' if mixer == 'gka' else 'gka_tiny_patch16_224'
+    model = timm.create_model(name, kernel_config='num_warps=8')
+    assert {mod.kernel_config for mod in model.modules() if hasattr(mod, 'kernel_config')} == {'num_warps=8'}
+    pytest.importorskip('gka_kernels')  # the spec is parsed where the kernels import
+    with pytest.raises(ValueError, match='kernel_config.*exact_operands'):
+        create_mixer(mixer, DIM, 4, kernel_config='exact_operands=maybe')
+    with pytest.raises(ValueError, match='kernel_config.*unknown'):
+        create_mixer(mixer, DIM, 4, kernel_config='warps=8')
+    with pytest.raises(TypeError, match='kernel_config'):
+        create_mixer(mixer, DIM, 4, kernel_config={'num_warps': 8})
+
+
 def test_bad_shapes_raise():
     with pytest.raises(ValueError, match='divisible'):
         BidirectionalGKAMixer(30, 4)

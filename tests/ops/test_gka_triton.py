@@ -498,6 +498,22 @@ def test_exact_operand_flags(monkeypatch):
     assert launch.exact_operand(bf, 0.5) and not launch.exact_operand(bf, 1.0 / 3.0)
 
 
+def test_op_config_strings_override_the_inputs_default():
+    """gka_scan's config: a spec string overrides fields of default_config(solve_dtype(q, k, v)) (bf16 inputs keep
+    their schedule under "exact_operands=0"); a GKAKernelConfig object is used as it is, whatever the inputs."""
+    from gka_kernels.gka_function import GKAKernelConfig, default_config
+    from gka_vision.ops.gka_scan import _config_spec, _kernel_config
+    bf16, f32 = torch.zeros(1, dtype=torch.bfloat16), torch.zeros(1)
+    cfg = _kernel_config("exact_operands=0", f32, f32, bf16)
+    assert cfg == default_config(torch.bfloat16).replace(exact_operands=False)
+    assert _kernel_config("exact_operands=0", f32, f32, f32) == default_config(torch.float32).replace(
+        exact_operands=False)
+    assert _kernel_config("", bf16, bf16, bf16) is None  # the host code takes the inputs' default
+    for obj in (GKAKernelConfig(), GKAKernelConfig(chunk=16), default_config(torch.bfloat16).replace(num_warps=8)):
+        assert _kernel_config(_config_spec(obj), bf16, bf16, bf16) == obj
+        assert _kernel_config(_config_spec(obj), f32, f32, f32) == obj
+
+
 def test_default_config_follows_least_precise_input():
     """Under CUDA autocast F.normalize returns fp32 q and k beside a bf16 v: the bf16 schedule applies (the output
     feeds bf16 layers); all-fp32 inputs keep the fp32 one."""
