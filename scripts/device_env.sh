@@ -15,3 +15,20 @@ use_repo_imports() {
     ln -s "$PWD/kernels" "$linkdir/gka_kernels"
     export PYTHONPATH="${1:+$1:}$PWD:$linkdir${PYTHONPATH:+:$PYTHONPATH}"
 }
+
+# device_call_setup [SITE]: the prologue of a one-off device command (`. scripts/device_env.sh && device_call_setup`):
+# the carried wheels into SITE (default /tmp/site; once per machine, so a warm machine skips it), then
+# use_repo_imports SITE and unbuffered Python output. The pip log goes to SITE.log.
+device_call_setup() {
+    local site=${1:-/tmp/site}
+    if [ ! -f "$site/.carried_wheels" ]; then
+        mkdir -p "$site"
+        if ! install_carried_wheels "$site" > "$site.log" 2>&1; then
+            echo "device_call_setup: installing the wheels of .whl/ failed (log $site.log)" >&2
+            return 1
+        fi
+        touch "$site/.carried_wheels"
+    fi
+    use_repo_imports "$site"
+    export PYTHONUNBUFFERED=1
+}
