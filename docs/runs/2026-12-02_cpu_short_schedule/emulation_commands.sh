@@ -12,3 +12,7 @@ S="bf16f:15+2xbf16f:12/bf16:12+2xbf16:10 bf16f:12+2xbf16f:12/bf16:12+2xbf16:12 b
 python $E --inputs bf16 --seeds 60 --cases 1:0.5 --schedules $S > $D/emulation_T1_bf16_60seeds_more.log
 python $E --inputs bf16 --seeds 2 --cases $CASES --schedules $S > $D/emulation_bf16_inputs_more.log
 # the T = 1 distributions: python docs/runs/2026-12-01_cpu_folded_steps/t1_summary.py LOG (both T1 logs) > $D/t1_summary.log
+# the two changes together (the candidate of docs/kernels.md)
+S="bf16f:12+2xbf16f:12/bf16:10+2xbf16:12"
+python $E --inputs bf16 --seeds 60 --cases 1:0.5 --schedules $S > $D/emulation_T1_bf16_60seeds_candidate.log
+python $E --inputs bf16 --seeds 2 --cases $CASES --schedules $S > $D/emulation_bf16_inputs_candidate.log
