@@ -36,6 +36,8 @@ def check_kernel_config(owner: str, kernel_config: str) -> None:
     if not isinstance(kernel_config, str):
         raise TypeError(f'{owner}: kernel_config must be a spec string such as "exact_operands=0,num_warps=8", '
                         f'got {type(kernel_config).__name__}')
+    if not kernel_config:  # the default: nothing to parse, no import of the kernels at model creation
+        return
     try:
         from gka_kernels import GKAKernelConfig
     except ImportError:  # no Triton here: the spec only matters to the Triton backend

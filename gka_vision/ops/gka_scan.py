@@ -133,14 +133,12 @@ def _config_spec(config) -> str:
 
 def _kernel_config(spec: str, q, k, v):
     """The kernels' config of a call: the spec's overrides on top of default_config(solve_dtype(q, k, v))."""
-    if not spec:
-        return None
-    tri = _triton_module()
-    return _parsed_config(tri, spec, tri.solve_dtype(q, k, v))
+    return _parsed_config(spec, _triton_module().solve_dtype(q, k, v)) if spec else None
 
 
 @functools.lru_cache(maxsize=64)
-def _parsed_config(tri, spec: str, dtype: torch.dtype):
+def _parsed_config(spec: str, dtype: torch.dtype):
+    tri = _triton_module()
     return tri.GKAKernelConfig.from_spec(spec, tri.default_config(dtype))
 
 
