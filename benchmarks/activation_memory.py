@@ -144,20 +144,21 @@ class CudaAutocastPolicy(TorchFunctionMode):
 _scan_transient = []  # bytes of each scan backward's transient buffers
 
 
-def scan_backward_transient_bytes(B, T, H, D, ndir, sequential=False, chunk=None, state_cols=32):
+def scan_backward_transient_bytes(B, T, H, D, ndir, sequential=False, chunk=None, state_cols=32, split=None):
     """Peak transient fp32 buffers of gka_triton_backward (kernels/gka_function.py _backward).
 
     Per launch set over n directions: the chunk states hk, hv [n, B*H, NC, BD, BD] (U, W are stored over
-    them), dq, dk, dv [n, B, T, H, D], da, dG [n, B, T, H], dgp [BD/BN, n, B, T, H]; the states are freed
-    before the direction sums [B, T, H, D] x 3. Sequential (two directions one after the other): the first
-    direction's gradients stay while the second's launches run, and the second's are added in place.
-    chunk: the backward's tokens per chunk (None: the default config's at head dim D)."""
-    from gka_kernels.gka_function import GKAKernelConfig, chunk_sizes, padded_head_dim
+    them), dq, dk, dv [n, B, T, H, D], da, dG [n, B, T, H], dgp [BD/BN, n, B, T, H], and with the split
+    backward solve qbar [n, B, T, H, D] (its two launches' hand-over); the states are freed before the
+    direction sums [B, T, H, D] x 3. Sequential (two directions one after the other): the first direction's
+    gradients stay while the second's launches run, and the second's are added in place.
+    chunk, split: the backward's tokens per chunk and whether its solve kernel is split (None: the default
+    config's at head dim D)."""
+    from gka_kernels.gka_function import GKAKernelConfig, chunk_sizes, padded_head_dim, split_backward
     BD = padded_head_dim(D)
-    if chunk is None:  # the default config's backward chunk at this head dim
-        chunk = chunk_sizes(GKAKernelConfig(), D)[1]
-    NC = math.ceil(T / chunk)
-    per_dir_states = 2 * B * H * NC * BD * BD * 4
+    cfg = GKAKernelConfig(chunk=chunk, split_backward=split)
+    NC = math.ceil(T / chunk_sizes(cfg, D)[1])
+    per_dir_states = 2 * B * H * NC * BD * BD * 4 + (B * T * H * D * 4 if split_backward(cfg, D) else 0)
     per_dir_grads = 3 * B * T * H * D * 4 + (2 + BD // min(BD, state_cols)) * B * T * H * 4
     if sequential and ndir == 2:
         return per_dir_states + 2 * per_dir_grads

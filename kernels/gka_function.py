@@ -67,11 +67,11 @@ class GKAKernelConfig:
     precision_states: both chunk-state scans (forward H_p / S_p, also recomputed in the backward; reverse scan).
     precision_grad: the backward solve kernel's products outside the solve (read-out and covariance gradients).
     precision_lo: its four products without cancellation (dv's, k k^T of the ridge term, two ridge terms).
-    chunk: tokens per chunk (BC) of the backward launches (None: 32 at padded head dim 64, 16 otherwise);
+    chunk: tokens per chunk (BC) of the backward launches (None: 64 at padded head dim 64, 16 otherwise);
     fwd_chunk: tokens per chunk of the forward launches (its state scan and solve kernel; None: 64 at padded head
     dim 64, the backward's chunk otherwise). The forward hands the backward x and ||H_t||_F per token, so the two
-    may chunk differently: 64-token chunks make the forward solve's products large enough for wgmma, and the
-    backward solve kernel spills there (docs/kernels.md, "Registers, occupancy and chunk size");
+    may chunk differently; 64-token chunks make the solves' products large enough for wgmma (docs/kernels.md,
+    "Registers, occupancy and chunk size");
     num_warps: warps per program of the two solve kernels (None: 4 up to head dim 64, 8 above);
     state_warps: the same for the two chunk-state scans;
     state_cols: state columns per program of the two chunk-state scans; max_regs: register cap of the solve
@@ -79,7 +79,8 @@ class GKAKernelConfig:
     lean_solve: the solve kernels keep the right-hand side and the running solution of the refinement rounds in
     memory instead of registers (fewer registers per program, one extra fp32 buffer in the backward);
     split_backward: the backward solve kernel runs as two launches (read-out gradients + second solve, then the
-    covariance gradients), each with fewer live registers (one extra fp32 buffer);
+    covariance gradients), each with fewer live registers (one extra fp32 buffer); None: split where the backward
+    runs on chunks of 64 tokens or more (in one launch its three phases spill there);
     tail_tile: the last chunk of a solve launch runs on a smaller tile when it holds at most half a chunk
     (`tail_rows`; at T = 197 the forward's last 64-token chunk has 5 tokens);
     paired_steps: which solve kernels run their Chebyshev steps two per loop iteration with the iterates updated
@@ -104,7 +105,7 @@ class GKAKernelConfig:
     max_regs: Optional[int] = None
     prefetch: bool = True
     lean_solve: bool = False
-    split_backward: bool = False
+    split_backward: Optional[bool] = None
     tail_tile: bool = True
     paired_steps: str = "fwd"
     folded_steps: str = "fwd"
@@ -125,8 +126,12 @@ class GKAKernelConfig:
             if not (isinstance(val, int) and val >= 16 and val & (val - 1) == 0):
                 raise ValueError(f"GKAKernelConfig.{name}={val!r}: a power of two >= 16")
         for f in dataclasses.fields(self):
-            if isinstance(f.default, bool) and not isinstance(getattr(self, f.name), bool):
-                raise ValueError(f"GKAKernelConfig.{f.name}={getattr(self, f.name)!r}: True or False")
+            val = getattr(self, f.name)
+            if f.name in _AUTO_BOOLS and val is None:
+                continue
+            if (isinstance(f.default, bool) or f.name in _AUTO_BOOLS) and not isinstance(val, bool):
+                raise ValueError(f"GKAKernelConfig.{f.name}={val!r}: True or False"
+                                 + (" (or None)" if f.name in _AUTO_BOOLS else ""))
         for name in ("num_warps", "state_warps"):
             if getattr(self, name) not in (None, 1, 2, 4, 8, 16):
                 raise ValueError(f"GKAKernelConfig.{name}={getattr(self, name)!r}: 1, 2, 4, 8 or 16 (or None)")
@@ -156,7 +161,9 @@ class GKAKernelConfig:
                                  f"(keys: {', '.join(fields)})")
             if key in ("chunk", "fwd_chunk", "state_cols", "num_warps", "state_warps", "max_regs"):
                 changes[key] = None if val.lower() == "none" else int(val)
-            elif isinstance(fields[key].default, bool):
+            elif key in _AUTO_BOOLS and val.lower() == "none":
+                changes[key] = None
+            elif isinstance(fields[key].default, bool) or key in _AUTO_BOOLS:
                 if val.lower() not in _BOOL_WORDS:
                     raise ValueError(f"GKAKernelConfig spec {spec!r}: {key}={val!r} is not one of "
                                      f"{', '.join(_BOOL_WORDS)}")
@@ -166,6 +173,8 @@ class GKAKernelConfig:
         return dataclasses.replace(base, **changes)
 
 
+# bool fields whose default None means "chosen per launch" (split_backward: by the backward's chunk size)
+_AUTO_BOOLS = ("split_backward",)
 _BOOL_WORDS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
@@ -202,11 +211,19 @@ def padded_head_dim(head_dim: int) -> int:
 
 def chunk_sizes(config: GKAKernelConfig, head_dim: int) -> Tuple[int, int]:
     """(forward, backward) tokens per chunk of `config` at this head dim: its fwd_chunk and chunk, or where they are
-    None 64 and 32 at padded head dim 64 (measured faster there only, docs/kernels.md) and 16 elsewhere (the
-    forward then takes the backward's chunk)."""
+    None 64 at padded head dim 64 (measured faster there only, docs/kernels.md) and 16 elsewhere (the forward
+    then takes the backward's chunk)."""
     padded_64 = padded_head_dim(head_dim) == 64
-    bwd = config.chunk or (32 if padded_64 else 16)
+    bwd = config.chunk or (64 if padded_64 else 16)
     return config.fwd_chunk or (64 if padded_64 else bwd), bwd
+
+
+def split_backward(config: GKAKernelConfig, head_dim: int) -> bool:
+    """Whether the backward solve kernel runs as two launches: config.split_backward, or where that is None, wherever
+    the backward's chunks have 64 tokens or more (in one launch its three phases spill there, docs/kernels.md)."""
+    if config.split_backward is not None:
+        return config.split_backward
+    return chunk_sizes(config, head_dim)[1] >= 64
 
 
 def tail_rows(T: int, chunk: int, tail_tile: bool = True) -> int:
@@ -240,7 +257,7 @@ class _Launch:
         self.grad, self.lo = prec(config.precision_grad), prec(config.precision_lo)
         self.prefetch = config.prefetch
         self.lean = config.lean_solve
-        self.split = config.split_backward
+        self.split = split_backward(config, D)
         self.tail_tile = config.tail_tile
         self.paired_fwd = config.paired_steps in ("fwd", "both")
         self.paired_bwd = config.paired_steps in ("bwd", "both")

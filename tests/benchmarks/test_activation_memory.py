@@ -176,13 +176,17 @@ def test_tool_flash_stand_in_and_intercept():
 
 def test_scan_transient_model_sequential_backward():
     """The tool's model of the Triton backward's transient buffers: the sequential backward holds one
-    direction's chunk states (U/W stored over H_p/S_p: two buffers) instead of both directions'."""
+    direction's chunk states (U/W stored over H_p/S_p: two buffers) and qbar (the split solve kernel's hand-over,
+    the default at head dim 64) instead of both directions'; chunk=32 runs unsplit, without qbar."""
     tool = load_benchmark("activation_memory")
     B, T, H, D = 16, 4097, 3, 64
-    NC = -(-T // 32)  # the default backward chunk at head dim 64
-    states_one_dir = 2 * B * H * NC * 64 * 64 * 4
+    states = lambda chunk: 2 * B * H * -(-T // chunk) * 64 * 64 * 4  # noqa: E731  (one direction's)
+    qbar = B * T * H * D * 4
     joint = tool.scan_backward_transient_bytes(B, T, H, D, 2)
     seq = tool.scan_backward_transient_bytes(B, T, H, D, 2, sequential=True)
-    assert joint - seq == states_one_dir
+    assert joint - seq == states(64) + qbar  # the default backward chunk at head dim 64
+    joint32 = tool.scan_backward_transient_bytes(B, T, H, D, 2, chunk=32)
+    assert joint32 - tool.scan_backward_transient_bytes(B, T, H, D, 2, chunk=32, sequential=True) == states(32)
+    assert joint32 - joint == 2 * (states(32) - states(64) - qbar)
     assert tool.scan_backward_transient_bytes(B, T, H, D, 1, sequential=True) == \
         tool.scan_backward_transient_bytes(B, T, H, D, 1)

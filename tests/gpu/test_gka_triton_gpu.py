@@ -95,8 +95,8 @@ def test_fp32_qk_with_bf16_values_vs_reference(T):
 
 
 def test_tail_tile_matches_full_tile():
-    """The last chunk on a 16-row tile (the default at T = 197: 5 tokens in the forward's last 64-token chunk and the
-    backward's last 32-token one) gives what the full tile gives, to the rounding of other tile shapes."""
+    """The last chunk on a 16-row tile (the default at T = 197: 5 tokens in the last 64-token chunk of the forward and
+    of the backward) gives what the full tile gives, to the rounding of other tile shapes."""
     from gka_kernels import default_config
     from gka_vision.ops import gka_scan_bidirectional
     ins = _inputs(2, 197, 3, 64, torch.bfloat16)
@@ -192,9 +192,11 @@ def test_new_T_does_not_recompile():
         ins = _inputs(1, T, 2, 64, torch.bfloat16)
         gka_scan_bidirectional(*ins, backend="triton").float().sum().backward()
     assert [_cache_entries(k) for k in kernels] == before
-    # 36 tokens in the forward's last chunk: its full 64-row tile, at most one more specialisation of the forward
-    # solve (none where an earlier test of this process compiled it) and none of the other kernels
+    # 36 tokens in the last 64-token chunk of the forward and of the backward: their full 64-row tiles, at most one
+    # more specialisation of the forward solve and two of the backward solve (its two launches; none where an
+    # earlier test of this process compiled them), none of the state scans
     ins = _inputs(1, 100, 2, 64, torch.bfloat16)
     gka_scan_bidirectional(*ins, backend="triton").float().sum().backward()
     after = [_cache_entries(k) for k in kernels]
-    assert after[0] == before[0] and after[2:] == before[2:] and before[1] <= after[1] <= before[1] + 1
+    assert after[0] == before[0] and after[3] == before[3], (before, after)
+    assert before[1] <= after[1] <= before[1] + 1 and before[2] <= after[2] <= before[2] + 2, (before, after)
