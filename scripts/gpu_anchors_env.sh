@@ -12,11 +12,12 @@
 #   priority and on part of the cores (MAX_JOBS, default 6; NVCC_THREADS, default 2). Launch-bound timings
 #   taken while it runs are noisier: wait_mamba_build [SECONDS] first where that matters.
 #
-# .anchors/ (ignored by git, never committed) holds the fetched sources and the build recipe:
+# .anchors/ (ignored by git, never committed) holds the fetched sources (for example `git archive HEAD
+# csrc/selective_scan | tar -x -C .anchors/mamba` from a clone of state-spaces/mamba):
 #   hybrid-model-factory/training/src/hmf/model/hybrid_zoo/layers/gated_kalmanet/ops/chebyshev/  the authors' kernels
 #   flash-linear-attention/fla/ops/gka/                  fla's GKA port (main branch; not in fla-core 0.6.0)
 #   mamba/csrc/selective_scan/                           mamba_ssm's CUDA selective scan
-#   build_mamba_selective_scan.py                        torch.utils.cpp_extension.load of it for sm_90
+# The build recipe is benchmarks/build_mamba_selective_scan.py (GKA_ANCHOR_MAMBA_RECIPE overrides it).
 # Sourcing twice on one machine reinstalls nothing and starts no second build.
 
 GKA_ANCHOR_ROOT="$PWD/.anchors"
@@ -25,6 +26,7 @@ export GKA_ANCHOR_FLA_DIR="$GKA_ANCHOR_ROOT/flash-linear-attention"
 export GKA_ANCHOR_FLA041_SITE="${GKA_ANCHOR_FLA041_SITE:-/tmp/fla041}"
 export GKA_ANCHOR_FLA060_SITE="${GKA_ANCHOR_FLA060_SITE:-/tmp/fla060}"
 export GKA_ANCHOR_MAMBA_BUILD="${GKA_ANCHOR_MAMBA_BUILD:-/tmp/mamba_build}"
+GKA_ANCHOR_MAMBA_RECIPE="${GKA_ANCHOR_MAMBA_RECIPE:-$PWD/benchmarks/build_mamba_selective_scan.py}"
 
 # install_anchor_wheels: .whl/fla041/*.whl and .whl/fla060/*.whl into their sites (skipped where SITE/fla exists)
 install_anchor_wheels() {
@@ -44,9 +46,8 @@ install_anchor_wheels() {
 # start_mamba_build: the background build of .anchors/mamba into $GKA_ANCHOR_MAMBA_BUILD (once per machine)
 start_mamba_build() {
     local dir=$GKA_ANCHOR_MAMBA_BUILD pid
-    if [ ! -f "$GKA_ANCHOR_ROOT/build_mamba_selective_scan.py" ] \
-            || [ ! -d "$GKA_ANCHOR_ROOT/mamba/csrc/selective_scan" ]; then
-        echo "gpu_anchors_env: no mamba sources or build recipe in .anchors (carry .anchors); no build" >&2
+    if [ ! -f "$GKA_ANCHOR_MAMBA_RECIPE" ] || [ ! -d "$GKA_ANCHOR_ROOT/mamba/csrc/selective_scan" ]; then
+        echo "gpu_anchors_env: no mamba sources in .anchors/mamba (carry .anchors) or no build recipe; no build" >&2
         return 0
     fi
     mkdir -p "$dir"
@@ -59,7 +60,7 @@ start_mamba_build() {
         export CUDA_HOME=/usr/local/cuda
     fi
     MAX_JOBS=${MAX_JOBS:-6} NVCC_THREADS=${NVCC_THREADS:-2} TORCH_CUDA_ARCH_LIST=9.0 \
-        setsid nohup nice -n 19 python3 "$GKA_ANCHOR_ROOT/build_mamba_selective_scan.py" \
+        setsid nohup nice -n 19 python3 "$GKA_ANCHOR_MAMBA_RECIPE" \
         "$GKA_ANCHOR_ROOT/mamba" "$dir" >"$dir/build.log" 2>&1 </dev/null &
     echo $! >"$dir/pid"
 }

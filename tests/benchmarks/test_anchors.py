@@ -420,10 +420,10 @@ def _env_script_repo(tmp_path, delay=1.0, fail=False):
     (repo / ".anchors" / "mamba" / "delay").write_text(str(delay))
     if fail:
         (repo / ".anchors" / "mamba" / "fail").write_text("")
-    (repo / ".anchors" / "build_mamba_selective_scan.py").write_text(_STUB_RECIPE)
+    (tmp_path / "recipe.py").write_text(_STUB_RECIPE)
     env = {k: v for k, v in os.environ.items() if not k.startswith("GKA_ANCHOR_")}
     env.update(GKA_ANCHOR_FLA041_SITE=str(tmp_path / "s041"), GKA_ANCHOR_FLA060_SITE=str(tmp_path / "s060"),
-               GKA_ANCHOR_MAMBA_BUILD=str(tmp_path / "build"),
+               GKA_ANCHOR_MAMBA_BUILD=str(tmp_path / "build"), GKA_ANCHOR_MAMBA_RECIPE=str(tmp_path / "recipe.py"),
                PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
     return repo, env
 
@@ -449,7 +449,7 @@ def test_env_script_installs_exports_and_builds_in_background(tmp_path):
     assert (tmp_path / "build" / "selective_scan_cuda.so").exists()
     assert "built (stub)" in (tmp_path / "build" / "build.log").read_text()
     # sourcing again installs nothing and builds nothing
-    (repo / ".anchors" / "build_mamba_selective_scan.py").write_text("raise SystemExit('second build')\n")
+    (tmp_path / "recipe.py").write_text("raise SystemExit('second build')\n")
     proc = _source(repo, env, "wait_mamba_build 5; echo WAIT=$?")
     assert "WAIT=0" in proc.stdout and "second build" not in (tmp_path / "build" / "build.log").read_text()
 
