@@ -14,7 +14,7 @@ def test_kernel_flops_count_the_tail_tile():
         bench.set_variant(variant)
         return bench.kernel_flops(2, T, 3, 64, torch.bfloat16)
 
-    # T = 197: the forward's 4th 64-token chunk and the backward's 7th 32-token chunk hold 5 tokens, each run on a
+    # T = 197: the 4th 64-token chunk of the forward and of the backward holds 5 tokens, each run on a
     # 16-row tile, which is what T = 5 runs on: the count is that of T = 192 (whole chunks) plus that of T = 5
     assert flops(197) == tuple(a + b for a, b in zip(flops(192), flops(5)))
     assert all(a < b for a, b in zip(flops(197), flops(197, "tail_tile=0")))
