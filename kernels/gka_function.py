@@ -16,6 +16,7 @@ environment except TRITON_INTERPRET, which Triton itself reads.
 import dataclasses
 import functools
 import os
+import typing
 from typing import Optional, Tuple
 
 import torch
@@ -126,12 +127,10 @@ class GKAKernelConfig:
             if not (isinstance(val, int) and val >= 16 and val & (val - 1) == 0):
                 raise ValueError(f"GKAKernelConfig.{name}={val!r}: a power of two >= 16")
         for f in dataclasses.fields(self):
+            kind, optional = _field_kind(f)
             val = getattr(self, f.name)
-            if f.name in _AUTO_BOOLS and val is None:
-                continue
-            if (isinstance(f.default, bool) or f.name in _AUTO_BOOLS) and not isinstance(val, bool):
-                raise ValueError(f"GKAKernelConfig.{f.name}={val!r}: True or False"
-                                 + (" (or None)" if f.name in _AUTO_BOOLS else ""))
+            if kind is bool and not isinstance(val, bool) and not (optional and val is None):
+                raise ValueError(f"GKAKernelConfig.{f.name}={val!r}: True or False" + (" (or None)" if optional else ""))
         for name in ("num_warps", "state_warps"):
             if getattr(self, name) not in (None, 1, 2, 4, 8, 16):
                 raise ValueError(f"GKAKernelConfig.{name}={getattr(self, name)!r}: 1, 2, 4, 8 or 16 (or None)")
@@ -159,11 +158,12 @@ class GKAKernelConfig:
             if not sep or key not in fields:
                 raise ValueError(f"GKAKernelConfig spec {spec!r}: unknown or malformed item {item!r} "
                                  f"(keys: {', '.join(fields)})")
-            if key in ("chunk", "fwd_chunk", "state_cols", "num_warps", "state_warps", "max_regs"):
-                changes[key] = None if val.lower() == "none" else int(val)
-            elif key in _AUTO_BOOLS and val.lower() == "none":
+            kind, optional = _field_kind(fields[key])
+            if (optional or kind is int) and val.lower() == "none":
                 changes[key] = None
-            elif isinstance(fields[key].default, bool) or key in _AUTO_BOOLS:
+            elif kind is int:
+                changes[key] = int(val)
+            elif kind is bool:
                 if val.lower() not in _BOOL_WORDS:
                     raise ValueError(f"GKAKernelConfig spec {spec!r}: {key}={val!r} is not one of "
                                      f"{', '.join(_BOOL_WORDS)}")
@@ -173,8 +173,15 @@ class GKAKernelConfig:
         return dataclasses.replace(base, **changes)
 
 
-# bool fields whose default None means "chosen per launch" (split_backward: by the backward's chunk size)
-_AUTO_BOOLS = ("split_backward",)
+def _field_kind(field) -> Tuple[type, bool]:
+    """(type, whether None is allowed) of a GKAKernelConfig field, from its annotation: Optional[int] -> (int, True);
+    None means "chosen per launch" (the chunk sizes and warps by the head dim, split_backward by the chunk size)."""
+    args = typing.get_args(field.type)
+    if type(None) in args:
+        return next(a for a in args if a is not type(None)), True
+    return field.type, False
+
+
 _BOOL_WORDS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
