@@ -193,26 +193,42 @@ def kernel_flops(B, T, H, D, dtype, ndir=2):
     return launch(fwd, L.BC_fwd), launch(bwd, L.BC)
 
 
-def profile_split(ins, do):
+def launch_split(kernels, n_iter):
+    """[(ms, label)] per launch slot of one iteration, largest first, from `kernels`: the (name, device us) of every
+    kernel launched in `n_iter` identical iterations, in launch order. A kernel launched m > 1 times an iteration
+    (the backward solve kernel's two launches) gets one row per launch, labelled `name [i/m]` in launch order."""
+    names = [n for n, _ in kernels]
+    counts = {n: names.count(n) for n in dict.fromkeys(names)}
+    for n, c in counts.items():
+        if c % n_iter:
+            raise ValueError(f"launch_split: {n} launched {c} times in {n_iter} iterations")
+    per_iter = {n: c // n_iter for n, c in counts.items()}
+    seen, total = {}, {}
+    for n, us in kernels:
+        i = seen.get(n, 0)
+        seen[n] = i + 1
+        m = per_iter[n]
+        label = n if m == 1 else f"{n} [{i % m + 1}/{m}]"
+        total[label] = total.get(label, 0.0) + us
+    return sorted(((t / n_iter / 1000, label) for label, t in total.items()), reverse=True)
+
+
+def profile_split(ins, do, n_iter=5):
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
     fn = gka_op("triton")
     for _ in range(2):
         fn(*ins).backward(do)
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(5):
+        for _ in range(n_iter):
             fn(*ins).backward(do)
         torch.cuda.synchronize()
-    rows = []
-    for e in prof.key_averages():
-        t = getattr(e, "device_time_total", None)
-        if t is None:
-            t = e.cuda_time_total
-        if t > 0:
-            rows.append((t / 5 / 1000, e.key))
+    kernels = [(e.name, e.time_range.elapsed_us()) for e in sorted(prof.events(), key=lambda e: e.time_range.start)
+               if e.device_type == DeviceType.CUDA and e.time_range.elapsed_us() > 0]
     for t in ins:
         t.grad = None
-    return sorted(rows, reverse=True)
+    return launch_split(kernels, n_iter)
 
 
 def main():
@@ -348,7 +364,7 @@ def main():
                 print(f"\nprofile of {v} FAILED: {type(e).__name__} {str(e)[:200]}")
                 continue
             print(f"\nper-kernel ms of one fwd+bwd at {args.shapes[0]} (variant {v}):")
-            for t, name in split[:8]:
+            for t, name in split[:10]:
                 print(f"  {t:8.3f}  {name[:90]}")
     if args.json:
         with open(args.json, "w") as f:

@@ -19,3 +19,14 @@ def test_kernel_flops_count_the_tail_tile():
     assert flops(197) == tuple(a + b for a, b in zip(flops(192), flops(5)))
     assert all(a < b for a, b in zip(flops(197), flops(197, "tail_tile=0")))
     assert flops(256) == flops(256, "tail_tile=0")  # no partial chunk, no tail tile
+
+
+def test_profile_split_names_each_launch_of_a_kernel():
+    bench = load_benchmark("bench_gka_core")
+    # two iterations; the solve kernel launches twice an iteration (the split backward), the others once
+    events = [("fwd", 10.0), ("solve", 100.0), ("solve", 30.0), ("states", 5.0)] * 2
+    rows = bench.launch_split(events, 2)
+    assert [label for _, label in rows] == ["solve [1/2]", "solve [2/2]", "fwd", "states"]
+    assert [ms for ms, _ in rows] == pytest.approx([0.1, 0.03, 0.01, 0.005])
+    with pytest.raises(ValueError, match="solve launched 5 times in 2 iterations"):
+        bench.launch_split(events + [("solve", 1.0)], 2)
