@@ -13,6 +13,7 @@ first 2 heads, at most 1025 tokens), for bf16 and fp32 inputs and every variant.
 of one forward+backward from torch.profiler and the FLOPs the kernels execute.
 """
 import argparse
+import collections
 import json
 import os
 import sys
@@ -197,19 +198,16 @@ def launch_split(kernels, n_iter):
     """[(ms, label)] per launch slot of one iteration, largest first, from `kernels`: the (name, device us) of every
     kernel launched in `n_iter` identical iterations, in launch order. A kernel launched m > 1 times an iteration
     (the backward solve kernel's two launches) gets one row per launch, labelled `name [i/m]` in launch order."""
-    names = [n for n, _ in kernels]
-    counts = {n: names.count(n) for n in dict.fromkeys(names)}
+    counts = collections.Counter(n for n, _ in kernels)
     for n, c in counts.items():
         if c % n_iter:
             raise ValueError(f"launch_split: {n} launched {c} times in {n_iter} iterations")
-    per_iter = {n: c // n_iter for n, c in counts.items()}
-    seen, total = {}, {}
+    seen, total = collections.Counter(), collections.Counter()
     for n, us in kernels:
-        i = seen.get(n, 0)
-        seen[n] = i + 1
-        m = per_iter[n]
-        label = n if m == 1 else f"{n} [{i % m + 1}/{m}]"
-        total[label] = total.get(label, 0.0) + us
+        m = counts[n] // n_iter
+        label = n if m == 1 else f"{n} [{seen[n] % m + 1}/{m}]"
+        seen[n] += 1
+        total[label] += us
     return sorted(((t / n_iter / 1000, label) for label, t in total.items()), reverse=True)
 
 
