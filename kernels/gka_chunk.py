@@ -108,7 +108,7 @@ def _dot(a, b, PREC: tl.constexpr, A_EXACT: tl.constexpr = False, B_EXACT: tl.co
             out = tl.dot(a_hi, b_hi, acc)
         return out
     else:
-        return tl.dot(a, b, input_precision=PREC)
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision=PREC)
 
 
 @triton.jit
@@ -394,6 +394,8 @@ def _fwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr,
     """
     c, i_bh, i_s, valid, tok, gate_off = _solve_program(T, H, BTH, dir_base, BC, BT)
     K = _load_rows(k_ptr, tok, valid, D, BD)
+    if K_EXACT:
+        K = K.to(tl.bfloat16)  # exact: half the registers of the fp32 tile
     gg, G, M = _chunk_gates(gate_ptr, gate_off, tok, valid, BT)
     eG = tl.exp(G)
     slot = (i_s.to(tl.int64) * NBH + i_bh) * NC + c
@@ -499,6 +501,8 @@ def _bwd_solve_tile(q_ptr, k_ptr, v_ptr, a_ptr, gate_ptr, hk_ptr, hv_ptr, x_ptr,
     gg, G, M = _chunk_gates(gate_ptr, gate_off, tok, valid, BT)
     eG = tl.exp(G)
     K = _load_rows(k_ptr, tok, valid, D, BD)
+    if K_EXACT:
+        K = K.to(tl.bfloat16)  # exact: half the registers of the fp32 tile
     alpha = tl.load(a_ptr + tok, mask=valid, other=0.0).to(tl.float32)
     dq_ptrs, m = _rows_ptr_mask(dq_ptr, dir_tok, valid, D, BD)
     dk_ptrs, _ = _rows_ptr_mask(dk_ptr, dir_tok, valid, D, BD)

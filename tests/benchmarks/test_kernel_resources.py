@@ -103,9 +103,10 @@ def test_folded_chebyshev_steps_issue_fewer_instructions():
                     reason="needs Triton's CUDA tools (ptxas, cuobjdump, nvdisasm) and no interpreter")
 def test_exact_operands_issue_fewer_products():
     """exact_operands (the default) with bf16 inputs (GKAKernelConfig, `_dot`'s A_EXACT / B_EXACT): every kernel
-    issues fewer tensor-core instructions and fewer instructions in all than with it off, and no loop grows by more
-    than two instructions (head dim 64, offline SASS, 2026-12-02: the backward solve kernel 878 -> 678 MMA
-    instructions, 17864 -> 16176 in all)."""
+    issues fewer tensor-core instructions and fewer instructions in all than with it off, and no loop issues more
+    MMAs or grows by more than 3 % (head dim 64, offline SASS, 2026-12-02: the backward solve kernel 878 -> 678 MMA
+    instructions, 17864 -> 16176 in all; the keys held as bf16 tiles, which exact operands also turn on, lengthen
+    the forward solve's full-tile step loop 542 -> 556 and shorten its tail-tile loops, docs/kernels.md)."""
     kr = load_benchmark("kernel_resources")
     plain, exact = (kr.report(64, "bf16", 90, spec=s) for s in ("exact_operands=0", ""))
     assert [r["kernel"] for r in plain] == [r["kernel"] for r in exact] and len(plain) == 5  # the backward solve split
@@ -113,4 +114,4 @@ def test_exact_operands_issue_fewer_products():
         assert e["sass"]["mma"] < p["sass"]["mma"] and e["sass"]["total"] < p["sass"]["total"], (p, e)
         assert len(e["loops"]) == len(p["loops"])
         for lp, le in zip(p["loops"], e["loops"]):
-            assert le["total"] <= lp["total"] + 2 and le.get("mma", 0) <= lp.get("mma", 0), (p["kernel"], lp, le)
+            assert le["total"] <= 1.03 * lp["total"] + 2 and le.get("mma", 0) <= lp.get("mma", 0), (p["kernel"], lp, le)
