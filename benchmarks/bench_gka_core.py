@@ -14,6 +14,7 @@ of one forward+backward from torch.profiler and the FLOPs the kernels execute.
 """
 import argparse
 import collections
+import functools
 import json
 import os
 import sys
@@ -76,10 +77,15 @@ def set_variant(variant):
         raise SystemExit(f"bench_gka_core: {e}")
 
 
-def variant_config(dtype):
-    spec = _VARIANT["config"]
+@functools.lru_cache(maxsize=None)
+def _resolved_config(spec, dtype):
     base = gkf.default_config(dtype)
     return base if spec is None else gkf.GKAKernelConfig.from_spec(spec, base)
+
+
+def variant_config(dtype):
+    """The config of the variant being timed for inputs of this solve dtype (parsed once, not in the timed calls)."""
+    return _resolved_config(_VARIANT["config"], dtype)
 
 
 def bench(fn, grad_to_none=None):

@@ -14,9 +14,11 @@ prints how far this checkout's outputs and gradients are from the base's (relati
 bits), so a change meant to keep the arithmetic shows that it did.
 """
 import argparse
+import atexit
 import importlib.util
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -37,6 +39,8 @@ def fail(msg):
     """A user error: one line on stderr, exit code 2."""
     print(f"bench_kernel_revision: {msg}", file=sys.stderr)
     raise SystemExit(2)
+
+
 GRAD_NAMES = ("q", "k", "v", "alpha", "g", "g_rev")
 
 
@@ -57,8 +61,9 @@ def load_base(base_dir):
 
 
 def archive_rev(rev, repo):
-    """git archive rev's kernels/ into a temporary folder; its path."""
+    """git archive rev's kernels/ into a temporary folder (removed at exit); its path."""
     out = tempfile.mkdtemp(prefix="gka_base_")
+    atexit.register(shutil.rmtree, out, True)
     try:
         tar = subprocess.run(["git", "-C", repo, "archive", rev, "kernels"], check=True, capture_output=True).stdout
     except (OSError, subprocess.CalledProcessError) as e:
@@ -79,12 +84,15 @@ def parse_shape(s):
 
 
 def scan_op(pkg, spec):
-    """fn(q, k, v, alpha, g, g_rev) of pkg's bidirectional scan with the config spec on the inputs' default."""
+    """fn(q, k, v, alpha, g, g_rev) of pkg's bidirectional scan with the config spec on the inputs' default (resolved
+    once per solve dtype, not inside the timed calls)."""
+    configs = {}
+
     def fn(q, k, v, a, g, g2):
-        cfg = pkg.default_config(pkg.solve_dtype(q, k, v))
-        if spec:
-            cfg = pkg.GKAKernelConfig.from_spec(spec, cfg)
-        return pkg.gka_scan_bidirectional_triton(q, k, v, a, g, g2, config=cfg)
+        dtype = pkg.solve_dtype(q, k, v)
+        if dtype not in configs:
+            configs[dtype] = pkg.GKAKernelConfig.from_spec(spec, pkg.default_config(dtype))
+        return pkg.gka_scan_bidirectional_triton(q, k, v, a, g, g2, config=configs[dtype])
     return fn
 
 
@@ -147,7 +155,7 @@ def main(argv=None):
         try:
             gka_kernels.GKAKernelConfig.from_spec(args.config)
         except ValueError as e:
-            fail(f"{e}")
+            fail(str(e))
     repo = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
     base_dir = args.base or archive_rev(args.base_rev, repo)
     base = load_base(base_dir)
