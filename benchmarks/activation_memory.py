@@ -37,12 +37,14 @@ from collections import defaultdict
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 
 import timm  # noqa: E402
 import gka_vision  # noqa: E402,F401  (registers the models)
 gka_scan_mod = sys.modules['gka_vision.ops.gka_scan']  # the module (gka_vision.ops.gka_scan is also a function)
+from gka_vision.layers import mixer_parts  # noqa: E402
 
 GB = 2 ** 30  # GiB, as benchmarks/compare.py reports the GPU's max_memory_allocated
 
@@ -197,6 +199,7 @@ class SavedTensorCounter:
         self._alive = []
         self.param_ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}
         self._handles = []
+        self.region_bytes = []  # per outermost checkpoint: what its region saves when the backward recomputes it
 
     def _key(self, t):
         s = t.untyped_storage()
@@ -237,11 +240,14 @@ class SavedTensorCounter:
         depth = [0]
 
         def ckpt(fn, *args, **kwargs):
-            # an outermost checkpoint keeps its tensor inputs alive; nested ones are dropped with it
+            # an outermost checkpoint keeps its tensor inputs alive (nested ones are dropped with it) and, with
+            # the selective policy (layers/mixer_parts.py), the outputs of the ops it keeps; in the backward it
+            # holds what its region saves while that region's backward runs (`region_bytes`)
             if depth[0] == 0:
                 for a in list(args) + list(kwargs.values()):
                     if isinstance(a, torch.Tensor) and a.requires_grad:
                         self._record(a, 'checkpoint input')
+                fn = self._counting_region(fn, getattr(kwargs.get('context_fn'), 'keeps_scans', False))
             depth[0] += 1
             try:
                 return self._orig_ckpt(fn, *args, **kwargs)
@@ -249,6 +255,37 @@ class SavedTensorCounter:
                 depth[0] -= 1
         torch.utils.checkpoint.checkpoint = ckpt
         return self
+
+    def _counting_region(self, fn, selective):
+        """fn, run so that what its region saves is counted into region_bytes (one entry per region) and,
+        for a selective checkpoint, the outputs of the kept ops are recorded as kept."""
+        counter = self
+
+        class KeptOutputs(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                if func in mixer_parts.kept_ops():
+                    for t in torch.utils._pytree.tree_leaves(out):
+                        counter._record(t, 'kept (selective recompute)')
+                return out
+
+        def run(*args, **kwargs):
+            seen, total = set(), [0]
+
+            def pack(t):
+                key = self._key(t)
+                if key not in seen and key not in self.records and t.untyped_storage().data_ptr() not in \
+                        self.param_ptrs and t.device.type != 'meta':
+                    seen.add(key)
+                    total[0] += t.untyped_storage().nbytes()
+                    self._alive.append(t)
+                return t
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
+                    (KeptOutputs() if selective else contextlib.nullcontext()):
+                out = fn(*args, **kwargs)
+            self.region_bytes.append(total[0])
+            return out
+        return run
 
     def __exit__(self, *exc):
         torch.utils.checkpoint.checkpoint = self._orig_ckpt
@@ -278,6 +315,9 @@ def gpu_code_paths():
          bi_mixer.gka_scan_bidirectional, one_mixer.gka_scan) = orig
 
 
+_region_bytes = []  # count_saved's last forward: bytes saved inside each outermost checkpointed region
+
+
 def count_saved(model, fn, dtype=torch.bfloat16):
     """Run fn() (a forward through `model`) on the GPU code paths under autocast and count what it saves.
 
@@ -286,6 +326,7 @@ def count_saved(model, fn, dtype=torch.bfloat16):
     with gpu_code_paths(), SavedTensorCounter(model) as counter, \
             torch.autocast('cpu', dtype=dtype, enabled=dtype != torch.float32):
         out = fn()
+    _region_bytes[:] = counter.region_bytes
     return list(counter.records.values()), out
 
 
@@ -335,10 +376,12 @@ def measure(name, img_size=1024, batch=16, kwargs=None, dtype=torch.bfloat16, in
     state = 16 * n_params  # fp32 param + grad + AdamW exp_avg + exp_avg_sq
     transient = max((scan_backward_transient_bytes(batch, T, H, D, nd, sq) for (_, T, H, D, nd, sq) in s1),
                     default=0)
+    recompute = max(_region_bytes, default=0) * batch  # the largest checkpointed region, recomputed
     images = batch * 3 * img_size * img_size * 4
     return dict(model=name, img_size=img_size, batch=batch, kwargs=kwargs or {}, params=n_params,
                 saved_bytes=total, state_bytes=state, scan_transient_bytes=transient, input_bytes=images,
-                predicted_peak_bytes=total + state + transient + images,
+                recompute_transient_bytes=recompute,
+                predicted_peak_bytes=total + state + transient + recompute + images,
                 per_module=per_module, records_b1=r1, count_batch=1)
 
 
@@ -380,7 +423,7 @@ def main(argv=None):
         results.append(res)
         print(f"{name} {res['kwargs'] or ''} @ {args.img_size}px batch {args.batch} ({args.dtype} autocast): "
               f"saved activations {res['saved_bytes'] / GB:.2f} GiB; params+grads+AdamW {res['state_bytes'] / GB:.3f} GiB; "
-              f"scan backward transient {res['scan_transient_bytes'] / GB:.2f} GiB; images {res['input_bytes'] / GB:.2f} GiB; "
+              f"scan backward transient {res['scan_transient_bytes'] / GB:.2f} GiB; recomputed region {res['recompute_transient_bytes'] / GB:.2f} GiB; images {res['input_bytes'] / GB:.2f} GiB; "
               f"predicted peak {res['predicted_peak_bytes'] / GB:.2f} GiB")
         blocks = defaultdict(float)
         for m, b in res['per_module'].items():

@@ -97,6 +97,7 @@ MEMORY_TARGETS = [('gka_tiny_patch16_224', 'deit_tiny_patch16_224'),
                   ('gka_small_patch16_224', 'deit_small_patch16_224')]
 # NAME@VARIANT: NAME built with these extra kwargs, a row of its own (e.g. gka_tiny_patch16_224@recompute)
 VARIANT_KWARGS = {'recompute': dict(recompute_mixer=True),
+                  'noselective': dict(selective_recompute=False),  # keep every activation at any resolution
                   'gka_bi': dict(mixer='gka_bi'),  # MambaVision family: BidirectionalGKAMixer
                   'hd32': dict(gka_head_dim=32),  # gkavision: scan head dim 32 instead of C / num_heads
                   'compile': {},  # torch.compile(model) (default mode); combine with '+': NAME@hd32+compile

@@ -1,5 +1,5 @@
 from .attention import AttentionMixer
-from .blocks import MixerBlock, VimBlock, set_block_recompute
+from .blocks import MixerBlock, VimBlock, set_block_recompute, set_block_selective_recompute
 from .create_mixer import MIXERS, create_mixer, get_mixer, mixer_options, pop_mixer_options
 from .gka_mixer import BidirectionalGKAMixer
 from .gka_vision_mixer import GKAVisionMixer

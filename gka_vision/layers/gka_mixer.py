@@ -16,9 +16,11 @@ Activation memory (docs/benchmarks.md, "Activation memory at 1024 px"): the five
 (beta, alpha, both forget gates, the output gate) run as one matmul, so autocast saves one low-precision copy
 of x for them instead of five; the q/k normalisation with the beta scaling and the gated RMSNorm are
 recomputed in the backward from their inputs (`recompute`, layers/mixer_parts.py), so their fp32
-intermediates are not kept. Same arithmetic, gradients equal up to rounding of the fused matmul.
+intermediates are not kept; inside a block that recomputes all but its scans (`selective_recompute`,
+layers/blocks.py, which sets this mixer's attribute of that name) they run plainly. Same arithmetic, gradients
+equal up to rounding of the fused matmul.
 """
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.fx
@@ -29,7 +31,7 @@ from timm.layers import register_notrace_function
 from ..ops import gka_scan_bidirectional
 from .input_checks import check_tokens
 from .mixer_parts import (check_kernel_config, check_solver_options, init_A_log_uniform, init_dt_bias, log_forget_gate,
-                          normalize_qk_scale_beta, recompute)
+                          normalize_qk_scale_beta, recompute, selective_recompute_on)
 from .norm import GatedRMSNorm
 
 __all__ = ['BidirectionalGKAMixer']
@@ -102,6 +104,7 @@ class BidirectionalGKAMixer(nn.Module):
         self.sequential_backward = sequential_backward
         self.qk_input_dtype = qk_input_dtype
         self.kernel_config = kernel_config
+        self.selective_recompute: Optional[bool] = False  # the enclosing block's setting (layers/blocks.py)
 
         self.conv = nn.Conv2d(dim, dim, conv_kernel_size, padding=conv_kernel_size // 2, groups=dim)
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
@@ -134,6 +137,13 @@ class BidirectionalGKAMixer(nn.Module):
         bias = torch.cat([self.beta_proj.bias, self.alpha_proj.bias, zeros])
         return F.linear(x, weight, bias).split([nh, nh, nh, nh, self.dim], dim=-1)
 
+    @torch.jit.ignore
+    def _recompute(self, fn, num_tokens: int, *args):
+        """fn(*args), its intermediates recomputed in the backward unless the enclosing block recomputes it all."""
+        if selective_recompute_on(self.selective_recompute, num_tokens):
+            return fn(*args)
+        return recompute(fn, *args)
+
     def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
         x = check_tokens(x, self.dim, hw)
         B, N, C = x.shape
@@ -148,7 +158,7 @@ class BidirectionalGKAMixer(nn.Module):
         if torch.jit.is_scripting():
             q, k, v = normalize_qk_scale_beta(q, k, v, beta, self.qk_input_dtype)
         else:
-            q, k, v = recompute(normalize_qk_scale_beta, q, k, v, beta, self.qk_input_dtype)
+            q, k, v = self._recompute(normalize_qk_scale_beta, N, q, k, v, beta, self.qk_input_dtype)
         alpha = torch.sigmoid(alpha)
         g_fwd = log_forget_gate(a_fwd, self.A_log_fwd, self.dt_bias_fwd)
         g_bwd = log_forget_gate(a_bwd, self.A_log_bwd, self.dt_bias_bwd)
@@ -158,7 +168,7 @@ class BidirectionalGKAMixer(nn.Module):
         if torch.jit.is_scripting():
             o = self.norm(o, gate.view(B, N, nh, D))
         else:
-            o = recompute(self.norm, o, gate.view(B, N, nh, D))
+            o = self._recompute(self.norm, N, o, gate.view(B, N, nh, D))
         o = self.proj(o.reshape(B, N, C))
         return self.proj_drop(o)
 

@@ -1,22 +1,29 @@
 """Pieces the token mixers share: gate parametrisation and init, q/k normalisation, the 'same'-padded conv,
-solver-option checks, recomputation in the backward, and the Linear init of the models built from them.
+solver-option checks, recomputation in the backward (of a few elementwise chains, or of a whole block but its
+sequence mixing), and the Linear init of the models built from them.
 
 GKA's log forget gate (docs/gka_spec.md section 1) is Mamba2's: g = -exp(A_log) * softplus(W_a x + dt_bias), with
 dt_bias initialised as Mamba's step size (dt ~ logU(dt_min, dt_max), dt_bias = softplus^-1(dt)); the Mamba-1
 mixers use the same step-size init for their dt_proj bias and the S4D-real init of A.
 """
+import functools
 import math
 from typing import Optional
 
 import torch
 import torch.nn as nn
+import torch.fx
 import torch.nn.functional as F
 import torch.utils.checkpoint
 from timm.layers import trunc_normal_
 
+from ..ops.scan_replay import ScanReplay
+
 __all__ = [
     'check_solver_options', 'init_A_log_uniform', 'init_A_log_s4d', 'init_dt_bias', 'init_dt_proj',
     'init_linear_weights', 'log_forget_gate', 'normalize_qk_scale_beta', 'conv1d_same_silu', 'recompute',
+    'SELECTIVE_RECOMPUTE_MIN_TOKENS', 'check_selective_recompute', 'selective_recompute_on', 'recompute_keeping_scans',
+    'kept_ops',
 ]
 
 
@@ -125,3 +132,78 @@ def recompute(fn, *args):
             or not isinstance(args[0], torch.Tensor):
         return fn(*args)
     return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)
+
+
+# ---- selective recomputation: everything of a block but its sequence mixing (docs/benchmarks.md, "Activation
+# memory at 1024 px"). The scans' outputs (o and what their backward needs: x, ||H_t||_F) are kept; every other op
+# of the block (norms, projections, the conv, gates, the MLP) runs again in the backward, so a block keeps its
+# input and its scans' outputs instead of every intermediate.
+
+SELECTIVE_RECOMPUTE_MIN_TOKENS = 1024  # selective_recompute=None: on for token maps of at least this many tokens
+
+
+def check_selective_recompute(owner: str, value) -> Optional[bool]:
+    if value is not None and not isinstance(value, bool):
+        raise ValueError(f'{owner}: selective_recompute must be True, False or None (on from '
+                         f'{SELECTIVE_RECOMPUTE_MIN_TOKENS} tokens), got {value!r}')
+    return value
+
+
+def selective_recompute_on(setting: Optional[bool], num_tokens: int,
+                           min_tokens: int = SELECTIVE_RECOMPUTE_MIN_TOKENS) -> bool:
+    """Whether a block with this `selective_recompute` setting recomputes all but its scans for num_tokens tokens
+    (never under torch.fx symbolic tracing, whose token count is a proxy: a traced graph records no backward)."""
+    if isinstance(num_tokens, torch.fx.Proxy):
+        return False
+    if setting is None:
+        return num_tokens >= min_tokens
+    return setting
+
+
+@functools.lru_cache(maxsize=1)
+def kept_ops() -> frozenset:
+    """The ops whose outputs a selectively recomputed block keeps: the GKA and selective scans, and the fused
+    attention kernels (SDPA on CUDA), i.e. the sequence mixing, which is the block's expensive part."""
+    ops = [torch.ops.gka_vision.gka_scan.default, torch.ops.gka_vision.gka_scan_bidirectional.default,
+           torch.ops.gka_vision.selective_scan.default]
+    for name in ('_scaled_dot_product_flash_attention', '_scaled_dot_product_efficient_attention',
+                 '_scaled_dot_product_cudnn_attention', '_flash_attention_forward', '_efficient_attention_forward'):
+        op = getattr(torch.ops.aten, name, None)
+        if op is not None:
+            ops.append(op.default)
+    return frozenset(ops)
+
+
+def _keep_scans_policy(ctx, op, *args, **kwargs):
+    cp = torch.utils.checkpoint.CheckpointPolicy
+    return cp.MUST_SAVE if op in kept_ops() else cp.PREFER_RECOMPUTE
+
+
+def _keep_scans_context():
+    """Under torch.compile: a selective policy, which Inductor's partitioner applies when it compiles."""
+    return torch.utils.checkpoint.create_selective_checkpoint_contexts(_keep_scans_policy)
+
+
+def _replay_scans_context():
+    """In eager mode: the region keeps its scans' outputs and hands them back to its recomputation
+    (ops/scan_replay.py), instead of a policy that would see every op through a Python dispatch mode."""
+    replay = ScanReplay()
+    return replay.recording, replay.replaying
+
+
+_keep_scans_context.keeps_scans = _replay_scans_context.keeps_scans = True  # read by benchmarks/activation_memory.py
+
+
+def recompute_keeping_scans(fn, *args, replay_scans: bool = True):
+    """fn(*args) with every op but the scans (`kept_ops`) run again in the backward instead of saving its outputs
+    (non-reentrant torch.utils.checkpoint): only the tensor inputs and the scans' outputs are kept. Under
+    torch.compile a selective checkpoint policy keeps them; in eager mode, the scan ops record their outputs and
+    replay them in the recomputation (ops/scan_replay.py), unless `replay_scans=False` (a region with fused
+    attention, whose outputs only the policy can keep; it runs every op through a dispatch mode). A plain call
+    where no backward is recorded (as `recompute`)."""
+    if not torch.is_grad_enabled() or torch.jit.is_tracing() or torch.jit.is_scripting() \
+            or not isinstance(args[0], torch.Tensor):
+        return fn(*args)
+    if replay_scans and not torch.compiler.is_compiling():
+        return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False, context_fn=_replay_scans_context)
+    return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False, context_fn=_keep_scans_context)

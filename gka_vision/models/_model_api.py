@@ -1,7 +1,7 @@
 """Parts of the timm model API that the backbones (gka_vit.py, gkavision.py) share."""
 import torch.nn as nn
 
-from ..layers import set_block_recompute
+from ..layers import set_block_recompute, set_block_selective_recompute
 
 
 def check_global_pool(global_pool: str) -> str:
@@ -26,3 +26,11 @@ def switch_recompute(model: nn.Module, enable: bool) -> None:
     if not set_block_recompute(model, enable) and enable:
         raise ValueError(f'{type(model).__name__} has no token-mixer blocks to recompute '
                          '(recompute_mixer applies to the mixer and attention blocks)')
+
+
+def switch_selective_recompute(model: nn.Module, setting) -> None:
+    """The models' `set_selective_recompute` (layers/blocks.py): True, False or None (from 1024 tokens); a model
+    without token-mixer blocks cannot, and says so."""
+    if not set_block_selective_recompute(model, setting) and setting:
+        raise ValueError(f'{type(model).__name__} has no token-mixer blocks to recompute '
+                         '(selective_recompute applies to the mixer and attention blocks)')

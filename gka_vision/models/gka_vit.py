@@ -33,7 +33,7 @@ from ..layers import MixerBlock, PatchEmbed, VimBlock, create_mixer, pop_mixer_o
 from ..layers.mixer_parts import init_linear_weights
 from ._checkpoint import adapt_state_dict
 from ._factory import accepts_device_dtype, like
-from ._model_api import check_global_pool, no_weight_decay_names, switch_recompute
+from ._model_api import check_global_pool, no_weight_decay_names, switch_recompute, switch_selective_recompute
 from ._resize import record_input_size
 
 __all__ = ['GKAViT', 'checkpoint_filter_fn', 'create_gka_vit']
@@ -65,6 +65,11 @@ class GKAViT(nn.Module):
             the model's at high resolution) are not held, for about one more mixer forward per step.
             The bidirectional GKA mixer's Triton backward then also runs one scan direction at a time (half its
             transient memory). Also settable with `set_recompute_mixer`. Same gradients.
+        selective_recompute: recompute every block but its scans in the backward (torch.utils.checkpoint with a
+            policy that keeps the scans' outputs): a block keeps its input and its scans' outputs, and runs its
+            projections, conv, norms, gates and MLP twice. None (the default): on when the token map has at least
+            1024 tokens (from 512 px at patch 16), off below, where the step time matters more than memory.
+            Also settable with `set_selective_recompute`. Same gradients; `recompute_mixer` replaces it.
         device, dtype: timm's factory kwargs (every parameter created on that device, in that dtype).
     """
 
@@ -89,6 +94,7 @@ class GKAViT(nn.Module):
             norm_layer: Optional[Type[nn.Module]] = None,
             act_layer: Optional[Type[nn.Module]] = None,
             recompute_mixer: bool = False,
+            selective_recompute: Optional[bool] = None,
     ):
         super().__init__()
         check_global_pool(global_pool)
@@ -122,10 +128,11 @@ class GKAViT(nn.Module):
             if mlp_ratio > 0:
                 blocks.append(MixerBlock(
                     embed_dim, token_mixer, mlp_ratio=mlp_ratio, proj_drop=proj_drop_rate, drop_path=dpr[i],
-                    norm_layer=norm_layer, act_layer=act_layer, recompute_mixer=recompute_mixer))
+                    norm_layer=norm_layer, act_layer=act_layer, recompute_mixer=recompute_mixer,
+                    selective_recompute=selective_recompute))
             else:
                 blocks.append(VimBlock(embed_dim, token_mixer, drop_path=dpr[i], norm_layer=norm_layer,
-                                       recompute_mixer=recompute_mixer))
+                                       recompute_mixer=recompute_mixer, selective_recompute=selective_recompute))
         self.blocks = nn.Sequential(*blocks)
         self.feature_info = [
             dict(module=f'blocks.{i}', num_chs=embed_dim, reduction=patch_size[0]) for i in range(depth)]
@@ -159,6 +166,12 @@ class GKAViT(nn.Module):
     def set_recompute_mixer(self, enable: bool = True):
         """Recompute every block's norm + token mixer in the backward (see the class docstring)."""
         switch_recompute(self, enable)
+
+    @torch.jit.ignore
+    def set_selective_recompute(self, setting: Optional[bool] = True):
+        """Recompute every block but its scans in the backward: True, False, or None (from 1024 tokens; see the
+        class docstring)."""
+        switch_selective_recompute(self, setting)
 
     @torch.jit.ignore
     def set_input_size(

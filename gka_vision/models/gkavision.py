@@ -45,7 +45,7 @@ from ..layers.input_checks import check_image
 from ..layers.mixer_parts import init_linear_weights
 from ._checkpoint import adapt_state_dict
 from ._factory import accepts_device_dtype, like
-from ._model_api import check_global_pool, no_weight_decay_names, switch_recompute
+from ._model_api import check_global_pool, no_weight_decay_names, switch_recompute, switch_selective_recompute
 from ._resize import record_input_size
 
 __all__ = ['GKAVision', 'ConvBlock', 'ConvStage', 'HybridStage', 'checkpoint_filter_fn', 'create_gkavision']
@@ -140,7 +140,8 @@ class HybridStage(nn.Module):
 
     def __init__(self, in_dim: int, dim: int, depth: int, num_heads: int, window_size: int, mixer: str = 'gka',
                  mixer_kwargs: Optional[Dict[str, Any]] = None, mlp_ratio: float = 4., drop_path: Sequence[float] = (),
-                 proj_drop: float = 0., layer_scale: Optional[float] = None, recompute_mixer: bool = False):
+                 proj_drop: float = 0., layer_scale: Optional[float] = None, recompute_mixer: bool = False,
+                 selective_recompute: Optional[bool] = None):
         super().__init__()
         self.downsample = nn.Conv2d(in_dim, dim, 3, stride=2, padding=1, bias=False) if in_dim != dim \
             else nn.Identity()
@@ -156,7 +157,8 @@ class HybridStage(nn.Module):
                 token_mixer = create_mixer('attn', dim, num_heads, proj_drop=proj_drop)
             blocks.append(MixerBlock(
                 dim, token_mixer, mlp_ratio=mlp_ratio, proj_drop=proj_drop, drop_path=dp[i],
-                norm_layer=partial(nn.LayerNorm, eps=1e-5), layer_scale=layer_scale, recompute_mixer=recompute_mixer))
+                norm_layer=partial(nn.LayerNorm, eps=1e-5), layer_scale=layer_scale, recompute_mixer=recompute_mixer,
+                selective_recompute=selective_recompute))
         self.blocks = nn.ModuleList(blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -190,6 +192,10 @@ class GKAVision(nn.Module):
             (non-reentrant torch.utils.checkpoint), keeping only the block input; also `set_recompute_mixer`.
             The bidirectional GKA mixer then also runs its Triton backward one scan direction at a time (half its
             transient memory).
+        selective_recompute: recompute every mixer/attention block but its scan or attention in the backward,
+            keeping the block input and the scan's (attention's) outputs; also `set_selective_recompute`. None (the
+            default): on for blocks that see at least 1024 tokens, i.e. never at the default window sizes (the
+            blocks see windows of at most 14 x 14 tokens); True / False force it. Same gradients.
         device, dtype: timm's factory kwargs (every parameter created on that device, in that dtype).
         img_size: the nominal input size (recorded for preprocessing and `set_input_size`; the network takes
             any size: windows larger than a stage's map shrink to it, others pad the map).
@@ -215,6 +221,7 @@ class GKAVision(nn.Module):
             layer_scale: Optional[float] = None,
             layer_scale_conv: Optional[float] = None,
             recompute_mixer: bool = False,
+            selective_recompute: Optional[bool] = None,
             img_size: Union[int, Tuple[int, int]] = 224,
     ):
         super().__init__()
@@ -250,7 +257,8 @@ class GKAVision(nn.Module):
                 stages.append(HybridStage(
                     prev, widths[i], depths[i], num_heads=num_heads[i], window_size=window_size[i], mixer=mixer,
                     mixer_kwargs=mixer_kwargs, mlp_ratio=mlp_ratio, drop_path=dp, proj_drop=proj_drop_rate,
-                    layer_scale=layer_scale, recompute_mixer=recompute_mixer))
+                    layer_scale=layer_scale, recompute_mixer=recompute_mixer,
+                    selective_recompute=selective_recompute))
             self.feature_info.append(dict(num_chs=widths[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
             prev = widths[i]
         self.stages = nn.Sequential(*stages)
@@ -287,6 +295,12 @@ class GKAVision(nn.Module):
         """Recompute norm1 + token mixer of every mixer and attention block in the backward (see the class
         docstring); the conv stages have none."""
         switch_recompute(self, enable)
+
+    @torch.jit.ignore
+    def set_selective_recompute(self, setting: Optional[bool] = True):
+        """Recompute every mixer and attention block but its scan or attention in the backward: True, False, or
+        None (for blocks of at least 1024 tokens; see the class docstring)."""
+        switch_selective_recompute(self, setting)
 
     @torch.jit.ignore
     def set_input_size(

@@ -33,6 +33,7 @@ from torch import Tensor
 from ._op_utils import autograd_inside_op, no_alias
 from .gka_chunked import gka_chunked_backward, gka_chunked_forward, gka_scan_chunked
 from .gka_reference import gka_scan_reference
+from .scan_replay import call_scan
 
 BACKENDS = ("auto", "reference", "torch", "triton")
 
@@ -329,8 +330,8 @@ def gka_scan(q, k, v, alpha, g, *, gk=None, ridge_ratio=0.02, num_iter=30, scale
             return gka_scan_chunked(q, k, v, alpha, g, gk, float(ridge_ratio), int(num_iter), scale, bool(reverse))
     # the op computes in its own precision (its implementations turn autocast off): no autocast region here,
     # which would show up as a wrapper node in exported graphs
-    return torch.ops.gka_vision.gka_scan(q, k, v, alpha, g, gk, float(ridge_ratio), int(num_iter), scale,
-                                         bool(reverse), backend, _config_spec(config))[0]
+    return call_scan(torch.ops.gka_vision.gka_scan, _setup_one, q, k, v, alpha, g, gk, float(ridge_ratio),
+                     int(num_iter), scale, bool(reverse), backend, _config_spec(config))[0]
 
 
 def gka_scan_bidirectional(q, k, v, alpha, g, g_rev, *, ridge_ratio=0.02, num_iter=30, scale=None,
@@ -350,6 +351,6 @@ def gka_scan_bidirectional(q, k, v, alpha, g, g_rev, *, ridge_ratio=0.02, num_it
             bwd = gka_scan_chunked(q, k, v, alpha, g_rev, None, float(ridge_ratio), int(num_iter), scale, True)
             acc = torch.promote_types(q.dtype, torch.float32)
             return (0.5 * (fwd.to(acc) + bwd.to(acc))).to(q.dtype)
-    return torch.ops.gka_vision.gka_scan_bidirectional(
-        q, k, v, alpha, g, g_rev, float(ridge_ratio), int(num_iter), scale, bool(sequential_backward), backend,
-        _config_spec(config))[0]
+    return call_scan(torch.ops.gka_vision.gka_scan_bidirectional, _setup_bi,
+                     q, k, v, alpha, g, g_rev, float(ridge_ratio), int(num_iter), scale, bool(sequential_backward),
+                     backend, _config_spec(config))[0]

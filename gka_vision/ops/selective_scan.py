@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._op_utils import autograd_inside_op, no_alias
+from .scan_replay import call_scan
 from .selective_scan_chunked import scan_backward, scan_forward
 
 __all__ = ["selective_scan", "selective_scan_reference", "selective_scan_parallel", "available_backends",
@@ -420,5 +421,5 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
             y = scan_forward(u, delta, A, B, C, delta_bias, bool(delta_softplus), bool(reverse))
             return _finish(y, u, D, z, u.dtype)
     # the op's implementations turn autocast off themselves (fp32 state whatever the input dtype)
-    return torch.ops.gka_vision.selective_scan(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus),
-                                               bool(reverse), backend)[0]
+    return call_scan(torch.ops.gka_vision.selective_scan, _setup, u, delta, A, B, C, D, z, delta_bias,
+                     bool(delta_softplus), bool(reverse), backend)[0]

@@ -121,18 +121,34 @@ def test_smaller_last_batch_recompiles_with_a_dynamic_batch(family):
     assert counter.frame_count == 2  # static batch 2, then one dynamic-batch graph for 3 and 5
 
 
-@pytest.mark.parametrize('option', ['grad_checkpointing', 'recompute_mixer'])
-@pytest.mark.parametrize('family', list(FAMILIES))
-def test_fullgraph_with_activation_checkpointing(family, option):
-    """timm's set_grad_checkpointing and this project's recompute_mixer (torch.utils.checkpoint around blocks
-    or mixers, with the scan ops inside) capture as one graph too."""
-    model, x = tiny_model(family, REPRESENTATIVE[family])
+def _set_checkpointing(model, family, option):
     if option == 'grad_checkpointing':
         model.set_grad_checkpointing(True)
-    elif hasattr(model, 'set_recompute_mixer'):
-        model.set_recompute_mixer(True)
+    elif hasattr(model, f'set_{option}'):
+        getattr(model, f'set_{option}')(True)
     else:
-        pytest.skip(f'{family} has no recompute_mixer option')
+        pytest.skip(f'{family} has no {option} option')
+
+
+@pytest.mark.parametrize('option', ['grad_checkpointing', 'recompute_mixer', 'selective_recompute'])
+@pytest.mark.parametrize('family', list(FAMILIES))
+def test_fullgraph_with_activation_checkpointing(family, option):
+    """timm's set_grad_checkpointing and this project's recompute_mixer and selective_recompute
+    (torch.utils.checkpoint around blocks or mixers, with the scan ops inside; the selective one with a policy
+    that keeps the scans' outputs) capture as one graph too."""
+    model, x = tiny_model(family, REPRESENTATIVE[family])
+    _set_checkpointing(model, family, option)
     expected = step(copy.deepcopy(model), x)
     compiled = torch.compile(model, fullgraph=True, backend='aot_eager')
+    assert_same_step(step(compiled, x, model), expected)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('family', list(FAMILIES))
+def test_inductor_fullgraph_with_selective_recompute(family):
+    """Inductor partitions the selective policy's graph (the scans saved, the rest recomputed) and matches eager."""
+    model, x = tiny_model(family, REPRESENTATIVE[family])
+    _set_checkpointing(model, family, 'selective_recompute')
+    expected = step(copy.deepcopy(model), x)
+    compiled = torch.compile(model, fullgraph=True)
     assert_same_step(step(compiled, x, model), expected)
