@@ -187,8 +187,7 @@ def _keep_scans_context():
 def _replay_scans_context():
     """In eager mode: the region keeps its scans' outputs and hands them back to its recomputation
     (ops/scan_replay.py), instead of a policy that would see every op through a Python dispatch mode."""
-    replay = ScanReplay()
-    return replay.recording, replay.replaying
+    return ScanReplay().contexts()
 
 
 _keep_scans_context.keeps_scans = _replay_scans_context.keeps_scans = True  # read by benchmarks/activation_memory.py

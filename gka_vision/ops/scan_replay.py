@@ -5,8 +5,8 @@ a selective checkpoint policy does that (Inductor's partitioner reads it once, a
 a policy runs every op of the block through a Python dispatch mode, twice per step, which on the H200 left the GPU
 idle for about a quarter of a gka_tiny step at 1024 px (docs/benchmarks.md, "Activation memory at 1024 px"). This
 module is the eager route: a plain non-reentrant checkpoint whose region records, in the forward, the outputs of
-each scan op it calls (`ScanReplay.recording`), and whose recomputation gets them back instead of scanning again
-(`ScanReplay.replaying`). Only the scan entry points consult it (`call_scan`), so no other op pays anything.
+each scan op it calls (the first of `ScanReplay.contexts()`), and whose recomputation gets them back instead of scanning again
+(the second). Only the scan entry points consult it (`call_scan`), so no other op pays anything.
 
 A replayed scan must save for its backward the same tensors, in the same order, as the original call did: the
 checkpoint matches the tensors the recomputation saves to those the forward's graph asked for, one by one. So the
@@ -42,14 +42,16 @@ class _Region:
 
 
 class ScanReplay:
-    """The scan outputs of one region, in call order. `recording` and `replaying` are the two contexts of a
-    checkpoint's `context_fn` (forward, recomputation)."""
+    """The scan outputs of one region, in call order. `contexts()` gives the two contexts of a checkpoint's
+    `context_fn` (forward, recomputation). The contexts point to it and it points to neither, so it (and the
+    outputs it keeps) is freed by reference counting with the checkpoint that holds the recomputation's context."""
 
     def __init__(self):
         self.outputs = []
         self.next = 0
-        self.recording = _Region(self, True)
-        self.replaying = _Region(self, False)
+
+    def contexts(self):
+        return _Region(self, True), _Region(self, False)
 
 
 class _Replay(torch.autograd.Function):

@@ -2,7 +2,9 @@
 backward. Same forward and gradients as keeping everything in every family, the scans run once per block while
 the other ops run twice, on by default from SELECTIVE_RECOMPUTE_MIN_TOKENS tokens, and its switches."""
 import copy
+import gc
 import sys
+import weakref
 
 import pytest
 import timm
@@ -11,6 +13,8 @@ import torch
 import gka_vision  # noqa: F401  (registers the models)
 from gka_vision.layers import AttentionMixer, MixerBlock, VimBlock, mixer_parts
 from gka_vision.layers.mixer_parts import SELECTIVE_RECOMPUTE_MIN_TOKENS, kept_ops, selective_recompute_on
+
+from gka_vision.ops.scan_replay import ScanReplay
 
 from tiny_models import FAMILIES, REPRESENTATIVE, tiny_model  # tests/tiny_models.py
 
@@ -170,3 +174,22 @@ def test_inside_timm_grad_checkpointing(family):
     torch.testing.assert_close(o1, o0, rtol=0, atol=0)
     for n in g0:
         torch.testing.assert_close(g1[n], g0[n], rtol=1e-6, atol=1e-7, msg=lambda m, n=n: f'{n}: {m}')
+
+
+def test_a_step_leaves_no_kept_scan_outputs_behind(monkeypatch):
+    """After the backward every region's kept scan outputs are freed by reference counting alone (no cycles
+    waiting for the garbage collector, whose memory would add to the next steps' peaks)."""
+    refs = []
+
+    class Tracked(ScanReplay):
+        def __init__(self):
+            super().__init__()
+            refs.append(weakref.ref(self))
+    monkeypatch.setattr(mixer_parts, 'ScanReplay', Tracked)
+    model = _gka_vit(64, selective_recompute=True)
+    gc.disable()
+    try:
+        _step(model, torch.randn(1, 3, 64, 64))
+        assert refs and all(r() is None for r in refs)
+    finally:
+        gc.enable()

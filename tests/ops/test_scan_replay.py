@@ -1,7 +1,9 @@
 """ops/scan_replay.py: a checkpointed region records its scans' outputs and its recomputation replays them, saving
 for the backward what the op itself saves (so the checkpoint's saved-tensor matching holds); a plain op call
 outside any region."""
+import gc
 import sys
+import weakref
 
 import pytest
 import torch
@@ -15,8 +17,7 @@ scan_module = sys.modules['gka_vision.ops.gka_scan']
 
 
 def _context():
-    replay = ScanReplay()
-    return replay.recording, replay.replaying
+    return ScanReplay().contexts()
 
 
 def _gka_inputs(B=1, T=13, H=2, D=8, seed=0):
@@ -87,3 +88,28 @@ def test_no_region_is_a_plain_call():
     inputs = _gka_inputs()
     out = gka_scan(*inputs, num_iter=4, backend='torch')
     assert out.grad_fn is not None and 'Replay' not in type(out.grad_fn).__name__
+
+
+def test_kept_outputs_are_freed_with_the_graph_without_the_garbage_collector():
+    """Nothing of a region forms a reference cycle: its kept scan outputs go when its graph goes (on a GPU, memory
+    that waited for the garbage collector showed up in the next steps' peaks)."""
+    refs = []
+
+    def context():
+        replay = ScanReplay()
+        refs.append(weakref.ref(replay))
+        return replay.contexts()
+    inputs = _gka_inputs()
+    x = torch.tensor(1.0, requires_grad=True)
+    gc.disable()
+    try:
+        out = torch.utils.checkpoint.checkpoint(_region, x, inputs, use_reentrant=False, context_fn=context)
+        assert refs[0]() is not None and refs[0]().outputs  # kept for the backward
+        out.backward()
+        del out
+        assert refs[0]() is None
+        out = torch.utils.checkpoint.checkpoint(_region, x, inputs, use_reentrant=False, context_fn=context)
+        del out  # a forward whose backward never runs
+        assert refs[1]() is None
+    finally:
+        gc.enable()
