@@ -128,10 +128,15 @@ def recompute(fn, *args):
     """fn(*args) with fn's intermediates recomputed in the backward instead of saved (non-reentrant
     torch.utils.checkpoint: only the inputs are kept). A plain call where no backward is recorded: grad mode off,
     torch.jit tracing or scripting, torch.fx symbolic tracing (its proxies are not tensors)."""
-    if not torch.is_grad_enabled() or torch.jit.is_tracing() or torch.jit.is_scripting() \
-            or not isinstance(args[0], torch.Tensor):
+    if not _records_backward(args[0]):
         return fn(*args)
     return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)
+
+
+def _records_backward(first_arg) -> bool:
+    """Whether a call with this first argument records a backward to checkpoint (see `recompute`)."""
+    return torch.is_grad_enabled() and not torch.jit.is_tracing() and not torch.jit.is_scripting() \
+        and isinstance(first_arg, torch.Tensor)
 
 
 # ---- selective recomputation: everything of a block but its sequence mixing (docs/benchmarks.md, "Activation
@@ -200,8 +205,7 @@ def recompute_keeping_scans(fn, *args, replay_scans: bool = True):
     replay them in the recomputation (ops/scan_replay.py), unless `replay_scans=False` (a region with fused
     attention, whose outputs only the policy can keep; it runs every op through a dispatch mode). A plain call
     where no backward is recorded (as `recompute`)."""
-    if not torch.is_grad_enabled() or torch.jit.is_tracing() or torch.jit.is_scripting() \
-            or not isinstance(args[0], torch.Tensor):
+    if not _records_backward(args[0]):
         return fn(*args)
     if replay_scans and not torch.compiler.is_compiling():
         return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False, context_fn=_replay_scans_context)

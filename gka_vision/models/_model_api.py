@@ -20,17 +20,19 @@ def no_weight_decay_names(model: nn.Module) -> set:
     return skip
 
 
-def switch_recompute(model: nn.Module, enable: bool) -> None:
-    """The models' `set_recompute_mixer`: every token-mixer block recomputes norm + mixer in the backward
-    (layers/blocks.py); a model without such blocks (e.g. pruned to its conv stages) cannot, and says so."""
-    if not set_block_recompute(model, enable) and enable:
+def _switch_blocks(model: nn.Module, set_blocks, setting, option: str) -> None:
+    """Set `option` on every token-mixer block with `set_blocks` (layers/blocks.py); a model without such blocks
+    (e.g. pruned to its conv stages) cannot turn it on, and says so."""
+    if not set_blocks(model, setting) and setting:
         raise ValueError(f'{type(model).__name__} has no token-mixer blocks to recompute '
-                         '(recompute_mixer applies to the mixer and attention blocks)')
+                         f'({option} applies to the mixer and attention blocks)')
+
+
+def switch_recompute(model: nn.Module, enable: bool) -> None:
+    """The models' `set_recompute_mixer`."""
+    _switch_blocks(model, set_block_recompute, enable, 'recompute_mixer')
 
 
 def switch_selective_recompute(model: nn.Module, setting) -> None:
-    """The models' `set_selective_recompute` (layers/blocks.py): True, False or None (from 1024 tokens); a model
-    without token-mixer blocks cannot, and says so."""
-    if not set_block_selective_recompute(model, setting) and setting:
-        raise ValueError(f'{type(model).__name__} has no token-mixer blocks to recompute '
-                         '(selective_recompute applies to the mixer and attention blocks)')
+    """The models' `set_selective_recompute`: True, False or None (from 1024 tokens)."""
+    _switch_blocks(model, set_block_selective_recompute, setting, 'selective_recompute')

@@ -65,8 +65,8 @@ class GKAViT(nn.Module):
             the model's at high resolution) are not held, for about one more mixer forward per step.
             The bidirectional GKA mixer's Triton backward then also runs one scan direction at a time (half its
             transient memory). Also settable with `set_recompute_mixer`. Same gradients.
-        selective_recompute: recompute every block but its scans in the backward (torch.utils.checkpoint with a
-            policy that keeps the scans' outputs): a block keeps its input and its scans' outputs, and runs its
+        selective_recompute: recompute every block but its scans in the backward (non-reentrant
+            torch.utils.checkpoint, layers/blocks.py): a block keeps its input and its scans' outputs, and runs its
             projections, conv, norms, gates and MLP twice. None (the default): on when the token map has at least
             1024 tokens (from 512 px at patch 16), off below, where the step time matters more than memory.
             Also settable with `set_selective_recompute`. Same gradients; `recompute_mixer` replaces it.
