@@ -8,7 +8,9 @@ synchronize), GPU kernel time (sum of the device time of every kernel), the part
 (the project's Triton kernels: GKA, selective scan, and mamba_ssm's CUDA scan if used) and the rest, the number of
 kernel launches, and the top kernels outside the scans. GPU time < wall time means the GPU idles (launch-bound).
 --host adds a profile of the host side: the host time of the step's phases (forward, backward, optimizer) and
-the host events with the most self time (Python-side op dispatch, kernel launch calls). --json writes the numbers.
+the host events with the most self time (Python-side op dispatch, kernel launch calls). Each row also counts the
+calls per step that make the host wait for the GPU (synchronisations, blocking copies, cudaMalloc / cudaFree:
+`blocking_calls`). --json writes the numbers.
 """
 import argparse
 import json
@@ -58,6 +60,22 @@ def split_kernel_times(events, steps: int):
         else:
             others.append((ms, e.key))
     return total, scan, total - scan, launches / steps, sorted(others, reverse=True), sorted(scans, reverse=True)
+
+
+# CUDA runtime / driver calls that make the host wait for the device (synchronisations, blocking copies) or that
+# allocate / free device memory (cudaFree also synchronises): counted per step, a step without them keeps the
+# host ahead of the GPU
+BLOCKING_CALLS = frozenset({"cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy",
+                            "cudaMalloc", "cudaFree", "cudaHostAlloc", "cudaFreeHost", "cuStreamSynchronize",
+                            "cuCtxSynchronize", "cuEventSynchronize", "cuMemAlloc_v2", "cuMemFree_v2"})
+
+
+def blocking_calls(events, steps: int):
+    """{call name: calls per step} of the BLOCKING_CALLS in the key averages of a profile (host-side runtime events).
+    The profile's own synchronisations count too: on the H200 (torch 2.11) profile_model's CUDA profile holds two
+    cudaDeviceSynchronize in all, its closing torch.cuda.synchronize() and the profiler's; an empty dict means the
+    profile recorded no runtime events."""
+    return {e.key: e.count / steps for e in events if e.key in BLOCKING_CALLS and e.count}
 
 
 CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that record CUDA graphs
@@ -130,7 +148,8 @@ def profile_model(name, batch, res, steps, warmup, compile_mode, device, dtype, 
     row = dict(model=name, batch=batch, res=res, compile=compile_mode or "eager", wall_ms=wall_ms,
                img_s=batch * 1e3 / wall_ms, gpu_ms=total, scan_ms=scan, other_ms=other, launches=launches,
                gpu_busy=total / wall_ms, warmup_s=warmup_s, scan_kernels=[(round(t, 3), n[:60]) for t, n in scans],
-               top_other=[(round(t, 3), n[:80]) for t, n in others[:8]])
+               top_other=[(round(t, 3), n[:80]) for t, n in others[:8]],
+               blocking_calls=blocking_calls(prof.key_averages(), steps))
     if host:
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(steps):
@@ -183,6 +202,11 @@ def main(argv=None):
             continue
         print(f"| {r['model']} | {r['compile']} | {r['img_s']:.0f} | {r['wall_ms']:.1f} | {r['gpu_ms']:.1f} "
               f"| {r['scan_ms']:.1f} | {r['other_ms']:.1f} | {r['launches']:.0f} | {100 * r['gpu_busy']:.0f} % |")
+    for r in rows:
+        if r.get("blocking_calls"):
+            calls = ", ".join(f"{k} {v:g}" for k, v in sorted(r["blocking_calls"].items()))
+            print(f"\nblocking calls per step, {r['model']} ({r['compile']}; with the profile's own two "
+                  f"synchronisations): {calls}")
     for r in rows:
         if "host_phase_ms" in r:
             phases = ", ".join(f"{k} {v:.1f}" for k, v in r["host_phase_ms"].items())

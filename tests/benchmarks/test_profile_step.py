@@ -65,3 +65,13 @@ def test_cuda_graph_modes_warm_up_through_the_recording():
     assert [ps.warmup_steps(w, "reduce-overhead") for w in (0, 1, 2, 3)] == [2, 2, 2, 3]
     assert ps.warmup_steps(1, "max-autotune") == 2
     assert [ps.warmup_steps(w, m) for w, m in ((1, "default"), (0, None), (3, "max-autotune-no-cudagraphs"))] == [1, 1, 3]
+
+
+def test_blocking_calls_counts_the_calls_that_make_the_host_wait():
+    ps = load_benchmark("profile_step")
+    ev = lambda key, n: SimpleNamespace(key=key, count=n, device_time_total=0.0)  # noqa: E731
+    events = [ev("cudaLaunchKernel", 900), ev("cudaStreamSynchronize", 6), ev("cudaDeviceSynchronize", 1),
+              ev("cudaMemcpyAsync", 4), ev("cudaFree", 2), ev("aten::mm", 50)]
+    assert ps.blocking_calls(events, steps=2) == {"cudaStreamSynchronize": 3.0, "cudaDeviceSynchronize": 0.5,
+                                                 "cudaFree": 1.0}
+    assert ps.blocking_calls([ev("cudaLaunchKernel", 10)], steps=1) == {}
