@@ -20,10 +20,10 @@ import typing
 from typing import Optional, Tuple
 
 import torch
-import triton
 
 from .gka_chunk import (FRO2_FLOOR, RIDGE_FLOOR, _bwd_solve_kernel, _bwd_states_kernel, _fwd_solve_kernel,
                         _fwd_states_kernel, _gate_grad_kernel, _sum_directions_kernel)
+from .host_math import cdiv, next_power_of_2
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -213,7 +213,7 @@ def solve_dtype(q, k, v) -> torch.dtype:
 
 def padded_head_dim(head_dim: int) -> int:
     """The kernels' tile width BD for a head dim: the next power of two, at least 16 (the tail is masked)."""
-    return max(16, triton.next_power_of_2(head_dim))
+    return max(16, next_power_of_2(head_dim))
 
 
 def chunk_sizes(config: GKAKernelConfig, head_dim: int) -> Tuple[int, int]:
@@ -236,8 +236,8 @@ def split_backward(config: GKAKernelConfig, head_dim: int) -> bool:
 def tail_rows(T: int, chunk: int, tail_tile: bool = True) -> int:
     """Rows of the last chunk's tile in a solve launch of `chunk`-token chunks (the TAIL of the solve kernels): the
     next power of two >= the tokens left in that chunk (at least 16) when that is at most half a chunk, else `chunk`."""
-    left = T - (triton.cdiv(T, chunk) - 1) * chunk
-    rows = max(16, triton.next_power_of_2(max(left, 1)))
+    left = T - (cdiv(T, chunk) - 1) * chunk
+    rows = max(16, next_power_of_2(max(left, 1)))
     return rows if tail_tile and 2 * rows <= chunk else chunk
 
 
@@ -311,7 +311,7 @@ def _sum_directions(t, dtype):
     out = torch.empty(t.shape[1:], dtype=dtype, device=t.device)
     n = out.numel()
     if n:
-        _sum_directions_kernel[(triton.cdiv(n, 1024),)](t, out, n, NDIR=t.shape[0], BLOCK=1024, num_warps=4)
+        _sum_directions_kernel[(cdiv(n, 1024),)](t, out, n, NDIR=t.shape[0], BLOCK=1024, num_warps=4)
     return out
 
 
@@ -319,7 +319,7 @@ def _chunk_states(k, v, gates, dir_base, L, BC):
     """Chunk-start states H_p and S_p of BC-token chunks, [NDIR, B*H, NC, BD, BD] fp32 each: in the forward, and
     again in the backward (recomputing them is one cheap launch; keeping them would cost 8x the memory of x)."""
     B, T, H, D = (int(s) for s in k.shape)
-    ndir, NC = int(gates.shape[0]), triton.cdiv(T, BC)
+    ndir, NC = int(gates.shape[0]), cdiv(T, BC)
     hk = torch.empty(ndir, B * H, NC, L.BD, L.BD, dtype=torch.float32, device=k.device)
     hv = torch.empty_like(hk)
     _fwd_states_kernel[(B * H, ndir, L.BD // L.BN)](k, v, gates, hk, hv, T, H, B * H, B * T * H, NC, dir_base,
@@ -343,7 +343,7 @@ def gka_triton_forward(q, k, v, alpha, gates, dir_base=0, ridge_ratio=0.02, num_
     dir_base, ridge_ratio, num_iter = int(dir_base), float(ridge_ratio), int(num_iter)
     scale = D ** -0.5 if scale is None else float(scale)
     L = _launch(config or default_config(solve_dtype(q, k, v)), D)
-    NC = triton.cdiv(T, L.BC_fwd)
+    NC = cdiv(T, L.BC_fwd)
     p1, n1, rounds, p2, n2 = L.iters(num_iter, False)
     f32 = dict(dtype=torch.float32, device=q.device)
     hk, hv = _chunk_states(k, v, gates, dir_base, L, L.BC_fwd)
@@ -392,7 +392,7 @@ def _backward(q, k, v, alpha, do, ridge_ratio, num_iter, scale, out_scale, L, ga
     per-direction fp32 (dq, dk, dv, dalpha) [NDIR, ...] and dg [NDIR, B, T, H]."""
     B, T, H, D = (int(s) for s in q.shape)
     ndir = int(gates.shape[0])
-    NC, NBH, BTH = triton.cdiv(T, L.BC), B * H, B * T * H
+    NC, NBH, BTH = cdiv(T, L.BC), B * H, B * T * H
     p1, n1, rounds, p2, n2 = L.iters(num_iter, True)
     f32 = dict(dtype=torch.float32, device=q.device)
     # per-direction results, every element written once by the solve kernel (plain stores)

@@ -21,6 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .host_math import cdiv, next_power_of_2
+
 __all__ = ["selective_scan_triton", "selective_scan_triton_forward", "selective_scan_triton_backward"]
 
 
@@ -183,10 +185,10 @@ _NUM_WARPS = 2
 
 
 def _blocks(dim: int, d_state: int, block_d: int | None):
-    block_n = max(triton.next_power_of_2(d_state), 2)
+    block_n = max(next_power_of_2(d_state), 2)
     if block_d is None:
         block_d = 32 if d_state <= 16 else 16
-    return block_d, block_n, triton.cdiv(dim, block_d)
+    return block_d, block_n, cdiv(dim, block_d)
 
 
 def selective_scan_triton_forward(u, delta, A, B, C, reverse: bool = False, block_d: int | None = None):

@@ -533,6 +533,28 @@ def test_default_config_follows_least_precise_input():
     assert half == default_config(torch.bfloat16) != default_config(torch.float32)
 
 
+def test_host_math_matches_triton():
+    """The host code's plain-Python cdiv and next_power_of_2 give triton's values (grids, chunk counts, tile sizes)."""
+    import triton
+    from gka_kernels.host_math import cdiv, next_power_of_2
+    for n in range(0, 5000):
+        assert next_power_of_2(n) == triton.next_power_of_2(n), n
+        for d in (1, 3, 16, 64, 1024):
+            assert cdiv(n, d) == triton.cdiv(n, d), (n, d)
+    assert next_power_of_2(2 ** 40 + 1) == 2 ** 41 and cdiv(2 ** 40 + 1, 2 ** 20) == 2 ** 20 + 1
+
+
+def test_host_code_does_not_call_triton_helpers():
+    """The launch code uses gka_kernels.host_math, not triton.cdiv / triton.next_power_of_2 (in Triton 3.8 each call
+    of those from host code costs a constexpr-function dispatch)."""
+    import inspect
+    import gka_kernels.gka_function as gkf
+    import gka_kernels.selective_scan as ss
+    for mod in (gkf, ss):
+        src = inspect.getsource(mod)
+        assert "triton.cdiv" not in src and "triton.next_power_of_2" not in src, mod.__name__
+
+
 def test_default_chunks_by_head_dim():
     """64-token forward and backward chunks by default at padded head dim 64 (where the H200 measured them faster),
     16 elsewhere (at head dim 128 64-token chunks would need 160 KB of shared memory and spill); the backward solve
