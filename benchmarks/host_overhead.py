@@ -78,7 +78,7 @@ def measure(device, shape, bidirectional, stub, iters):
     scale = D ** -0.5
     ndir = 2 if bidirectional else 1
     gates = torch.stack([g, g]) if bidirectional else g.unsqueeze(0).contiguous()
-    o, x, fro = gkf.gka_triton_forward(q, k, v, alpha, gates)
+    _, x, fro = gkf.gka_triton_forward(q, k, v, alpha, gates)  # what the backward calls take
     rows = {}
     with torch.no_grad():
         if bidirectional:

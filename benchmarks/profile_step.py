@@ -72,9 +72,9 @@ BLOCKING_CALLS = frozenset({"cudaStreamSynchronize", "cudaDeviceSynchronize", "c
 
 def blocking_calls(events, steps: int):
     """{call name: calls per step} of the BLOCKING_CALLS in the key averages of a profile (host-side runtime events).
-    The profile's own synchronisations count too: on the H200 (torch 2.11) profile_model's CUDA profile holds two
-    cudaDeviceSynchronize in all, its closing torch.cuda.synchronize() and the profiler's; an empty dict means the
-    profile recorded no runtime events."""
+    The profile's own synchronisations count too: on the H200 (torch 2.11) profile_model's CUDA profile of three
+    steps held two cudaDeviceSynchronize in all, one of them its closing torch.cuda.synchronize(); an empty dict
+    means the profile recorded no runtime events."""
     return {e.key: e.count / steps for e in events if e.key in BLOCKING_CALLS and e.count}
 
 
