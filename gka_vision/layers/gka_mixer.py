@@ -30,8 +30,9 @@ from timm.layers import register_notrace_function
 
 from ..ops import gka_scan_bidirectional
 from .input_checks import check_tokens
-from .mixer_parts import (check_kernel_config, check_solver_options, init_A_log_uniform, init_dt_bias, log_forget_gate,
-                          normalize_qk_scale_beta, recompute, selective_recompute_on)
+from .mixer_parts import (check_kernel_config, check_solver_options, fused_pointwise_on, gated_norm, init_A_log_uniform,
+                          init_dt_bias, log_forget_gate, normalize_qk_gate_beta, normalize_qk_scale_beta, recompute,
+                          selective_recompute_on)
 from .norm import GatedRMSNorm
 
 __all__ = ['BidirectionalGKAMixer']
@@ -72,6 +73,9 @@ class BidirectionalGKAMixer(nn.Module):
             0.16 points lower (each within 1.6 standard errors; docs/results.md); GKAVisionMixer has it on.
         kernel_config: the Triton kernels' tuning, a GKAKernelConfig spec string of overrides on top of the default
             for the inputs' dtype ('' = the default; e.g. 'num_warps=8'; docs/kernels.md "The kernel config").
+        fuse_pointwise: where the scan runs on the Triton backend in eager mode, the q/k normalisation with the beta
+            gate and the gated RMSNorm run as one Triton kernel each way (mixer_parts.fused_pointwise_on); same
+            arithmetic in fp32. False: the PyTorch ops (as under torch.compile, which fuses them itself).
 
     forward(x [B, N, C], hw=(H, W)) -> [B, N, C], N must equal H * W.
     """
@@ -89,6 +93,7 @@ class BidirectionalGKAMixer(nn.Module):
             sequential_backward: bool = False,
             qk_input_dtype: bool = False,
             kernel_config: str = '',
+            fuse_pointwise: bool = True,
     ):
         super().__init__()
         check_solver_options(type(self).__name__, ridge_ratio, num_iter)
@@ -104,6 +109,7 @@ class BidirectionalGKAMixer(nn.Module):
         self.sequential_backward = sequential_backward
         self.qk_input_dtype = qk_input_dtype
         self.kernel_config = kernel_config
+        self.fuse_pointwise = fuse_pointwise
         self.selective_recompute: Optional[bool] = False  # the enclosing block's setting (layers/blocks.py)
 
         self.conv = nn.Conv2d(dim, dim, conv_kernel_size, padding=conv_kernel_size // 2, groups=dim)
@@ -144,6 +150,19 @@ class BidirectionalGKAMixer(nn.Module):
             return fn(*args)
         return recompute(fn, *args)
 
+    @torch.jit.ignore
+    def _normalize_qk(self, q, k, v, beta_logit, num_tokens: int):
+        """q, k L2-normalised, k and v scaled by sigmoid(beta_logit): fused, or the PyTorch chain recomputed."""
+        if fused_pointwise_on(self.fuse_pointwise, self.backend, q):  # saves only its inputs by itself
+            return normalize_qk_gate_beta(q, k, v, beta_logit, self.qk_input_dtype, fused=True)
+        return self._recompute(normalize_qk_gate_beta, num_tokens, q, k, v, beta_logit, self.qk_input_dtype, False)
+
+    @torch.jit.ignore
+    def _gated_norm(self, o, gate, num_tokens: int):
+        if fused_pointwise_on(self.fuse_pointwise, self.backend, o):
+            return gated_norm(self.norm, o, gate, fused=True)
+        return self._recompute(self.norm, num_tokens, o, gate)
+
     def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
         x = check_tokens(x, self.dim, hw)
         B, N, C = x.shape
@@ -153,12 +172,11 @@ class BidirectionalGKAMixer(nn.Module):
         u = self.conv(x.transpose(1, 2).reshape(B, C, H, W))
         u = F.silu(u).flatten(2).transpose(1, 2)
         beta, alpha, a_fwd, a_bwd, gate = self._small_projections(x)
-        beta = torch.sigmoid(beta).unsqueeze(-1)
         q, k, v = self.qkv(u).view(B, N, 3, nh, D).unbind(2)
         if torch.jit.is_scripting():
-            q, k, v = normalize_qk_scale_beta(q, k, v, beta, self.qk_input_dtype)
+            q, k, v = normalize_qk_scale_beta(q, k, v, torch.sigmoid(beta).unsqueeze(-1), self.qk_input_dtype)
         else:
-            q, k, v = self._recompute(normalize_qk_scale_beta, N, q, k, v, beta, self.qk_input_dtype)
+            q, k, v = self._normalize_qk(q, k, v, beta, N)
         alpha = torch.sigmoid(alpha)
         g_fwd = log_forget_gate(a_fwd, self.A_log_fwd, self.dt_bias_fwd)
         g_bwd = log_forget_gate(a_bwd, self.A_log_bwd, self.dt_bias_bwd)
@@ -168,7 +186,7 @@ class BidirectionalGKAMixer(nn.Module):
         if torch.jit.is_scripting():
             o = self.norm(o, gate.view(B, N, nh, D))
         else:
-            o = self._recompute(self.norm, N, o, gate.view(B, N, nh, D))
+            o = self._gated_norm(o, gate.view(B, N, nh, D), N)
         o = self.proj(o.reshape(B, N, C))
         return self.proj_drop(o)
 

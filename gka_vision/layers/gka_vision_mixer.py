@@ -29,8 +29,9 @@ from timm.layers import register_notrace_function
 
 from ..ops import gka_scan
 from .input_checks import check_tokens
-from .mixer_parts import (check_kernel_config, check_solver_options, conv1d_same_silu, init_A_log_uniform,
-                          init_dt_bias, log_forget_gate, normalize_qk_scale_beta)
+from .mixer_parts import (check_kernel_config, check_solver_options, conv1d_same_silu, fused_pointwise_on, gated_norm,
+                          init_A_log_uniform, init_dt_bias, log_forget_gate, normalize_qk_gate_beta,
+                          normalize_qk_scale_beta)
 from .norm import GatedRMSNorm
 
 __all__ = ['GKAVisionMixer']
@@ -69,13 +70,17 @@ class GKAVisionMixer(nn.Module):
             activations; the Fashion-MNIST check found no accuracy change (docs/results.md).
         kernel_config: the Triton kernels' tuning, a GKAKernelConfig spec string of overrides on top of the default
             for the inputs' dtype ('' = the default; e.g. 'num_warps=8'; docs/kernels.md "The kernel config").
+        fuse_pointwise: where the scan runs on the Triton backend in eager mode, the q/k normalisation with the beta
+            gate and the output RMSNorm run as one Triton kernel each way (mixer_parts.fused_pointwise_on); same
+            arithmetic in fp32. False: the PyTorch ops (as under torch.compile, which fuses them itself).
 
     forward(x [B, N, C], hw=None) -> [B, N, C] (hw is accepted for the mixers' common call signature).
     """
 
     def __init__(self, dim: int, num_heads: int, d_conv: int = 3, expand: int = 1, ridge_ratio: float = 0.02,
                  num_iter: int = 30, backend: str = 'auto', norm_eps: float = 1e-6, proj_drop: float = 0.,
-                 head_dim: Optional[int] = None, qk_input_dtype: bool = True, kernel_config: str = ''):
+                 head_dim: Optional[int] = None, qk_input_dtype: bool = True, kernel_config: str = '',
+                 fuse_pointwise: bool = True):
         super().__init__()
         check_solver_options(type(self).__name__, ridge_ratio, num_iter)
         check_kernel_config(type(self).__name__, kernel_config)
@@ -97,6 +102,7 @@ class GKAVisionMixer(nn.Module):
         self.ridge_ratio, self.num_iter, self.backend = ridge_ratio, num_iter, backend
         self.qk_input_dtype = qk_input_dtype
         self.kernel_config = kernel_config
+        self.fuse_pointwise = fuse_pointwise
 
         self.in_proj = nn.Linear(dim, self.d_inner, bias=False)
         # conv1d_x has a bias (MambaVision's has none): the zero tokens that pad the windows would otherwise give
@@ -120,6 +126,16 @@ class GKAVisionMixer(nn.Module):
         """Gate parameters that must not be weight-decayed (names relative to this module)."""
         return {'A_log', 'dt_bias'}
 
+    @torch.jit.ignore
+    def _normalize_qk(self, q, k, v, beta_logit):
+        """q, k L2-normalised, k and v scaled by sigmoid(beta_logit), fused where `fused_pointwise_on`."""
+        fused = fused_pointwise_on(self.fuse_pointwise, self.backend, q)
+        return normalize_qk_gate_beta(q, k, v, beta_logit, self.qk_input_dtype, fused)
+
+    @torch.jit.ignore
+    def _norm(self, y):
+        return gated_norm(self.norm, y, None, fused_pointwise_on(self.fuse_pointwise, self.backend, y))
+
     def forward(self, x: torch.Tensor, hw: Optional[Tuple[int, int]] = None) -> torch.Tensor:
         x = check_tokens(x, self.dim)
         B, N, _ = x.shape
@@ -130,11 +146,14 @@ class GKAVisionMixer(nn.Module):
         z = conv1d_same_silu(z, self.conv1d_z.weight)                          # [B, E/2, N]
         beta, alpha, a = self.gate_proj(xs).split(nh, dim=-1)
         q, k = self.qk(xs).view(B, N, 2, nh, D).unbind(2)
-        q, k, v = normalize_qk_scale_beta(q, k, xs.reshape(B, N, nh, D), torch.sigmoid(beta).unsqueeze(-1),
-                                          self.qk_input_dtype)
+        if torch.jit.is_scripting():
+            q, k, v = normalize_qk_scale_beta(q, k, xs.reshape(B, N, nh, D), torch.sigmoid(beta).unsqueeze(-1),
+                                              self.qk_input_dtype)
+        else:
+            q, k, v = self._normalize_qk(q, k, xs.reshape(B, N, nh, D), beta)
         g = log_forget_gate(a, self.A_log, self.dt_bias)
         y = _scan(q, k, v, torch.sigmoid(alpha), g, self.ridge_ratio, self.num_iter, self.backend, self.kernel_config)
-        y = self.norm(y).reshape(B, N, -1)
+        y = (self.norm(y) if torch.jit.is_scripting() else self._norm(y)).reshape(B, N, -1)
         return self.proj_drop(self.out_proj(torch.cat([y, z.transpose(1, 2)], dim=-1)))
 
     def extra_repr(self) -> str:

@@ -17,13 +17,14 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from timm.layers import trunc_normal_
 
+from ..ops.gka_scan import resolve_backend
 from ..ops.scan_replay import ScanReplay
 
 __all__ = [
     'check_solver_options', 'init_A_log_uniform', 'init_A_log_s4d', 'init_dt_bias', 'init_dt_proj',
     'init_linear_weights', 'log_forget_gate', 'normalize_qk_scale_beta', 'conv1d_same_silu', 'recompute',
     'SELECTIVE_RECOMPUTE_MIN_TOKENS', 'check_selective_recompute', 'selective_recompute_on', 'recompute_keeping_scans',
-    'kept_ops',
+    'kept_ops', 'fused_pointwise_on', 'normalize_qk_gate_beta', 'gated_norm',
 ]
 
 
@@ -115,6 +116,52 @@ def normalize_qk_scale_beta(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, b
     if qk_input_dtype:
         qn, kn = qn.to(q.dtype), kn.to(k.dtype)
     return qn, kn * beta, v * beta
+
+
+def fused_pointwise_on(enabled: bool, backend: str, x) -> bool:
+    """Whether a mixer's per-token work around its scan (the q/k normalisation with the beta gate, the gated
+    RMSNorm) runs as the Triton kernels of gka_kernels.mixer_pointwise, one launch per forward and per backward,
+    instead of the PyTorch chain of a dozen elementwise ops: when `enabled` (the mixer's `fuse_pointwise`), the
+    scan's backend resolves to 'triton' and the call runs eagerly. Under torch.compile the chain is traced
+    (Inductor fuses it itself); torch.jit tracing, scripting and torch.fx symbolic tracing (a proxy, not a tensor)
+    see the chain too. On the CPU (TRITON_INTERPRET=1) not under autocast, whose dtype rules the kernels follow
+    for CUDA only."""
+    if not enabled or not isinstance(x, torch.Tensor) or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return False
+    if x.device.type != 'cuda' and torch.is_autocast_enabled(x.device.type):
+        return False
+    if resolve_backend(backend, x.device) != 'triton':
+        return False
+    return _mixer_pointwise() is not None
+
+
+@functools.lru_cache(maxsize=1)
+def _mixer_pointwise():
+    try:
+        from gka_kernels import mixer_pointwise
+    except ImportError:
+        return None
+    return mixer_pointwise
+
+
+def normalize_qk_gate_beta(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta_logit: torch.Tensor,
+                           qk_input_dtype: bool, fused: bool):
+    """normalize_qk_scale_beta(q, k, v, sigmoid(beta_logit)[..., None], qk_input_dtype), beta_logit [B, N, nh];
+    fused: as one Triton kernel each way (`fused_pointwise_on`), with the chain's output dtypes (q and k in fp32
+    under CUDA autocast unless qk_input_dtype)."""
+    if not fused:
+        return normalize_qk_scale_beta(q, k, v, torch.sigmoid(beta_logit).unsqueeze(-1), qk_input_dtype)
+    qk_dtype = q.dtype
+    if not qk_input_dtype and torch.is_autocast_enabled(q.device.type):  # F.normalize's norm runs in fp32 there
+        qk_dtype = torch.promote_types(q.dtype, torch.float32)
+    return _mixer_pointwise().qk_norm_beta(q, k, v, beta_logit, qk_dtype)
+
+
+def gated_norm(norm: nn.Module, x: torch.Tensor, gate: Optional[torch.Tensor], fused: bool) -> torch.Tensor:
+    """norm(x, gate) for a GatedRMSNorm `norm`; fused: as one Triton kernel each way (`fused_pointwise_on`)."""
+    if not fused:
+        return norm(x, gate)
+    return _mixer_pointwise().gated_rms_norm(x, norm.weight, gate, norm.eps)
 
 
 def conv1d_same_silu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
