@@ -169,8 +169,10 @@ class BidirectionalGKAMixer(nn.Module):
         H, W = hw
         nh, D = self.num_heads, self.head_dim
 
-        u = self.conv(x.transpose(1, 2).reshape(B, C, H, W))
-        u = F.silu(u).flatten(2).transpose(1, 2)
+        # the conv reads the token map as a channels-last [B, C, H, W] view of x and hands the projections back a
+        # contiguous [B, N, C] view of its output: no layout copy either way (cuDNN's channels-last depthwise conv)
+        u = self.conv(x.reshape(B, H, W, C).permute(0, 3, 1, 2))
+        u = F.silu(u).permute(0, 2, 3, 1).reshape(B, N, C)
         beta, alpha, a_fwd, a_bwd, gate = self._small_projections(x)
         q, k, v = self.qkv(u).view(B, N, 3, nh, D).unbind(2)
         if torch.jit.is_scripting():

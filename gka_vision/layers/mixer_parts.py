@@ -128,9 +128,9 @@ def fused_pointwise_on(enabled: bool, backend: str, x) -> bool:
     for CUDA only."""
     if not enabled or not isinstance(x, torch.Tensor) or torch.compiler.is_compiling() or torch.jit.is_tracing():
         return False
-    if x.device.type != 'cuda' and torch.is_autocast_enabled(x.device.type):
-        return False
     if resolve_backend(backend, x.device) != 'triton':
+        return False
+    if x.device.type != 'cuda' and torch.is_autocast_enabled(x.device.type):
         return False
     return _mixer_pointwise() is not None
 

@@ -67,7 +67,9 @@ def test_cuda_gka_mixers_fused_match_unfused(autocast):
             with torch.autocast('cuda', dtype=torch.bfloat16, enabled=autocast):
                 o = m(xi, hw)
             res.append((o.float(), torch.autograd.grad(o.float().square().sum(), [xi] + list(m.parameters()))))
-        fwd_tol, grad_tol = (1e-4, 1e-3) if not autocast else (2e-2, 5e-2)
+        # the two paths round differently (fp32 norms either way) and the solve passes that on: they must agree
+        # within the core's accuracy targets against the exact solve (fp32 2e-3 / 1e-2, bf16 1e-2 / 3e-2)
+        fwd_tol, grad_tol = (2e-3, 1e-2) if not autocast else (2e-2, 5e-2)
         name = type(m).__name__
         assert res[1][0].dtype == res[0][0].dtype
         assert _rel(res[0][0], res[1][0]) < fwd_tol, name
