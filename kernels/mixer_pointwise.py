@@ -154,6 +154,14 @@ def _rows_view(t: torch.Tensor, tile: bool = True) -> torch.Tensor:
         return t.reshape(-1, *tail)
 
 
+def _refuse_double_backward():
+    """The backward kernels are not differentiable: under create_graph=True (grad mode on inside a backward) their
+    second-order terms would silently be missing, so refuse."""
+    if torch.is_grad_enabled():
+        raise RuntimeError("gka_kernels.mixer_pointwise: the fused kernels have no double backward (create_graph=True); "
+                           "build the model with fuse_pointwise=False for higher-order gradients")
+
+
 def _grid(rows: int):
     return (cdiv(rows, _BLOCK_ROWS),)
 
@@ -178,6 +186,7 @@ class _QKNormBeta(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dqo, dko, dvo):
+        _refuse_double_backward()
         q, k, v, beta_logit = ctx.saved_tensors
         q3, k3, v3 = _rows_view(q), _rows_view(k), _rows_view(v)
         b2 = _rows_view(beta_logit, tile=False)
@@ -211,6 +220,7 @@ class _GatedRMSNorm(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy):
+        _refuse_double_backward()
         x, weight, gate = ctx.saved_tensors
         x3 = _rows_view(x)
         g3 = x3 if gate is None else _rows_view(gate)

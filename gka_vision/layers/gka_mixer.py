@@ -15,7 +15,8 @@ q, k, v, beta and alpha are shared by both directions; only the forget gate is p
 Activation memory (docs/benchmarks.md, "Activation memory at 1024 px"): the five small projections of x
 (beta, alpha, both forget gates, the output gate) run as one matmul, so autocast saves one low-precision copy
 of x for them instead of five; the q/k normalisation with the beta scaling and the gated RMSNorm are
-recomputed in the backward from their inputs (`recompute`, layers/mixer_parts.py), so their fp32
+recomputed in the backward from their inputs (`recompute`, layers/mixer_parts.py; in eager mode on the Triton
+backend each is one fused kernel each way that saves only its inputs, `fuse_pointwise`), so their fp32
 intermediates are not kept; inside a block that recomputes all but its scans (`selective_recompute`,
 layers/blocks.py, which sets this mixer's attribute of that name) they run plainly. Same arithmetic, gradients
 equal up to rounding of the fused matmul.

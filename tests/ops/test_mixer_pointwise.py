@@ -58,6 +58,20 @@ _SCRIPT = textwrap.dedent(r"""
                           finite=all(bool(t.isfinite().all()) for t in list(fused) + list(gf)), norms=norms))
     out["cases"] = cases
 
+    # create_graph=True (a gradient penalty) is refused: the fused backward has no second-order terms
+    qkv2 = torch.randn(1, 3, 3, 2, 4, requires_grad=True)
+    logit2 = torch.randn(1, 3, 2, requires_grad=True)
+    x2, w2 = torch.randn(1, 3, 2, 4, requires_grad=True), torch.ones(4, requires_grad=True)
+    double = []
+    for fn, ins in ((lambda: qk_norm_beta(*qkv2.unbind(2), logit2, torch.float32)[1], [qkv2]),
+                    (lambda: gated_rms_norm(x2, w2), [x2])):
+        try:
+            torch.autograd.grad(fn().square().sum(), ins, create_graph=True)
+            double.append("no error")
+        except RuntimeError as e:
+            double.append("raised" if "fuse_pointwise=False" in str(e) else str(e))
+    out["double_backward"] = double
+
     # bf16 inputs (autocast's projections): the chain's dtypes, and values within bf16 rounding of the chain run in
     # float64 on the same inputs
     torch.manual_seed(1)
@@ -154,6 +168,10 @@ def test_fused_qk_norm_beta_dtypes_follow_the_chain(result):
         # the interpreter truncates fp32 -> bf16 casts (2^-7 relative, up to three roundings of kn); on CUDA they
         # round to nearest (tests/gpu/test_models_gpu.py checks 8e-3 there)
         assert max(d["fwd"]) < 3e-2 and max(d["grad_err"]) < 3e-2, d
+
+
+def test_fused_double_backward_raises(result):
+    assert result["double_backward"] == ["raised", "raised"], result["double_backward"]
 
 
 def test_fused_dispatch(result):
