@@ -5,14 +5,12 @@ subprocess (chunk size 16, so T <= 40 spans several chunks and a masked tail) an
 interpreter mode on other tests. Each case reports relative errors of the output and of every gradient
 against autograd through gka_scan_reference (exact solve, docs/gka_spec.md sections 1 and 4).
 """
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
+
+from interpreted import run_interpreted, tagged_json  # tests/interpreted.py
 
 pytest.importorskip("triton")
 
@@ -144,11 +142,7 @@ _CASES = ["fwd_T37_D16", "rev_T37_D16", "bi_T40_D32", "bi_T40_D32_sequential", "
 def interpreter_results():
     # the default solve schedule (several refinement rounds; the interpreter computes its bf16/tf32 products
     # in fp32, so this checks the step counts and the algebra)
-    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
-    return json.loads(line[len("RESULT"):])
+    return tagged_json(run_interpreted(_SCRIPT), "RESULT")
 
 
 @pytest.mark.slow  # the interpreter runs every case in one subprocess: about 20 s

@@ -3,13 +3,11 @@ TRITON_INTERPRET=1 (small fp32 cases, forward and gradients; bf16 inputs for the
 fuse_pointwise on against off on the Triton scan backend.
 
 The interpreter is chosen when kernels are decorated, so the checks run in a fresh subprocess."""
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
+
+from interpreted import run_interpreted, tagged_json  # tests/interpreted.py
 
 pytest.importorskip("triton")
 
@@ -142,11 +140,7 @@ _SCRIPT = textwrap.dedent(r"""
 
 @pytest.fixture(scope="module")
 def result():
-    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
-    return json.loads(line[len("RESULT"):])
+    return tagged_json(run_interpreted(_SCRIPT, timeout=900), "RESULT")
 
 
 def test_fused_kernels_match_pytorch_chains_fp32(result):

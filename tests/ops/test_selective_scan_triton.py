@@ -3,13 +3,11 @@
 The interpreter is chosen when kernels are decorated, so the check runs in a fresh subprocess and never
 forces interpreter mode on other tests.
 """
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
+
+from interpreted import run_interpreted, tagged_json  # tests/interpreted.py
 
 pytest.importorskip("triton")
 
@@ -86,17 +84,14 @@ _SCRIPT = textwrap.dedent(r"""
 
 
 def test_triton_matches_reference_in_interpreter():
-    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
-    results = json.loads(line[len("RESULT"):])
+    stdout = run_interpreted(_SCRIPT)
+    results = tagged_json(stdout, "RESULT")
     assert len(results) == 6
-    mixers = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("MIXERS")][-1][len("MIXERS"):])
+    mixers = tagged_json(stdout, "MIXERS")
     assert [m["name"] for m in mixers] == ["BidirectionalMambaMixer", "MambaVisionMixer"]
     for m in mixers:
         assert m["fwd"] < 1e-5 and max(m["grads"]) < 1e-4, m
-    bf16 = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("BF16")][-1][len("BF16"):])
+    bf16 = tagged_json(stdout, "BF16")
     assert bf16["out_dtype"] == "torch.bfloat16" and bf16["fwd"] < 1e-2, bf16
     assert bf16["grad_dtypes"] == ["torch.bfloat16", "torch.float32", "torch.float32", "torch.bfloat16",
                                    "torch.bfloat16"] and max(bf16["grads"]) < 2e-2, bf16
