@@ -10,7 +10,8 @@ kernel launches, and the top kernels outside the scans. GPU time < wall time mea
 --host adds a profile of the host side: the host time of the step's phases (forward, backward, optimizer) and
 the host events with the most self time (Python-side op dispatch, kernel launch calls). Each row also counts the
 calls per step that make the host wait for the GPU (synchronisations, blocking copies, cudaMalloc / cudaFree:
-`blocking_calls`). --json writes the numbers.
+`blocking_calls`). --ops N adds the N host ops (with their input shapes) that launched the most GPU time:
+which PyTorch op runs each kernel. --json writes the numbers.
 """
 import argparse
 import json
@@ -121,7 +122,23 @@ def host_breakdown(events, steps: int, top: int = 15):
     return phases, [(round(ms, 3), round(n, 1), name[:80]) for ms, n, name in selfs[:top]]
 
 
-def profile_model(name, batch, res, steps, warmup, compile_mode, device, dtype, kwargs, host=False):
+def op_breakdown(events, steps: int, top: int):
+    """[(device ms, calls, op name, input shapes) per step, largest first] of the host ops that launched the GPU
+    work themselves (their self device time), from the key averages of a CPU+CUDA profile with the input shapes
+    recorded and grouped by them: which PyTorch op, on which shapes, runs each kernel of `top_other`."""
+    rows = []
+    for e in events:
+        t = getattr(e, "self_device_time_total", None)
+        if t is None:
+            t = getattr(e, "self_cuda_time_total", 0.0)
+        if t and e.device_type == torch.autograd.DeviceType.CPU:
+            shapes = str(getattr(e, "input_shapes", ""))
+            rows.append((t / 1e3 / steps, e.count / steps, e.key, shapes if len(shapes) <= 120 else shapes[:117] + "..."))
+    rows.sort(reverse=True)
+    return [(round(ms, 3), round(n, 1), name[:60], shapes) for ms, n, name, shapes in rows[:top]]
+
+
+def profile_model(name, batch, res, steps, warmup, compile_mode, device, dtype, kwargs, host=False, ops=0):
     from torch.profiler import ProfilerActivity, profile
     torch.manual_seed(0)
     model = timm.create_model(name, **kwargs).to(device).train()
@@ -156,6 +173,12 @@ def profile_model(name, batch, res, steps, warmup, compile_mode, device, dtype, 
                 step()
             torch.cuda.synchronize()
         row["host_phase_ms"], row["host_top_self"] = host_breakdown(prof.key_averages(), steps)
+    if ops:
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
+            for _ in range(steps):
+                step()
+            torch.cuda.synchronize()
+        row["ops"] = op_breakdown(prof.key_averages(group_by_input_shape=True), steps, ops)
     return row
 
 
@@ -170,6 +193,8 @@ def main(argv=None):
                    help="also profile torch.compile'd models (modes: default, reduce-overhead, max-autotune...)")
     p.add_argument("--no-eager", action="store_true")
     p.add_argument("--host", action="store_true", help="also profile the host side (phases, top self-time events)")
+    p.add_argument("--ops", type=int, default=0, metavar="N",
+                   help="also list the N host ops (with input shapes) whose kernels take the most GPU time")
     p.add_argument("--model-kwargs", type=json.loads, default={}, help='JSON {model: {kwarg: value}}')
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -187,7 +212,7 @@ def main(argv=None):
         for name in args.models:
             try:
                 r = profile_model(name, args.batch, args.res, args.steps, args.warmup, mode, device, dtype,
-                                  args.model_kwargs.get(name, {}), host=args.host)
+                                  args.model_kwargs.get(name, {}), host=args.host, ops=args.ops)
             except Exception as e:  # noqa: BLE001  (a model that fails is a row with its error)
                 r = dict(model=name, compile=mode or "eager", error=f"{type(e).__name__}: {str(e)[:300]}")
             rows.append(r)
@@ -213,6 +238,11 @@ def main(argv=None):
             print(f"\nhost, {r['model']} ({r['compile']}): phases ms {phases}; top self time (ms, calls per step):")
             for ms, n, name in r["host_top_self"]:
                 print(f"  {ms:8.3f} {n:7.1f}  {name}")
+    for r in rows:
+        if "ops" in r:
+            print(f"\nops with the most GPU time, {r['model']} ({r['compile']}; ms, calls per step, input shapes):")
+            for ms, n, name, shapes in r["ops"]:
+                print(f"  {ms:8.3f} {n:7.1f}  {name}  {shapes}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

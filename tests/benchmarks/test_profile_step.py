@@ -75,3 +75,23 @@ def test_blocking_calls_counts_the_calls_that_make_the_host_wait():
     assert ps.blocking_calls(events, steps=2) == {"cudaStreamSynchronize": 3.0, "cudaDeviceSynchronize": 0.5,
                                                  "cudaFree": 1.0}
     assert ps.blocking_calls([ev("cudaLaunchKernel", 10)], steps=1) == {}
+
+
+def test_op_breakdown_names_the_host_ops_that_launched_the_gpu_time():
+    import torch
+    ps = load_benchmark("profile_step")
+    cpu, cuda = torch.autograd.DeviceType.CPU, torch.autograd.DeviceType.CUDA
+    ev = lambda key, us, n, dev, shapes: SimpleNamespace(key=key, self_device_time_total=us, count=n,  # noqa: E731
+                                                         device_type=dev, input_shapes=shapes)
+    events = [ev("aten::native_layer_norm", 6000.0, 48, cpu, [[16, 16384, 192], [192], [192]]),
+              ev("aten::copy_", 9000.0, 96, cpu, [[16, 16384, 192], [16, 16384, 192]]),
+              ev("aten::copy_", 1000.0, 24, cpu, [[16, 3], [16, 3]]),
+              ev("aten::view", 0.0, 500, cpu, [[2, 3]]),                          # launched nothing
+              ev("vectorized_layer_norm_kernel", 6000.0, 48, cuda, []),           # the kernel itself
+              ev("aten::add_", 500.0, 10, cpu, [[1] * 200])]
+    top = ps.op_breakdown(events, steps=2, top=3)
+    assert [(ms, n, name) for ms, n, name, _ in top] == [(4.5, 48.0, "aten::copy_"), (3.0, 24.0, "aten::native_layer_norm"),
+                                                        (0.5, 12.0, "aten::copy_")]
+    assert top[0][3] == "[[16, 16384, 192], [16, 16384, 192]]"                   # grouped by input shapes
+    long = ps.op_breakdown(events, steps=1, top=10)[-1][3]
+    assert len(long) == 120 and long.endswith("...")
