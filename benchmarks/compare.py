@@ -101,6 +101,7 @@ VARIANT_KWARGS = {'recompute': dict(recompute_mixer=True),
                   'gka_bi': dict(mixer='gka_bi'),  # MambaVision family: BidirectionalGKAMixer
                   'hd32': dict(gka_head_dim=32),  # gkavision: scan head dim 32 instead of C / num_heads
                   'unfused': dict(fuse_pointwise=False),  # GKA mixers: the per-token work as PyTorch ops in eager
+                  'torchnorm': dict(fuse_norm=False),  # the blocks' LayerNorms as PyTorch's op (then the rounding)
                   'compile': {},  # torch.compile(model) (default mode); combine with '+': NAME@hd32+compile
                   'cudagraphs': {}}  # torch.compile(model, mode='reduce-overhead'): the step replayed as CUDA graphs
 COMPILE_VARIANTS = ('compile', 'cudagraphs')

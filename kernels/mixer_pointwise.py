@@ -3,7 +3,7 @@ backward (gka_vision/layers/mixer_parts.py and norm.py hold the PyTorch spec of 
 
     qk_norm_beta(q, k, v, beta_logit, qk_dtype)   qn = q / max(|q|, eps),  b = sigmoid(beta_logit),
                                                   kn = b k / max(|k|, eps),  vb = b v          per row of D
-    gated_rms_norm(x, weight, gate, eps)          y = x rsqrt(mean(x^2) + eps) weight silu(gate)   per row of D
+    gated_rms_norm(x, weight, gate, eps, dtype)   y = x rsqrt(mean(x^2) + eps) weight silu(gate)   per row of D
 
 q, k, v, x and gate are [P, H, D] views of any strides (P rows of H heads: the mixers' [B * N, nh, D] views of
 their projections, without a copy); beta_logit is [P, H]. Both compute in fp32 and save only their inputs: the
@@ -206,11 +206,11 @@ class _QKNormBeta(torch.autograd.Function):
 
 class _GatedRMSNorm(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, gate, eps):
+    def forward(ctx, x, weight, gate, eps, out_dtype):
         x3 = _rows_view(x)
         g3 = x3 if gate is None else _rows_view(gate)
         P, H, D = x3.shape
-        y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        y = torch.empty(x.shape, dtype=out_dtype, device=x.device)
         _gated_rms_norm_fwd_kernel[_grid(P * H)](
             x3, weight, g3, y, P, H, D, x3.stride(0), x3.stride(1), g3.stride(0), g3.stride(1), eps,
             HAS_GATE=gate is not None, BLOCK_R=_BLOCK_ROWS, BLOCK_D=next_power_of_2(D))
@@ -234,7 +234,7 @@ class _GatedRMSNorm(torch.autograd.Function):
             x3, weight, g3, dy.contiguous(), dx, dg, dw, P, H, D, x3.stride(0), x3.stride(1), g3.stride(0),
             g3.stride(1), ctx.eps, HAS_GATE=gate is not None, BLOCK_R=_BLOCK_ROWS, BLOCK_D=block_d)
         dweight = dw.sum(0)[:D].to(weight.dtype)
-        return dx, dweight, None if gate is None else dg, None
+        return dx, dweight, None if gate is None else dg, None, None
 
 
 def qk_norm_beta(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta_logit: torch.Tensor,
@@ -251,11 +251,11 @@ def qk_norm_beta(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta_logit: 
 
 
 def gated_rms_norm(x: torch.Tensor, weight: torch.Tensor, gate: Optional[torch.Tensor] = None,
-                   eps: float = 1e-6) -> torch.Tensor:
-    """x rsqrt(mean(x^2) + eps) weight silu(gate) over the last dim in fp32, returned in x's dtype.
+                   eps: float = 1e-6, out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """x rsqrt(mean(x^2) + eps) weight silu(gate) over the last dim in fp32, returned in out_dtype (x's if None).
 
     x [..., H, D] (any strides with a unit last stride), weight [D], gate None or x's shape."""
     if x.dim() < 2 or weight.shape != x.shape[-1:] or (gate is not None and gate.shape != x.shape):
         raise ValueError(f"gated_rms_norm: x must be [..., H, D], weight [D] and gate x's shape; got "
                          f"{tuple(x.shape)}, {tuple(weight.shape)}, {None if gate is None else tuple(gate.shape)}")
-    return _GatedRMSNorm.apply(x, weight, gate, float(eps))
+    return _GatedRMSNorm.apply(x, weight, gate, float(eps), out_dtype or x.dtype)

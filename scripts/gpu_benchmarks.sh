@@ -32,7 +32,7 @@ for stage in "$@"; do
         tests)
             # the kernel and model tests first, the compile tests (Inductor, ~30 s a model) last
             timeout "${TESTS_S:-600}" python3 -m pytest tests/gpu/test_gka_triton_gpu.py tests/gpu/test_selective_scan_gpu.py \
-                tests/gpu/test_models_gpu.py tests/gpu/test_mixer_pointwise_gpu.py tests/gpu/test_compile_gpu.py -v -p no:cacheprovider -o addopts="" -rfE 2>&1 \
+                tests/gpu/test_models_gpu.py tests/gpu/test_mixer_pointwise_gpu.py tests/gpu/test_layer_norm_gpu.py tests/gpu/test_compile_gpu.py -v -p no:cacheprovider -o addopts="" -rfE 2>&1 \
                 | tee "$OUT/tests.log" | grep -E "passed|failed|error|FAILED|ERROR" | tail -n 80 ;;
         core)
             # shellcheck disable=SC2086

@@ -4,5 +4,5 @@ from .create_mixer import MIXERS, create_mixer, get_mixer, mixer_options, pop_mi
 from .gka_mixer import BidirectionalGKAMixer
 from .gka_vision_mixer import GKAVisionMixer
 from .mamba_mixer import BidirectionalMambaMixer, MambaVisionMixer
-from .norm import GatedRMSNorm
+from .norm import AutocastLayerNorm, GatedRMSNorm
 from .patch_embed import PatchEmbed, resample_pos_embed

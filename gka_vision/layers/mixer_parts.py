@@ -19,6 +19,7 @@ from timm.layers import trunc_normal_
 
 from ..ops.gka_scan import resolve_backend
 from ..ops.scan_replay import ScanReplay
+from .norm import autocast_output_dtype
 
 __all__ = [
     'check_solver_options', 'init_A_log_uniform', 'init_A_log_s4d', 'init_dt_bias', 'init_dt_proj',
@@ -153,10 +154,11 @@ def normalize_qk_gate_beta(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, be
 
 
 def gated_norm(norm: nn.Module, x: torch.Tensor, gate: Optional[torch.Tensor], fused: bool) -> torch.Tensor:
-    """norm(x, gate) for a GatedRMSNorm `norm`; fused: as one Triton kernel each way (`fused_pointwise_on`)."""
+    """norm(x, gate) for a GatedRMSNorm `norm`; fused: as one Triton kernel each way (`fused_pointwise_on`), with
+    its output dtype (`autocast_output_dtype`)."""
     if not fused:
         return norm(x, gate)
-    return _mixer_pointwise().gated_rms_norm(x, norm.weight, gate, norm.eps)
+    return _mixer_pointwise().gated_rms_norm(x, norm.weight, gate, norm.eps, autocast_output_dtype(x))
 
 
 def conv1d_same_silu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -31,6 +31,7 @@ from timm.models._manipulate import checkpoint
 
 from ..layers import MixerBlock, PatchEmbed, VimBlock, create_mixer, pop_mixer_options, resample_pos_embed
 from ..layers.mixer_parts import init_linear_weights
+from ..layers.norm import AutocastLayerNorm
 from ._checkpoint import adapt_state_dict
 from ._factory import accepts_device_dtype, like
 from ._model_api import check_global_pool, no_weight_decay_names, switch_recompute, switch_selective_recompute
@@ -59,7 +60,11 @@ class GKAViT(nn.Module):
         drop_rate: dropout before the classifier; pos_drop_rate: after the position embedding;
         proj_drop_rate: after the mixer output projection and inside the MLP; drop_path_rate: stochastic
         depth, linearly increasing over the blocks.
-        norm_layer: the blocks' and the final norm (default LayerNorm, eps 1e-6); act_layer: the MLP's (GELU).
+        norm_layer: the blocks' and the final norm (default: the blocks' AutocastLayerNorm, which hands their
+            matmuls the autocast dtype, layers/norm.py, and nn.LayerNorm at the end; eps 1e-6); act_layer: the
+            MLP's (GELU).
+        fuse_norm: the blocks' default norms run as one Triton kernel each way in eager mode on CUDA (False: the
+            PyTorch op, then the rounding to the autocast dtype; same formula).
         recompute_mixer: recompute each block's norm + token mixer in the backward (non-reentrant
             torch.utils.checkpoint) and keep only the block input: the mixer's saved activations (most of
             the model's at high resolution) are not held, for about one more mixer forward per step.
@@ -95,6 +100,7 @@ class GKAViT(nn.Module):
             act_layer: Optional[Type[nn.Module]] = None,
             recompute_mixer: bool = False,
             selective_recompute: Optional[bool] = None,
+            fuse_norm: bool = True,
     ):
         super().__init__()
         check_global_pool(global_pool)
@@ -104,6 +110,9 @@ class GKAViT(nn.Module):
             raise ValueError(
                 f'img_size {img_size[0]}x{img_size[1]} is not divisible by the patch size '
                 f'{patch_size[0]}x{patch_size[1]}')
+        # the blocks' norms hand their matmuls the autocast dtype directly (layers/norm.py); the final norm keeps
+        # nn.LayerNorm's output dtype for the pooled features
+        block_norm = norm_layer or partial(AutocastLayerNorm, eps=1e-6, fused=fuse_norm)
         norm_layer = norm_layer or partial(nn.LayerNorm, eps=1e-6)
         act_layer = act_layer or nn.GELU
 
@@ -128,10 +137,10 @@ class GKAViT(nn.Module):
             if mlp_ratio > 0:
                 blocks.append(MixerBlock(
                     embed_dim, token_mixer, mlp_ratio=mlp_ratio, proj_drop=proj_drop_rate, drop_path=dpr[i],
-                    norm_layer=norm_layer, act_layer=act_layer, recompute_mixer=recompute_mixer,
+                    norm_layer=block_norm, act_layer=act_layer, recompute_mixer=recompute_mixer,
                     selective_recompute=selective_recompute))
             else:
-                blocks.append(VimBlock(embed_dim, token_mixer, drop_path=dpr[i], norm_layer=norm_layer,
+                blocks.append(VimBlock(embed_dim, token_mixer, drop_path=dpr[i], norm_layer=block_norm,
                                        recompute_mixer=recompute_mixer, selective_recompute=selective_recompute))
         self.blocks = nn.Sequential(*blocks)
         self.feature_info = [

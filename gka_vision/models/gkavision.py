@@ -43,6 +43,7 @@ from timm.models._features import feature_take_indices
 from ..layers import MixerBlock, create_mixer, get_mixer, pop_mixer_options
 from ..layers.input_checks import check_image
 from ..layers.mixer_parts import init_linear_weights
+from ..layers.norm import AutocastLayerNorm
 from ._checkpoint import adapt_state_dict
 from ._factory import accepts_device_dtype, like
 from ._model_api import check_global_pool, no_weight_decay_names, switch_recompute, switch_selective_recompute
@@ -141,7 +142,7 @@ class HybridStage(nn.Module):
     def __init__(self, in_dim: int, dim: int, depth: int, num_heads: int, window_size: int, mixer: str = 'gka',
                  mixer_kwargs: Optional[Dict[str, Any]] = None, mlp_ratio: float = 4., drop_path: Sequence[float] = (),
                  proj_drop: float = 0., layer_scale: Optional[float] = None, recompute_mixer: bool = False,
-                 selective_recompute: Optional[bool] = None):
+                 selective_recompute: Optional[bool] = None, fuse_norm: bool = True):
         super().__init__()
         self.downsample = nn.Conv2d(in_dim, dim, 3, stride=2, padding=1, bias=False) if in_dim != dim \
             else nn.Identity()
@@ -157,8 +158,8 @@ class HybridStage(nn.Module):
                 token_mixer = create_mixer('attn', dim, num_heads, proj_drop=proj_drop)
             blocks.append(MixerBlock(
                 dim, token_mixer, mlp_ratio=mlp_ratio, proj_drop=proj_drop, drop_path=dp[i],
-                norm_layer=partial(nn.LayerNorm, eps=1e-5), layer_scale=layer_scale, recompute_mixer=recompute_mixer,
-                selective_recompute=selective_recompute))
+                norm_layer=partial(AutocastLayerNorm, eps=1e-5, fused=fuse_norm), layer_scale=layer_scale,
+                recompute_mixer=recompute_mixer, selective_recompute=selective_recompute))
         self.blocks = nn.ModuleList(blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -196,6 +197,8 @@ class GKAVision(nn.Module):
             keeping the block input and the scan's (attention's) outputs; also `set_selective_recompute`. None (the
             default): on for blocks that see at least 1024 tokens, i.e. never at the default window sizes (the
             blocks see windows of at most 14 x 14 tokens); True / False force it. Same gradients.
+        fuse_norm: the mixer/attention blocks' LayerNorms (AutocastLayerNorm, layers/norm.py: the autocast dtype out)
+            run as one Triton kernel each way in eager mode on CUDA (False: the PyTorch op, then the rounding).
         device, dtype: timm's factory kwargs (every parameter created on that device, in that dtype).
         img_size: the nominal input size (recorded for preprocessing and `set_input_size`; the network takes
             any size: windows larger than a stage's map shrink to it, others pad the map).
@@ -223,6 +226,7 @@ class GKAVision(nn.Module):
             recompute_mixer: bool = False,
             selective_recompute: Optional[bool] = None,
             img_size: Union[int, Tuple[int, int]] = 224,
+            fuse_norm: bool = True,
     ):
         super().__init__()
         check_global_pool(global_pool)
@@ -258,7 +262,7 @@ class GKAVision(nn.Module):
                     prev, widths[i], depths[i], num_heads=num_heads[i], window_size=window_size[i], mixer=mixer,
                     mixer_kwargs=mixer_kwargs, mlp_ratio=mlp_ratio, drop_path=dp, proj_drop=proj_drop_rate,
                     layer_scale=layer_scale, recompute_mixer=recompute_mixer,
-                    selective_recompute=selective_recompute))
+                    selective_recompute=selective_recompute, fuse_norm=fuse_norm))
             self.feature_info.append(dict(num_chs=widths[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
             prev = widths[i]
         self.stages = nn.Sequential(*stages)
