@@ -7,7 +7,10 @@ slower side after all):
 
     op fwd             torch.ops.gka_vision.gka_scan, no grad (the custom op the models and torch.compile call)
     op bwd             torch.ops.gka_vision.gka_scan_backward (what a compiled backward graph calls)
-    scan fwd+bwd       gka_vision.ops.gka_scan forward and backward through autograd (the eager training path)
+    scan fwd+bwd       gka_vision.ops.gka_scan forward and backward through autograd (the eager training path:
+                       with the Triton backend, the ops' implementation through a plain autograd.Function)
+    op fwd+bwd         the custom op forward and backward through its registered autograd (what the eager
+                       training path called before; torch.compile's graphs call the ops instead)
     function fwd+bwd   gka_kernels.gka_scan_triton forward and backward (the kernels' autograd.Function: no
                        torch.library in between)
     launch fwd / bwd   gka_kernels.gka_triton_forward / gka_triton_backward (the launch code alone)
@@ -98,6 +101,12 @@ def measure(device, shape, bidirectional, stub, iters):
         scan = lambda: gka_scan(*leaves, backend="triton")  # noqa: E731
         function = lambda: gkf.gka_scan_triton(*leaves)  # noqa: E731
     rows["scan fwd+bwd"] = per_call_us(lambda: scan().backward(do), iters, sync)
+    if bidirectional:
+        op = lambda: torch.ops.gka_vision.gka_scan_bidirectional(  # noqa: E731
+            *leaves, g_rev, 0.02, 30, scale, False, "triton", "")[0]
+    else:
+        op = lambda: torch.ops.gka_vision.gka_scan(*leaves, None, 0.02, 30, scale, False, "triton", "")[0]  # noqa: E731
+    rows["op fwd+bwd"] = per_call_us(lambda: op().backward(do), iters, sync)
     rows["function fwd+bwd"] = per_call_us(lambda: function().backward(do), iters, sync)
     with torch.no_grad():
         rows["launch fwd"] = per_call_us(lambda: gkf.gka_triton_forward(q, k, v, alpha, gates), iters, sync)

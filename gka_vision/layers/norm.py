@@ -12,19 +12,32 @@ import os
 from typing import Optional
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import register_notrace_function
 
-__all__ = ['AutocastLayerNorm', 'GatedRMSNorm', 'autocast_output_dtype', 'fused_norm_on']
+__all__ = ['AutocastLayerNorm', 'GatedRMSNorm', 'autocast_output_dtype', 'fused_norm_on', 'FUSED_MIN_NUMEL']
+
+# AutocastLayerNorm's default fused_min_numel: the smallest input that runs its Triton kernel. Interleaved training
+# rounds on an H200 (benchmarks/ab_train.py, docs/benchmarks.md "The blocks' LayerNorm"): at 2048 px, batch 16
+# (50M elements a norm in gka_tiny) the kernel made the step 10% faster, at 1024 px, batch 16 (12.6M) no
+# difference, at 224 px, batch 128 (4.8M in gka_tiny, 8.0M and 4.0M in gkavision_tiny) it was slower.
+FUSED_MIN_NUMEL = 1 << 24
 
 
+@register_notrace_function  # an FX leaf (timm's feature extraction and torch.fx): the dtype is known at run time
 @torch.jit.ignore
 def autocast_output_dtype(x: torch.Tensor) -> torch.dtype:
-    """The autocast dtype of x's device where autocast is on there, else x's dtype."""
+    """The autocast dtype of x's device where autocast is on there, else x's dtype (also on devices without
+    autocast, such as 'meta')."""
     device = x.device.type
-    if torch.is_autocast_enabled(device) and x.is_floating_point():
+    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device) and x.is_floating_point():
         return torch.get_autocast_dtype(device)
     return x.dtype
+
+
+torch.fx.wrap('autocast_output_dtype')
 
 
 @functools.lru_cache(maxsize=1)
@@ -52,16 +65,20 @@ class AutocastLayerNorm(nn.LayerNorm):
     """nn.LayerNorm (same parameters and state dict) returning the autocast dtype under autocast.
 
     y = F.layer_norm(x) in fp32 (as autocast runs it), rounded to `autocast_output_dtype(x)`. In eager mode on CUDA
-    one Triton kernel each way (gka_kernels.layer_norm, fp32 inside; `fused_norm_on`). Without an affine transform
-    (elementwise_affine=False) or with more than one normalized dim it is the PyTorch op, then the rounding; also with
-    fused=False. Scripted (TorchScript): nn.LayerNorm's forward.
+    one Triton kernel each way (gka_kernels.layer_norm, fp32 inside; `fused_norm_on`) for inputs of at least
+    `fused_min_numel` elements. Below that the PyTorch op, then the rounding: the kernel saves memory traffic (the
+    fp32 output and its cast), about 8 bytes an element each way, but its launch and autograd.Function cost more
+    host time than PyTorch's op, and small steps are bound by the host (docs/benchmarks.md, section "The blocks'
+    LayerNorm"). Without an affine transform (elementwise_affine=False) or with more than one normalized dim it is
+    the PyTorch op, then the rounding; also with fused=False. Scripted (TorchScript): nn.LayerNorm's forward.
     """
 
     def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True,
-                 device=None, dtype=None, fused: bool = True):
+                 device=None, dtype=None, fused: bool = True, fused_min_numel: int = FUSED_MIN_NUMEL):
         super().__init__(normalized_shape, eps=eps, elementwise_affine=elementwise_affine, bias=bias, device=device,
                          dtype=dtype)
         self.fused = fused
+        self.fused_min_numel = fused_min_numel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.jit.is_scripting():
@@ -72,7 +89,7 @@ class AutocastLayerNorm(nn.LayerNorm):
     def _norm(self, x: torch.Tensor) -> torch.Tensor:
         out_dtype = autocast_output_dtype(x)
         if self.fused and self.weight is not None and self.bias is not None and len(self.normalized_shape) == 1 \
-                and fused_norm_on(x) and x.shape[-1] <= _kernels().MAX_WIDTH:
+                and fused_norm_on(x) and x.numel() >= self.fused_min_numel and x.shape[-1] <= _kernels().MAX_WIDTH:
             return _kernels().layer_norm(x, self.weight, self.bias, self.eps, out_dtype)
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps).to(out_dtype)
 

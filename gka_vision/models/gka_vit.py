@@ -63,8 +63,9 @@ class GKAViT(nn.Module):
         norm_layer: the blocks' and the final norm (default: the blocks' AutocastLayerNorm, which hands their
             matmuls the autocast dtype, layers/norm.py, and nn.LayerNorm at the end; eps 1e-6); act_layer: the
             MLP's (GELU).
-        fuse_norm: the blocks' default norms run as one Triton kernel each way in eager mode on CUDA (False: the
-            PyTorch op, then the rounding to the autocast dtype; same formula).
+        fuse_norm: the blocks' default norms run as one Triton kernel each way in eager mode on CUDA for inputs of
+            at least 2^24 elements (AutocastLayerNorm's fused_min_numel) (False: always the PyTorch op, then the
+            rounding to the autocast dtype; same formula).
         recompute_mixer: recompute each block's norm + token mixer in the backward (non-reentrant
             torch.utils.checkpoint) and keep only the block input: the mixer's saved activations (most of
             the model's at high resolution) are not held, for about one more mixer forward per step.

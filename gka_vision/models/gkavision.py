@@ -198,7 +198,8 @@ class GKAVision(nn.Module):
             default): on for blocks that see at least 1024 tokens, i.e. never at the default window sizes (the
             blocks see windows of at most 14 x 14 tokens); True / False force it. Same gradients.
         fuse_norm: the mixer/attention blocks' LayerNorms (AutocastLayerNorm, layers/norm.py: the autocast dtype out)
-            run as one Triton kernel each way in eager mode on CUDA (False: the PyTorch op, then the rounding).
+            run as one Triton kernel each way in eager mode on CUDA for inputs of at least 2^24 elements
+            (AutocastLayerNorm's fused_min_numel) (False: always the PyTorch op, then the rounding).
         device, dtype: timm's factory kwargs (every parameter created on that device, in that dtype).
         img_size: the nominal input size (recorded for preprocessing and `set_input_size`; the network takes
             any size: windows larger than a stage's map shrink to it, others pad the map).

@@ -19,7 +19,9 @@ opaque node per scan and never trace into the backends; torch.jit.trace records 
 after `import gka_vision`); fvcore counts it with `flops.gka_scan_flop_jit`. The forward op returns, besides o,
 what its backward op needs: for "triton" the solved x and ||H_t||_F of the kernels, for "torch" the solved x
 (the backward rebuilds the differentiable part around it instead of solving again, gka_chunked.py), for
-"reference" nothing (its backward re-runs it under autograd). ONNX has no such operator: while an ONNX exporter
+"reference" nothing (its backward re-runs it under autograd). In eager mode with the triton backend the public
+functions call the same implementation through a plain autograd.Function instead, which costs less host time than
+torch.library's dispatch (`_EagerScan`, below). ONNX has no such operator: while an ONNX exporter
 traces (torch.onnx.is_in_onnx_export()), the scans run as the torch backend's plain tensor ops instead.
 """
 import functools
@@ -231,13 +233,22 @@ def _reference_grads(do, q, k, v, alpha, g, gk, ridge_ratio, scale, reverse):
     return [torch.zeros_like(t) if gr is None else gr for t, gr in zip(leaves, grads)]
 
 
+def _forward_one(q, k, v, alpha, g, gk, ridge_ratio, num_iter, scale, reverse, backend, config):
+    return no_alias(_forward(q, k, v, alpha, g.unsqueeze(0), gk, 1 if reverse else 0, ridge_ratio, num_iter, scale,
+                             backend, config), (q, k, v, alpha, g, gk))
+
+
+def _forward_bi(q, k, v, alpha, g, g_rev, ridge_ratio, num_iter, scale, sequential_backward, backend, config):
+    return no_alias(_forward(q, k, v, alpha, torch.stack([g, g_rev]), None, 0, ridge_ratio, num_iter, scale,
+                             backend, config), (q, k, v, alpha, g, g_rev))
+
+
 @torch.library.custom_op("gka_vision::gka_scan", mutates_args=())
 def _gka_scan_op(q: Tensor, k: Tensor, v: Tensor, alpha: Tensor, g: Tensor, gk: Optional[Tensor],
                  ridge_ratio: float, num_iter: int, scale: float, reverse: bool, backend: str,
                  config: str) -> Tuple[Tensor, Tensor, Tensor]:
     """One causal GKA scan: (o, x, fro); x and fro are what the backward op needs (see the module doc)."""
-    return no_alias(_forward(q, k, v, alpha, g.unsqueeze(0), gk, 1 if reverse else 0, ridge_ratio, num_iter, scale,
-                             backend, config), (q, k, v, alpha, g, gk))
+    return _forward_one(q, k, v, alpha, g, gk, ridge_ratio, num_iter, scale, reverse, backend, config)
 
 
 @torch.library.custom_op("gka_vision::gka_scan_bidirectional", mutates_args=())
@@ -245,8 +256,7 @@ def _gka_scan_bidirectional_op(q: Tensor, k: Tensor, v: Tensor, alpha: Tensor, g
                                ridge_ratio: float, num_iter: int, scale: float, sequential_backward: bool,
                                backend: str, config: str) -> Tuple[Tensor, Tensor, Tensor]:
     """0.5 * (forward scan with g + reverse scan with g_rev): (o, x, fro), x and fro per direction."""
-    return no_alias(_forward(q, k, v, alpha, torch.stack([g, g_rev]), None, 0, ridge_ratio, num_iter, scale,
-                             backend, config), (q, k, v, alpha, g, g_rev))
+    return _forward_bi(q, k, v, alpha, g, g_rev, ridge_ratio, num_iter, scale, sequential_backward, backend, config)
 
 
 @torch.library.custom_op("gka_vision::gka_scan_backward", mutates_args=())
@@ -291,11 +301,14 @@ def _setup_one(ctx, inputs, output):
     ctx.opts = (1 if reverse else 0, ridge_ratio, num_iter, scale, False, backend, config)
 
 
-def _backward_one(ctx, do, _dx, _dfro):
+def _grads_one(ctx, do, backward_op):
     q, k, v, alpha, g, gk, x, fro = ctx.saved_tensors
-    dq, dk, dv, da, dgates, dgk = torch.ops.gka_vision.gka_scan_backward(
-        do, q, k, v, alpha, g.unsqueeze(0), gk, x, fro, *ctx.opts)
+    dq, dk, dv, da, dgates, dgk = backward_op(do, q, k, v, alpha, g.unsqueeze(0), gk, x, fro, *ctx.opts)
     return dq, dk, dv, da, dgates[0], (dgk if gk is not None else None), None, None, None, None, None, None
+
+
+def _backward_one(ctx, do, _dx, _dfro):
+    return _grads_one(ctx, do, torch.ops.gka_vision.gka_scan_backward)
 
 
 def _setup_bi(ctx, inputs, output):
@@ -304,15 +317,66 @@ def _setup_bi(ctx, inputs, output):
     ctx.opts = (0, ridge_ratio, num_iter, scale, sequential, backend, config)
 
 
-def _backward_bi(ctx, do, _dx, _dfro):
+def _grads_bi(ctx, do, backward_op):
     q, k, v, alpha, g, g_rev, x, fro = ctx.saved_tensors
-    dq, dk, dv, da, dgates, _ = torch.ops.gka_vision.gka_scan_backward(
-        do, q, k, v, alpha, torch.stack([g, g_rev]), None, x, fro, *ctx.opts)
+    dq, dk, dv, da, dgates, _ = backward_op(do, q, k, v, alpha, torch.stack([g, g_rev]), None, x, fro, *ctx.opts)
     return dq, dk, dv, da, dgates[0], dgates[1], None, None, None, None, None, None
+
+
+def _backward_bi(ctx, do, _dx, _dfro):
+    return _grads_bi(ctx, do, torch.ops.gka_vision.gka_scan_backward)
 
 
 _gka_scan_op.register_autograd(_backward_one, setup_context=_setup_one)
 _gka_scan_bidirectional_op.register_autograd(_backward_bi, setup_context=_setup_bi)
+
+
+# ---- eager calls without torch.library's dispatch ----------------------------------------------------------
+# A training step that waits on the host (small images, hierarchical models) pays for every layer between Python and
+# the kernels: on the H200's host a bidirectional scan's forward and backward cost 1790 us through the custom op and
+# its registered autograd against 1072 us through the kernels' plain autograd.Function (docs/benchmarks.md "Eager
+# scan calls"). In eager mode with the Triton backend the public functions call the same implementation
+# (`_forward`, `_backward`, the ops' own setup_context) through `_EagerScan`; under torch.compile, torch.export,
+# torch.jit tracing, a dispatch mode (a selective checkpoint policy, FakeTensorMode) or a functorch transform they
+# call the custom op, which those need.
+
+class _EagerScan(torch.autograd.Function):
+    """forward(impl, setup_context, grads, *op_args): impl(*op_args) -> (o, x, fro), saved as the op's autograd
+    saves them (setup_context); backward: grads(ctx, do, _backward_direct)."""
+
+    @staticmethod
+    def forward(ctx, impl, setup_context, grads, *args):
+        out = impl(*args)
+        setup_context(ctx, args, out)
+        ctx.grads = grads
+        ctx.mark_non_differentiable(out[1], out[2])
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, do, _dx, _dfro):
+        return (None, None, None) + ctx.grads(ctx, do, _backward_direct)
+
+
+def _backward_direct(do, *args):
+    return _backward(do.contiguous(), *args)
+
+
+def _eager_one(*args):
+    return _EagerScan.apply(_forward_one, _setup_one, _grads_one, *args)
+
+
+def _eager_bi(*args):
+    return _EagerScan.apply(_forward_bi, _setup_bi, _grads_bi, *args)
+
+
+def _eager_call(backend: str, q: Tensor) -> bool:
+    """Whether a scan call goes through `_EagerScan` instead of the custom op (see above)."""
+    if backend != "triton" or type(q) is not torch.Tensor:  # tensor subclasses (FakeTensor, DTensor) take the op
+        return False
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return False
+    return torch._C._len_torch_dispatch_stack() == 0 and not torch._C._are_functorch_transforms_active()
 
 
 # ---- public API ------------------------------------------------------------------------------------------
@@ -330,8 +394,9 @@ def gka_scan(q, k, v, alpha, g, *, gk=None, ridge_ratio=0.02, num_iter=30, scale
             return gka_scan_chunked(q, k, v, alpha, g, gk, float(ridge_ratio), int(num_iter), scale, bool(reverse))
     # the op computes in its own precision (its implementations turn autocast off): no autocast region here,
     # which would show up as a wrapper node in exported graphs
-    return call_scan(torch.ops.gka_vision.gka_scan, _setup_one, q, k, v, alpha, g, gk, float(ridge_ratio),
-                     int(num_iter), scale, bool(reverse), backend, _config_spec(config))[0]
+    op = _eager_one if _eager_call(backend, q) else torch.ops.gka_vision.gka_scan
+    return call_scan(op, _setup_one, q, k, v, alpha, g, gk, float(ridge_ratio), int(num_iter), scale, bool(reverse),
+                     backend, _config_spec(config))[0]
 
 
 def gka_scan_bidirectional(q, k, v, alpha, g, g_rev, *, ridge_ratio=0.02, num_iter=30, scale=None,
@@ -351,6 +416,6 @@ def gka_scan_bidirectional(q, k, v, alpha, g, g_rev, *, ridge_ratio=0.02, num_it
             bwd = gka_scan_chunked(q, k, v, alpha, g_rev, None, float(ridge_ratio), int(num_iter), scale, True)
             acc = torch.promote_types(q.dtype, torch.float32)
             return (0.5 * (fwd.to(acc) + bwd.to(acc))).to(q.dtype)
-    return call_scan(torch.ops.gka_vision.gka_scan_bidirectional, _setup_bi,
-                     q, k, v, alpha, g, g_rev, float(ridge_ratio), int(num_iter), scale, bool(sequential_backward),
-                     backend, _config_spec(config))[0]
+    op = _eager_bi if _eager_call(backend, q) else torch.ops.gka_vision.gka_scan_bidirectional
+    return call_scan(op, _setup_bi, q, k, v, alpha, g, g_rev, float(ridge_ratio), int(num_iter), scale,
+                     bool(sequential_backward), backend, _config_spec(config))[0]

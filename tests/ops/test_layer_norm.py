@@ -58,7 +58,7 @@ _SCRIPT = textwrap.dedent(r"""
     calls = []
     fn = ln.layer_norm
     ln.layer_norm = lambda *a: (calls.append(1), fn(*a))[1]
-    m, ref_m = AutocastLayerNorm(24, eps=1e-5), torch.nn.LayerNorm(24, eps=1e-5)
+    m, ref_m = AutocastLayerNorm(24, eps=1e-5, fused_min_numel=0), torch.nn.LayerNorm(24, eps=1e-5)
     with torch.no_grad():
         m.weight.normal_(); m.bias.normal_()
     ref_m.load_state_dict(m.state_dict())
@@ -67,6 +67,14 @@ _SCRIPT = textwrap.dedent(r"""
     g = torch.autograd.grad(y.sum(), [x, m.weight, m.bias])
     gr = torch.autograd.grad(yr.sum(), [x, ref_m.weight, ref_m.bias])
     out["module"] = dict(calls=len(calls), fwd=rel(yr, y), grads=[rel(a, b) for a, b in zip(gr, g)])
+    # the size threshold: below fused_min_numel elements (the default's millions) PyTorch's op, from it on the kernel
+    small = AutocastLayerNorm(24)
+    small.load_state_dict(m.state_dict())
+    n0 = len(calls)
+    out["threshold"] = dict(default=rel(yr, small(x)), default_calls=len(calls) - n0)
+    small.fused_min_numel = x.numel()
+    small(x)
+    out["threshold"]["at_numel_calls"] = len(calls) - n0
     print("RESULT" + json.dumps(out))
 """)
 
@@ -85,6 +93,8 @@ def test_layer_norm_kernel_matches_the_float64_layer_norm():
     assert out["double"] == "raised"
     assert out["module"]["calls"] == 1
     assert out["module"]["fwd"] < 1e-5 and max(out["module"]["grads"]) < 1e-4
+    assert out["threshold"]["default_calls"] == 0 and out["threshold"]["default"] < 1e-5   # small: PyTorch's op
+    assert out["threshold"]["at_numel_calls"] == 1
 
 
 def test_autocast_layer_norm_rounds_to_the_autocast_dtype_as_its_consumers_would():
