@@ -23,7 +23,6 @@ import time
 from typing import Any, Dict, List, Sequence
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import compare  # noqa: E402  (benchmarks/compare.py: model rows, scan selection, environment)
@@ -52,25 +51,16 @@ def summarize(per_round: Dict[str, List[float]], batch: int, reference: str) -> 
 
 
 class Step:
-    """One training step of a row: its model, inputs, optimizer and autocast (compare.measure's step)."""
+    """A row's model, batch and training step (compare.train_step)."""
 
     def __init__(self, row: str, batch: int, res: int, dtype: torch.dtype, device: torch.device, extra=None):
-        self.model = compare.build_model(row, res, None, device, extra).train()
+        model = compare.build_model(row, res, None, device, extra)
         self.device = device
-        in_chans = getattr(self.model, 'in_chans', 3)
-        num_classes = max(getattr(self.model, 'num_classes', 1000), 1)
-        self.x = torch.randn(batch, in_chans, res, res, device=device)
-        self.y = torch.randint(0, num_classes, (batch,), device=device)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, fused=device.type == 'cuda')
-        self.dtype = dtype
+        x = torch.randn(batch, getattr(model, 'in_chans', 3), res, res, device=device)
+        self.step = compare.train_step(model, x, dtype)
 
     def __call__(self) -> torch.Tensor:
-        self.opt.zero_grad(set_to_none=True)
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
-            loss = F.cross_entropy(self.model(self.x).float(), self.y)
-        loss.backward()
-        self.opt.step()
-        return loss.detach()
+        return self.step()
 
     def timed(self, steps: int) -> float:
         """The median time (s) of `steps` steps, each synchronised."""

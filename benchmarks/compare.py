@@ -312,6 +312,29 @@ def _caused_by(err: BaseException, kind: type) -> bool:
     return False
 
 
+def train_step(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype, graphs: bool = False):
+    """One training step of `model` on the batch x, as a function returning the detached loss: random labels,
+    AdamW (fused on CUDA), forward under autocast `dtype` (off for fp32), cross-entropy in fp32, backward, step.
+    `graphs`: each step starts a new CUDA-graph iteration (a model compiled with mode='reduce-overhead')."""
+    device = x.device
+    model.train()
+    num_classes = max(getattr(model, 'num_classes', 1000), 1)
+    y = torch.randint(0, num_classes, (x.shape[0],), device=device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == 'cuda')
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+    def step():
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        opt.zero_grad(set_to_none=True)
+        with autocast:
+            loss = F.cross_entropy(model(x).float(), y)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+    return step
+
+
 def measure(model: torch.nn.Module, batch: int, res: int, mode: str, dtype: torch.dtype, device: torch.device,
             warmup: int, iters: int, point_time_s: Optional[float] = None,
             deadline: Optional[float] = None, first_step_limit_s: Optional[float] = None,
@@ -330,7 +353,6 @@ def measure(model: torch.nn.Module, batch: int, res: int, mode: str, dtype: torc
     replay's time), so with `graphs` the warm-up has at least two steps, which neither `point_time_s` nor `deadline`
     cuts short: a timed step is always a replay."""
     in_chans = getattr(model, 'in_chans', 3)
-    num_classes = max(getattr(model, 'num_classes', 1000), 1)
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
     try:
         _reset_memory(device)
@@ -344,19 +366,7 @@ def measure(model: torch.nn.Module, batch: int, res: int, mode: str, dtype: torc
                 with torch.inference_mode(), autocast:
                     return model(x)
         else:
-            model.train()
-            y = torch.randint(0, num_classes, (batch,), device=device)
-            opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == 'cuda')
-
-            def step():
-                if graphs:
-                    torch.compiler.cudagraph_mark_step_begin()
-                opt.zero_grad(set_to_none=True)
-                with autocast:
-                    loss = F.cross_entropy(model(x).float(), y)
-                loss.backward()
-                opt.step()
-                return loss.detach()
+            step = train_step(model, x, dtype, graphs)
         t0 = time.perf_counter()
         with _time_limit(first_step_limit_s):
             out = step()  # compiles

@@ -342,7 +342,7 @@ _gka_scan_bidirectional_op.register_autograd(_backward_bi, setup_context=_setup_
 
 class _EagerScan(torch.autograd.Function):
     """forward(impl, setup_context, grads, *op_args): impl(*op_args) -> (o, x, fro), saved as the op's autograd
-    saves them (setup_context); backward: grads(ctx, do, _backward_direct)."""
+    saves them (setup_context); backward: grads(ctx, do, _backward)."""
 
     @staticmethod
     def forward(ctx, impl, setup_context, grads, *args):
@@ -355,11 +355,7 @@ class _EagerScan(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, do, _dx, _dfro):
-        return (None, None, None) + ctx.grads(ctx, do, _backward_direct)
-
-
-def _backward_direct(do, *args):
-    return _backward(do.contiguous(), *args)
+        return (None, None, None) + ctx.grads(ctx, do, _backward)
 
 
 def _eager_one(*args):
