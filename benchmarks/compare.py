@@ -99,10 +99,10 @@ MEMORY_TARGETS = [('gka_tiny_patch16_224', 'deit_tiny_patch16_224'),
 VARIANT_KWARGS = {'recompute': dict(recompute_mixer=True),
                   'noselective': dict(selective_recompute=False),  # keep every activation at any resolution
                   'gka_bi': dict(mixer='gka_bi'),  # MambaVision family: BidirectionalGKAMixer
-                  'hd32': dict(gka_head_dim=32),  # gkavision: scan head dim 32 instead of C / num_heads
+                  'hd40': dict(gka_head_dim=40),  # gkavision_tiny: scan head dim C / num_heads (40) instead of 32
                   'unfused': dict(fuse_pointwise=False),  # GKA mixers: the per-token work as PyTorch ops in eager
                   'torchnorm': dict(fuse_norm=False),  # the blocks' LayerNorms as PyTorch's op (then the rounding)
-                  'compile': {},  # torch.compile(model) (default mode); combine with '+': NAME@hd32+compile
+                  'compile': {},  # torch.compile(model) (default mode); combine with '+': NAME@hd40+compile
                   'cudagraphs': {}}  # torch.compile(model, mode='reduce-overhead'): the step replayed as CUDA graphs
 COMPILE_VARIANTS = ('compile', 'cudagraphs')
 SKIPPED = 'skipped (time budget)'
@@ -144,7 +144,7 @@ def cudagraphs(name: str) -> bool:
 
 
 def eager_name(name: str) -> str:
-    """The row of the same model without torch.compile: 'gkavision_tiny@hd32+compile' -> 'gkavision_tiny@hd32'."""
+    """The row of the same model without torch.compile: 'gkavision_tiny@hd40+compile' -> 'gkavision_tiny@hd40'."""
     base, _, rest = name.partition('@')
     kept = [v for v in rest.split('+') if v and v not in COMPILE_VARIANTS]
     return base + ('@' + '+'.join(kept) if kept else '')
@@ -411,7 +411,7 @@ Task = Tuple[str, str, int, str]  # (kind, model, batch size or resolution, mode
 
 
 def compiled_like(ref: str, name: str) -> str:
-    """`ref` compiled as the row `name` is: ('deit_tiny_patch16_224', 'gka_tiny_patch16_224@hd32+cudagraphs') ->
+    """`ref` compiled as the row `name` is: ('deit_tiny_patch16_224', 'gka_tiny_patch16_224@hd40+cudagraphs') ->
     'deit_tiny_patch16_224@cudagraphs'; `ref` itself for an eager row."""
     kept = [v for v in name.partition('@')[2].split('+') if v in COMPILE_VARIANTS]
     return ref + ('@' + '+'.join(kept) if kept else '')

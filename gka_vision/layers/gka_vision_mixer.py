@@ -15,8 +15,10 @@ scan in raster order, the other half through a non-causal conv branch -- and swa
     y         = RMSNorm_head(gka_scan(q, k, v, alpha, g))  one causal scan
     out       = out_proj(concat(y, z))
 
-The models pass the stage's head count; the scan runs on half the channels with half the heads, so the head
-dim stays C / num_heads (40 for GKAVision-T, as MambaVision-T's attention heads).
+The models pass the stage's head count; the scan runs on half the channels, and its head dim is C / num_heads (the
+stage's attention head dim) rounded down to a power of two that divides E / 2: the Triton kernels' tiles are
+powers of two, so a head dim of 40 (MambaVision-T's) would be padded to 64 inside them; GKAVision-T's scan heads are
+32 (docs/design.md, "Heads"). `head_dim` sets another.
 BidirectionalGKAMixer (layers/gka_mixer.py) is the heavier alternative: all channels, both scan directions
 (``mixer='gka_bi'`` in the hybrid family, models/gkavision.py).
 """
@@ -39,6 +41,14 @@ __all__ = ['GKAVisionMixer']
 torch.fx.wrap('check_tokens')  # an FX leaf (it raises on shapes)
 
 
+def power_of_two_head_dim(width: int, at_most: int) -> int:
+    """The largest power of two that divides `width` and is at most `at_most` (>= 1)."""
+    d = 1
+    while width % (2 * d) == 0 and 2 * d <= at_most:
+        d *= 2
+    return d
+
+
 @register_notrace_function  # an FX leaf: timm's FX feature extraction and torch.fx keep the scan as one call
 @torch.jit.ignore  # TorchScript: the scan stays a Python call (a scripted model runs; it cannot be saved)
 def _scan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, alpha: torch.Tensor, g: torch.Tensor,
@@ -55,10 +65,10 @@ class GKAVisionMixer(nn.Module):
 
     Args:
         dim: token width C.
-        num_heads: the stage's head count; the scan uses max(1, num_heads // 2) heads of dim C / num_heads
-            (E / 2 must be divisible by the scan's head count).
-        head_dim: if set, the scan's head dim instead (E / 2 / head_dim heads; E / 2 must be divisible by it).
-            Powers of two fill the kernels' tiles: 40 is padded to 64 inside them, 32 is not.
+        num_heads: the stage's head count; the scan's head dim is the largest power of two that is at most
+            E / num_heads and divides E / 2 (for C = E = 320, num_heads = 8: 32, five heads).
+        head_dim: if set, the scan's head dim instead, any divisor of E / 2 (E / 2 / head_dim heads; 40 in that
+            example: four heads, which the kernels pad to 64).
         d_conv: depthwise conv width, 'same' padding (MambaVision: 3).
         expand: inner width E = expand * C, split in two halves (MambaVision: 1).
         ridge_ratio, num_iter: a in lambda_t = a ||H_t||_F and the Chebyshev steps (docs/gka_spec.md sections 1-2).
@@ -89,16 +99,14 @@ class GKAVisionMixer(nn.Module):
         if self.d_inner % 2:
             raise ValueError(f'GKAVisionMixer: expand * dim = {self.d_inner} must be even (split in two halves)')
         half = self.d_inner // 2
-        if head_dim is not None:
-            if head_dim < 1 or half % head_dim:
-                raise ValueError(f'GKAVisionMixer: half the inner width ({half}) must be divisible by head_dim '
-                                 f'({head_dim})')
-            num_heads = 2 * (half // head_dim)
-        self.num_heads = max(1, num_heads // 2)
-        if half % self.num_heads:
-            raise ValueError(f'GKAVisionMixer: half the inner width ({half}) must be divisible by the scan\'s '
-                             f'head count ({self.num_heads} = num_heads {num_heads} // 2)')
-        self.head_dim = half // self.num_heads
+        if head_dim is None:
+            if num_heads < 1:
+                raise ValueError(f'GKAVisionMixer: num_heads must be at least 1, got {num_heads}')
+            head_dim = power_of_two_head_dim(half, max(1, self.d_inner // num_heads))
+        elif head_dim < 1 or half % head_dim:
+            raise ValueError(f'GKAVisionMixer: half the inner width ({half}) must be divisible by head_dim '
+                             f'({head_dim})')
+        self.num_heads, self.head_dim = half // head_dim, head_dim
         self.ridge_ratio, self.num_iter, self.backend = ridge_ratio, num_iter, backend
         self.qk_input_dtype = qk_input_dtype
         self.kernel_config = kernel_config

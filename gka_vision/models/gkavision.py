@@ -15,11 +15,13 @@ x + drop_path(mixer(LN(x))); x + drop_path(MLP(LN(x))) (layers/blocks.py, MixerB
 
 ``mixer='gka'`` gives GKAVision (GKAVisionMixer: MambaVision's mixer with one causal GKA scan on half the channels
 instead of S6), as the paper "replaces the mixer blocks of MambaVision with GKA layers" at MambaVision-T's 31.8M
-parameters (docs/design.md, "GKAVision's mixer"). Head dims are the stage's C / num_heads: 40 (tiny), 48 (small)
-and 64 (base); ``gka_head_dim=32`` (the mixer's head_dim) gives scan heads of 32, which the Triton kernels do not
-pad (docs/design.md, "Heads"). ``mixer='gka_bi'`` uses BidirectionalGKAMixer (all channels, both scan directions)
-instead; ``mixer='mamba'`` (MambaVisionMixer, Mamba-1 selective scan) is MambaVision, the baseline family
-registered in mambavision.py. Widths and depths are MambaVision-T/S/B's.
+parameters (docs/design.md, "GKAVision's mixer"). The mixer's scan heads have a power-of-two dim, which fills the
+Triton kernels' tiles: 32 in gkavision_tiny and gkavision_small (their stages' C / num_heads, 40 and 48, would be
+padded to 64 inside the kernels) and C / num_heads = 64 in gkavision_base; ``gka_head_dim`` (the mixer's head_dim)
+sets another (``gka_head_dim=40`` in gkavision_tiny: C / num_heads; docs/design.md, "Heads"). ``mixer='gka_bi'``
+uses BidirectionalGKAMixer (all channels, both scan directions) instead; ``mixer='mamba'`` (MambaVisionMixer, Mamba-1
+selective scan) is MambaVision, the baseline family registered in mambavision.py. Widths and depths are
+MambaVision-T/S/B's.
 Reported (ImageNet-1K, 224px): GKAVision-T 81.27 top-1 (GKA paper, arXiv 2511.21016).
 
 Written from the MambaVision paper's description (arXiv 2407.08083), not from its code. Differences: a window
@@ -186,7 +188,7 @@ class GKAVision(nn.Module):
             'gka' (GKAVisionMixer), 'gka_bi' (BidirectionalGKAMixer), 'mamba' (MambaVisionMixer), ...
         mixer_kwargs: the mixer's own options (e.g. ridge_ratio, num_iter, head_dim, backend for 'gka'; d_state,
             d_conv, expand, backend for 'mamba'); an unknown one is a TypeError naming it. timm.create_model also
-            takes them flat (`create_model('gkavision_tiny', num_iter=10, gka_head_dim=32)`).
+            takes them flat (`create_model('gkavision_tiny', num_iter=10, gka_head_dim=64)`).
         mlp_ratio, drop_rate (before the head), proj_drop_rate, drop_path_rate (linear over all blocks).
         layer_scale, layer_scale_conv: LayerScale init of mixer/attention blocks and conv blocks (None: off).
         recompute_mixer: recompute norm1 + token mixer of every mixer/attention block in the backward

@@ -385,8 +385,8 @@ def test_compile_variant_and_combined_variants(monkeypatch):
         return _Net('ok')
     monkeypatch.setattr(cmp.timm, 'create_model', fake_create)
     monkeypatch.setattr(cmp.torch, 'compile', lambda m: compiled.append(m) or ('compiled', m))
-    out = cmp.build_model('gkavision_tiny@hd32+compile', 32, None, torch.device('cpu'))
-    assert built[-1] == ('gkavision_tiny', dict(gka_head_dim=32, img_size=32))
+    out = cmp.build_model('gkavision_tiny@hd40+compile', 32, None, torch.device('cpu'))
+    assert built[-1] == ('gkavision_tiny', dict(gka_head_dim=40, img_size=32))
     assert out == ('compiled', compiled[-1]) and isinstance(compiled[-1], _Net)
     assert cmp.variants('deit_tiny_patch16_224@compile') == ['compile']
     assert not isinstance(cmp.build_model('deit_tiny_patch16_224', 32, None, torch.device('cpu')), tuple)
@@ -401,12 +401,12 @@ def test_cudagraphs_variant_compiles_in_reduce_overhead_mode_and_marks_each_step
     calls, marks = [], []
     monkeypatch.setattr(cmp.timm, 'create_model', lambda name, **kw: _Net('ok'))
     monkeypatch.setattr(cmp.torch, 'compile', lambda m, **kw: calls.append(kw) or m)
-    cmp.build_model('gkavision_tiny@hd32+cudagraphs', 32, None, torch.device('cpu'))
+    cmp.build_model('gkavision_tiny@hd40+cudagraphs', 32, None, torch.device('cpu'))
     cmp.build_model('gkavision_tiny@compile', 32, None, torch.device('cpu'))
     assert calls == [dict(mode='reduce-overhead'), {}]
-    assert cmp.compiled('gkavision_tiny@cudagraphs') and cmp.cudagraphs('gkavision_tiny@hd32+cudagraphs')
+    assert cmp.compiled('gkavision_tiny@cudagraphs') and cmp.cudagraphs('gkavision_tiny@hd40+cudagraphs')
     assert not cmp.cudagraphs('gkavision_tiny@compile')
-    assert cmp.eager_name('gkavision_tiny@hd32+cudagraphs') == 'gkavision_tiny@hd32'
+    assert cmp.eager_name('gkavision_tiny@hd40+cudagraphs') == 'gkavision_tiny@hd40'
     monkeypatch.setattr(cmp.torch.compiler, 'cudagraph_mark_step_begin', lambda: marks.append(1))
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))
     model.num_classes = 4
@@ -437,7 +437,7 @@ def test_compiled_sweep_runs_compiled_rows_at_every_resolution(tmp_path, monkeyp
     compiled_sweep = [t for t in tasks if t[0] == 'sweep' and '@' in t[1]]
     assert sorted(compiled_sweep) == sorted(('sweep', m, r, 'train') for m in names[2:] for r in (224, 1024, 2048))
     assert cmp.memory_pairs(names, True)[2:] == [('gka_tiny_patch16_224@compile', 'deit_tiny_patch16_224@compile')]
-    assert cmp.compiled_like('deit_tiny_patch16_224', 'gka_tiny_patch16_224@hd32+cudagraphs') == \
+    assert cmp.compiled_like('deit_tiny_patch16_224', 'gka_tiny_patch16_224@hd40+cudagraphs') == \
         'deit_tiny_patch16_224@cudagraphs'
 
     events = []

@@ -25,8 +25,8 @@ LAYOUT_DIGESTS = {
     'gka_small_patch16_224': 'e4bae3b4e4013401',
     'gka_tiny_patch16_224': 'ffb959520a2633d0',
     'gkavision_base': '555a8c126f03f76d',
-    'gkavision_small': 'cd851c0577e25df4',
-    'gkavision_tiny': 'f8a7723b1c967b18',
+    'gkavision_small': '3f5d2f39aae44cb7',
+    'gkavision_tiny': 'bb518f18aa499f09',
     'mamba_vim_base_patch16_224': 'daee848430b6c6b4',
     'mamba_vim_small_patch16_224': 'cc161d3808c5cd30',
     'mamba_vim_tiny_patch16_224': 'c1c3772deff79148',
@@ -114,8 +114,8 @@ def test_flat_mixer_options_are_the_mixer_kwargs():
     assert {(b.mixer.num_iter, b.mixer.ridge_ratio, b.mixer.backend) for b in flat.blocks} == {(3, 0.05, 'torch')}
     _assert_same_model(flat, nested, _x(32))
     with torch.device('meta'):
-        hd = timm.create_model('gkavision_tiny', gka_head_dim=32)  # the flat name of GKAVisionMixer's head_dim
-        assert {m.head_dim for m in hd.modules() if type(m).__name__ == 'GKAVisionMixer'} == {32}
+        hd = timm.create_model('gkavision_tiny', gka_head_dim=40)  # the flat name of GKAVisionMixer's head_dim
+        assert {m.head_dim for m in hd.modules() if type(m).__name__ == 'GKAVisionMixer'} == {40}
         # qk_input_dtype: on by default in GKAVisionMixer, off in BidirectionalGKAMixer; both switch flat
         for name, default in (('gkavision_tiny', True), ('gka_tiny_patch16_224', False)):
             for kw in ({}, dict(qk_input_dtype=not default)):

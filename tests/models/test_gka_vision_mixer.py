@@ -5,13 +5,14 @@ import torch
 import torch.nn.functional as F
 
 from gka_vision.layers import GKAVisionMixer
+from gka_vision.layers.gka_vision_mixer import power_of_two_head_dim
 from gka_vision.layers.mamba_mixer import MambaVisionMixer
 from gka_vision.ops import gka_scan
 
 from timm_api import check_mixer_backward  # tests/timm_api.py
 
 torch.set_num_threads(1)
-DIM, HEADS = 80, 4  # scan: 2 heads of 20 on 40 channels
+DIM, HEADS = 80, 4  # scan: 5 heads of 8 on 40 channels (80 / 4 = 20, rounded down to a power of two)
 
 
 def _mixer(**kwargs):
@@ -21,7 +22,7 @@ def _mixer(**kwargs):
 
 def test_shapes_and_heads_follow_mambavision_mixer():
     m = _mixer()
-    assert (m.num_heads, m.head_dim) == (2, 20)
+    assert (m.num_heads, m.head_dim) == (5, 8)
     mv = MambaVisionMixer(DIM)
     for name in ('in_proj', 'out_proj', 'conv1d_z'):
         assert getattr(m, name).weight.shape == getattr(mv, name).weight.shape, name
@@ -33,7 +34,7 @@ def test_shapes_and_heads_follow_mambavision_mixer():
 
 def test_matches_direct_composition():
     """The forward is exactly the module docstring's equations, written out here with plain torch ops."""
-    m = _mixer()
+    m = _mixer(head_dim=20)
     x = torch.randn(2, 21, DIM)
     B, N, half, nh, D = 2, 21, DIM // 2, 2, 20
     with torch.no_grad():
@@ -89,7 +90,7 @@ def test_no_weight_decay_names_exist():
     assert m.no_weight_decay() <= set(names)
 
 
-@pytest.mark.parametrize('dim,heads,match', [(81, 4, 'even'), (80, 6, 'divisible')])
+@pytest.mark.parametrize('dim,heads,match', [(81, 4, 'even'), (80, 0, 'num_heads must be at least 1')])
 def test_bad_sizes_are_errors_naming_them(dim, heads, match):
     with pytest.raises(ValueError, match=match):
         GKAVisionMixer(dim, heads)
@@ -100,9 +101,18 @@ def test_wrong_token_width_is_an_error():
         _mixer()(torch.randn(2, 12, 40))
 
 
+def test_scan_head_dim_is_a_power_of_two_by_default():
+    """The largest power of two that is at most E / num_heads and divides E / 2: the kernels' tiles."""
+    assert [power_of_two_head_dim(w, d) for w, d in ((160, 40), (192, 48), (256, 64), (40, 20), (24, 100), (7, 5))] \
+        == [32, 32, 64, 8, 8, 1]
+    assert [(m.num_heads, m.head_dim) for m in (GKAVisionMixer(320, 8), GKAVisionMixer(640, 16),
+                                                  GKAVisionMixer(512, 8), GKAVisionMixer(320, 8, expand=2))] \
+        == [(5, 32), (10, 32), (4, 64), (5, 64)]
+
+
 def test_head_dim_option_sets_the_scan_heads():
-    m = GKAVisionMixer(DIM, HEADS, head_dim=8, num_iter=4, backend='torch')
-    assert (m.num_heads, m.head_dim) == (5, 8)
+    m = GKAVisionMixer(DIM, HEADS, head_dim=20, num_iter=4, backend='torch')
+    assert (m.num_heads, m.head_dim) == (2, 20)
     x = torch.randn(2, 9, DIM)
     assert m(x).shape == x.shape
     with pytest.raises(ValueError, match='head_dim'):

@@ -55,16 +55,17 @@ def test_mambavision_tiny_size():
     assert model.feature_info[-1]['num_chs'] == model.num_features == 640
 
 
-@pytest.mark.parametrize('name,widths,head_dim', [
-    ('gkavision_tiny', [80, 160, 320, 640], 40),
-    ('gkavision_small', [96, 192, 384, 768], 48),
-    ('gkavision_base', [128, 256, 512, 1024], 64),
+@pytest.mark.parametrize('name,widths,scan_head_dim,head_dim', [
+    ('gkavision_tiny', [80, 160, 320, 640], 32, 40),
+    ('gkavision_small', [96, 192, 384, 768], 32, 48),
+    ('gkavision_base', [128, 256, 512, 1024], 64, 64),
 ])
-def test_gkavision_sizes_use_gka_mixers(name, widths, head_dim):
+def test_gkavision_sizes_use_gka_mixers(name, widths, scan_head_dim, head_dim):
+    """GKAVisionMixer: power-of-two scan heads; the bidirectional mixer keeps C / num_heads."""
     model = meta_model(name)
     assert [f['num_chs'] for f in model.feature_info] == widths
     mixers = [m for m in model.modules() if type(m).__name__ == 'GKAVisionMixer']
-    assert mixers and all(m.head_dim == head_dim for m in mixers)
+    assert mixers and all(m.head_dim == scan_head_dim for m in mixers)
     assert not any(type(m).__name__ in ('MambaVisionMixer', 'BidirectionalGKAMixer') for m in model.modules())
     bi = meta_model(name, mixer='gka_bi')
     mixers = [m for m in bi.modules() if type(m).__name__ == 'BidirectionalGKAMixer']
@@ -81,11 +82,25 @@ def test_gkavision_tiny_has_mambavision_tiny_size():
     assert bi / mv > 1.1, (bi, mv)
 
 
-def test_gka_head_dim_kwarg():
+def _scan_heads(name, **kwargs):
     with torch.device('meta'):
-        model = timm.create_model('gkavision_tiny', gka_head_dim=32)
-    mixers = [m for m in model.modules() if type(m).__name__ == 'GKAVisionMixer']
-    assert [(m.num_heads, m.head_dim) for m in mixers] == [(5, 32)] * 4 + [(10, 32)] * 2
+        model = timm.create_model(name, **kwargs)
+    return [(m.num_heads, m.head_dim) for m in model.modules() if type(m).__name__ == 'GKAVisionMixer']
+
+
+def test_scan_head_dims_are_powers_of_two_by_default():
+    """tiny and small: 32 (their C / num_heads, 40 and 48, are padded to 64 in the kernels); base: C / num_heads."""
+    assert _scan_heads('gkavision_tiny') == [(5, 32)] * 4 + [(10, 32)] * 2
+    assert _scan_heads('gkavision_small') == [(6, 32)] * 4 + [(12, 32)] * 3
+    assert _scan_heads('gkavision_base') == [(4, 64)] * 5 + [(8, 64)] * 3
+    # the default applies to the GKA mixer only
+    assert _scan_heads('gkavision_tiny', mixer='gka_bi') == [] and _scan_heads('mambavision_tiny') == []
+
+
+def test_gka_head_dim_kwarg():
+    assert _scan_heads('gkavision_tiny', gka_head_dim=40) == [(4, 40)] * 4 + [(8, 40)] * 2  # C / num_heads
+    assert _scan_heads('gkavision_tiny', gka_head_dim=16) == [(10, 16)] * 4 + [(20, 16)] * 2
+    assert _scan_heads('gkavision_tiny', mixer_kwargs=dict(head_dim=40)) == [(4, 40)] * 4 + [(8, 40)] * 2
     with pytest.raises(ValueError, match="gka_head_dim=32 applies to mixer='gka' only"):
         meta_model('mambavision_tiny', gka_head_dim=32)
 
