@@ -32,7 +32,11 @@ def autocast_output_dtype(x: torch.Tensor) -> torch.dtype:
     """The autocast dtype of x's device where autocast is on there, else x's dtype (also on devices without
     autocast, such as 'meta')."""
     device = x.device.type
-    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device) and x.is_floating_point():
+    # torch.amp.is_autocast_available is a C builtin that Dynamo (torch 2.11) cannot trace: a graph break in every
+    # norm, an error under fullgraph=True. A compiled graph's tensors are on real devices, which have autocast.
+    if not torch.compiler.is_compiling() and not torch.amp.is_autocast_available(device):
+        return x.dtype
+    if torch.is_autocast_enabled(device) and x.is_floating_point():
         return torch.get_autocast_dtype(device)
     return x.dtype
 

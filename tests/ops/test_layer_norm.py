@@ -114,6 +114,28 @@ def test_autocast_layer_norm_rounds_to_the_autocast_dtype_as_its_consumers_would
     assert autocast_output_dtype(torch.zeros(2, dtype=torch.int64)) == torch.int64
 
 
+def test_norms_compile_without_the_untraceable_autocast_query(monkeypatch):
+    """torch.amp.is_autocast_available is a C builtin that Dynamo cannot trace on torch 2.11 (a graph break at
+    every norm; fullgraph=True fails): under torch.compile the norms must not call it. Stand-in here: a version
+    that raises while compiling."""
+    real = torch.amp.is_autocast_available
+
+    def untraceable(device_type):
+        if torch.compiler.is_compiling():
+            raise RuntimeError("is_autocast_available called while compiling")
+        return real(device_type)
+    monkeypatch.setattr(torch.amp, "is_autocast_available", untraceable)
+    ln, rms = AutocastLayerNorm(16), GatedRMSNorm(16)
+    f = lambda x, g: rms(ln(x), g)  # noqa: E731
+    x, g = torch.randn(2, 5, 16), torch.randn(2, 5, 16)
+    torch._dynamo.reset()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = torch.compile(f, fullgraph=True, backend="eager")(x, g)
+        assert y.dtype == torch.bfloat16
+        torch.testing.assert_close(y, f(x, g), rtol=0, atol=0)
+    assert autocast_output_dtype(torch.empty(2, device="meta")) == torch.float32  # eager: still asks
+
+
 def test_gated_rms_norm_returns_the_autocast_dtype():
     norm = GatedRMSNorm(8)
     x, g = torch.randn(3, 2, 8), torch.randn(3, 2, 8)
