@@ -46,7 +46,7 @@ from ..layers import MixerBlock, create_mixer, get_mixer, pop_mixer_options
 from ..layers.input_checks import check_image
 from ..layers.mixer_parts import init_linear_weights
 from ..layers.norm import AutocastLayerNorm
-from ._checkpoint import adapt_state_dict
+from ._checkpoint import adapt_state_dict, unwrap_state_dict
 from ._factory import accepts_device_dtype, like
 from ._model_api import check_global_pool, no_weight_decay_names, switch_recompute, switch_selective_recompute
 from ._resize import record_input_size
@@ -401,8 +401,30 @@ class GKAVision(nn.Module):
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, torch.Tensor]:
-    """Adapt a checkpoint to `model` (see `adapt_state_dict`); this family has no position embedding."""
-    return adapt_state_dict(state_dict, model, first_conv='stem.0')
+    """Adapt a checkpoint to `model` (see `adapt_state_dict`); this family has no position embedding. Weights whose
+    GKA scan heads differ from the model's (gkavision_tiny/small saved before their heads of 32) fail with the
+    gka_head_dim that builds them."""
+    try:
+        return adapt_state_dict(state_dict, model, first_conv='stem.0')
+    except ValueError as e:
+        hint = _scan_heads_hint(unwrap_state_dict(state_dict), model)
+        if hint:
+            raise ValueError(f'{e} {hint}') from None
+        raise
+
+
+def _scan_heads_hint(state_dict: Dict[str, Any], model: nn.Module) -> str:
+    """'' or how to build the model with the checkpoint's scan heads (one A_log entry per head)."""
+    keys = {k.replace('module.', '', 1).replace('_orig_mod.', '', 1): v for k, v in state_dict.items()}
+    for name, m in model.named_modules():
+        saved = keys.get(f'{name}.A_log')
+        if type(m).__name__ != 'GKAVisionMixer' or not isinstance(saved, torch.Tensor) or saved.ndim != 1:
+            continue
+        half = m.d_inner // 2
+        if saved.numel() != m.num_heads and saved.numel() and half % saved.numel() == 0:
+            return (f'The weights have {saved.numel()} scan heads of {half // saved.numel()} in {name} (the model: '
+                    f'{m.num_heads} of {m.head_dim}): build the model with gka_head_dim={half // saved.numel()}.')
+    return ''
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:

@@ -105,6 +105,17 @@ def test_gka_head_dim_kwarg():
         meta_model('mambavision_tiny', gka_head_dim=32)
 
 
+def test_weights_with_other_scan_heads_name_the_head_dim_that_loads_them():
+    """Weights of gkavision_tiny with its earlier scan heads (C / num_heads = 40) into today's default (32)."""
+    from gka_vision.models.gkavision import checkpoint_filter_fn
+    with torch.device('meta'):
+        old, new = timm.create_model('gkavision_tiny', gka_head_dim=40), timm.create_model('gkavision_tiny')
+    wrapped = {'state_dict': {'module.' + k: v for k, v in old.state_dict().items()}}
+    with pytest.raises(ValueError, match=r"has shape .* 4 scan heads of 40 .* model with gka_head_dim=40"):
+        checkpoint_filter_fn(wrapped, new)
+    assert set(checkpoint_filter_fn(old.state_dict(), old)) == set(old.state_dict())
+
+
 def test_unknown_mixer_is_an_error_naming_it():
     with pytest.raises(ValueError, match="unknown mixer 'gka2'.*gka_bi"):
         _create('gkavision_tiny', mixer='gka2')
