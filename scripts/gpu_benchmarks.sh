@@ -5,7 +5,7 @@
 # (carry both in every call: an ignored folder that a call does not carry is gone on the device)
 # Stages, in the order given:
 #   tests    tests/gpu (kernel correctness vs the float64 reference, compile of every model with the Triton backend)
-#   core     benchmarks/bench_gka_core.py with the anchors (the paper authors' kernels, fla's GKA port)
+#   core     benchmarks/bench_gka_core.py with the anchors (the paper authors' kernels, fla's GKA port); the last shape is gkavision_tiny's stage 3
 #   profile  benchmarks/profile_step.py: a training step's GPU time in the scans and elsewhere, eager and compiled
 #   compare  scripts/gpu_compare.sh (benchmarks/compare.py, Mamba baselines on mamba_ssm's CUDA scan)
 #   study    scripts/gpu_fmnist_study.sh (Fashion-MNIST accuracy study; STUDY_* variables apply)
@@ -37,7 +37,7 @@ for stage in "$@"; do
         core)
             # shellcheck disable=SC2086
             timeout "${CORE_S:-300}" python3 benchmarks/bench_gka_core.py --no-torch --profile \
-                --shapes 128,197,6,64 4,4097,6,64 128,197,3,64 --json "$OUT/core.json" ${CORE_ARGS:-} 2>&1 \
+                --shapes 128,197,6,64 4,4097,6,64 128,197,3,64 128,196,5,32 --json "$OUT/core.json" ${CORE_ARGS:-} 2>&1 \
                 | tee "$OUT/core.log" | grep -v "^\[" | grep -E "^\||^$|per-kernel|^ +[0-9]" ;;
         profile)
             # shellcheck disable=SC2086
