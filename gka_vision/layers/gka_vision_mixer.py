@@ -15,10 +15,10 @@ scan in raster order, the other half through a non-causal conv branch -- and swa
     y         = RMSNorm_head(gka_scan(q, k, v, alpha, g))  one causal scan
     out       = out_proj(concat(y, z))
 
-The models pass the stage's head count; the scan runs on half the channels, and its head dim is C / num_heads (the
-stage's attention head dim) rounded down to a power of two that divides E / 2: the Triton kernels' tiles are
-powers of two, so a head dim of 40 (MambaVision-T's) would be padded to 64 inside them; GKAVision-T's scan heads are
-32 (docs/design.md, "Heads"). `head_dim` sets another.
+The models pass the stage's head count; the scan runs on half the channels, and its head dim is E / num_heads (at
+expand 1 the stage's attention head dim) rounded down to a power of two that divides E / 2: the Triton kernels'
+tiles are powers of two, so a head dim of 40 (MambaVision-T's) would be padded to 64 inside them; GKAVision-T's scan
+heads are 32 (docs/design.md, "Heads"). `head_dim` sets another.
 BidirectionalGKAMixer (layers/gka_mixer.py) is the heavier alternative: all channels, both scan directions
 (``mixer='gka_bi'`` in the hybrid family, models/gkavision.py).
 """
