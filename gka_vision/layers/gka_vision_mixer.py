@@ -42,7 +42,7 @@ torch.fx.wrap('check_tokens')  # an FX leaf (it raises on shapes)
 
 
 def power_of_two_head_dim(width: int, at_most: int) -> int:
-    """The largest power of two that divides `width` and is at most `at_most` (>= 1)."""
+    """The largest power of two that divides `width` and is at most `at_most` (1 where `at_most` < 2)."""
     d = 1
     while width % (2 * d) == 0 and 2 * d <= at_most:
         d *= 2
@@ -102,7 +102,7 @@ class GKAVisionMixer(nn.Module):
         if head_dim is None:
             if num_heads < 1:
                 raise ValueError(f'GKAVisionMixer: num_heads must be at least 1, got {num_heads}')
-            head_dim = power_of_two_head_dim(half, max(1, self.d_inner // num_heads))
+            head_dim = power_of_two_head_dim(half, self.d_inner // num_heads)
         elif head_dim < 1 or half % head_dim:
             raise ValueError(f'GKAVisionMixer: half the inner width ({half}) must be divisible by head_dim '
                              f'({head_dim})')

@@ -60,6 +60,11 @@ def unwrap_state_dict(state_dict: Dict[str, Any]) -> Dict[str, Any]:
     return state_dict
 
 
+def strip_wrapper_prefixes(key: str) -> str:
+    """A state-dict key without the 'module.' (DDP) and '_orig_mod.' (torch.compile) prefixes of wrapped models."""
+    return key.removeprefix('module.').removeprefix('_orig_mod.')
+
+
 def source_model_args(pretrained_cfg: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     """The model args the weights named by `pretrained_cfg` were saved with: `model_args` of the
     `config.json` beside an exported file, or `model_kwargs` of a training checkpoint (.pth). None if unknown."""
@@ -129,9 +134,7 @@ def adapt_state_dict(state_dict: Dict[str, Any], model: torch.nn.Module, first_c
     mismatched: List[Tuple[str, tuple, tuple]] = []
     head_reset = None
     for k, v in state_dict.items():
-        for prefix in ('module.', '_orig_mod.'):
-            if k.startswith(prefix):
-                k = k[len(prefix):]
+        k = strip_wrapper_prefixes(k)
         if not isinstance(v, torch.Tensor):
             continue
         target = model_sd.get(k)

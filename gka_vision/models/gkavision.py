@@ -46,7 +46,7 @@ from ..layers import MixerBlock, create_mixer, get_mixer, pop_mixer_options
 from ..layers.input_checks import check_image
 from ..layers.mixer_parts import init_linear_weights
 from ..layers.norm import AutocastLayerNorm
-from ._checkpoint import adapt_state_dict, unwrap_state_dict
+from ._checkpoint import adapt_state_dict, strip_wrapper_prefixes, unwrap_state_dict
 from ._factory import accepts_device_dtype, like
 from ._model_api import check_global_pool, no_weight_decay_names, switch_recompute, switch_selective_recompute
 from ._resize import record_input_size
@@ -415,7 +415,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
 
 def _scan_heads_hint(state_dict: Dict[str, Any], model: nn.Module) -> str:
     """'' or how to build the model with the checkpoint's scan heads (one A_log entry per head)."""
-    keys = {k.replace('module.', '', 1).replace('_orig_mod.', '', 1): v for k, v in state_dict.items()}
+    keys = {strip_wrapper_prefixes(k): v for k, v in state_dict.items()}
     for name, m in model.named_modules():
         saved = keys.get(f'{name}.A_log')
         if type(m).__name__ != 'GKAVisionMixer' or not isinstance(saved, torch.Tensor) or saved.ndim != 1:
